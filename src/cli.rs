@@ -1,0 +1,400 @@
+//! Command-line flags and environment variables.
+//!
+//! Owns the `clap` definition of every subcommand and flag (each flag also
+//! settable through a `CHATGATE_*` variable), the conversion of flags into a
+//! validated [`Config`], and resolution of the JWT secret (flag, or for the
+//! embedded store a random secret kept beside the database file).
+//!
+//! Must never: start anything, or print secrets other than on purpose
+//! (`token` and the first-run demo tokens).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, IoDriver, JwtConfig, Limits, StoreConfig, Timeouts};
+
+/// chatgate: a WebSocket chat gateway, drop-in for a Django Channels chat backend.
+#[derive(Debug, Parser)]
+#[command(name = "chatgate", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve,
+    /// Create the database tables (idempotent).
+    Migrate,
+    /// Print an access token for a user.
+    Token {
+        #[arg(long)]
+        user_id: i64,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Manage conversations.
+    Conversation {
+        #[command(subcommand)]
+        action: ConversationAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create a user; prints its id.
+    Add {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationAction {
+    /// Create a conversation with these user ids as participants; prints its id.
+    Create {
+        #[arg(long, value_delimiter = ',', required = true)]
+        members: Vec<i64>,
+    },
+}
+
+/// Flags every subcommand understands.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Embedded SQLite database file.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_DATABASE",
+        default_value = "chatgate.db"
+    )]
+    pub database: PathBuf,
+    /// HS256 secret of the access tokens (Django's SECRET_KEY for simplejwt's
+    /// default). Without it, the embedded store keeps a generated one in
+    /// `<database>.secret`.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// Leeway applied to `exp`, e.g. 0s, 30s.
+    #[arg(long, global = true, env = "CHATGATE_JWT_LEEWAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+    /// Name of the user-id claim (simplejwt USER_ID_CLAIM).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_JWT_USER_ID_CLAIM",
+        default_value = "user_id"
+    )]
+    pub jwt_user_id_claim: String,
+    /// Name of the token-type claim (simplejwt TOKEN_TYPE_CLAIM).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_JWT_TOKEN_TYPE_CLAIM",
+        default_value = "token_type"
+    )]
+    pub jwt_token_type_claim: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. info, chatgate=debug.
+    #[arg(long, global = true, env = "CHATGATE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, env = "CHATGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Public WebSocket listener address.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: SocketAddr,
+    /// Shard threads (default: available cores).
+    #[arg(long, global = true, env = "CHATGATE_SHARDS")]
+    pub shards: Option<usize>,
+    /// io driver: auto (io_uring, else epoll), uring, epoll.
+    #[arg(long, global = true, env = "CHATGATE_IO_DRIVER", value_enum, default_value_t = DriverArg::Auto)]
+    pub io_driver: DriverArg,
+    /// Allowed Origin hosts, comma-separated (Django ALLOWED_HOSTS patterns; `*` allows all).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,[::1]"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Largest frame or message accepted, bytes (bigger: close 1009).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_MAX_MESSAGE_BYTES",
+        default_value_t = 65536
+    )]
+    pub max_message_bytes: usize,
+    /// Outbound queue bound per socket, frames (overflow: close 1013).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_OUTBOUND_MAX_FRAMES",
+        default_value_t = 1024
+    )]
+    pub outbound_max_frames: usize,
+    /// Outbound queue bound per socket, bytes (overflow: close 1013).
+    #[arg(long, global = true, env = "CHATGATE_OUTBOUND_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbound_max_bytes: usize,
+    /// Time allowed from accept to a complete upgrade.
+    #[arg(long, global = true, env = "CHATGATE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A peer silent (no data, no Pong) this long is closed.
+    #[arg(long, global = true, env = "CHATGATE_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// Interval of `{"type":"ping"}` and WebSocket Pings.
+    #[arg(long, global = true, env = "CHATGATE_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+    /// A socket write making no progress this long closes the socket.
+    #[arg(long, global = true, env = "CHATGATE_WRITE_STALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_stall_timeout: Duration,
+    /// On shutdown, time sockets get to finish their close handshake.
+    #[arg(long, global = true, env = "CHATGATE_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// A store request unanswered this long fails (`Failed to send message`).
+    #[arg(long, global = true, env = "CHATGATE_STORE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub store_timeout: Duration,
+    /// Most messages committed in one store transaction.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_STORE_BATCH_MAX",
+        default_value_t = 512
+    )]
+    pub store_batch_max: usize,
+    /// On a fresh embedded database, create two demo users and a conversation.
+    #[arg(long, global = true, env = "CHATGATE_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+}
+
+/// A problem with the secret file.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read or create the secret file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the secret file {0} is empty")]
+    Empty(PathBuf),
+}
+
+impl Cli {
+    /// The JWT settings, with the secret resolved (see [`resolve_secret`]).
+    pub fn jwt(&self) -> Result<JwtConfig, SecretError> {
+        let secret = resolve_secret(self.common.jwt_secret.as_deref(), &self.common.database)?;
+        Ok(JwtConfig {
+            secret,
+            leeway: self.common.jwt_leeway,
+            user_id_claim: self.common.jwt_user_id_claim.clone(),
+            token_type_claim: self.common.jwt_token_type_claim.clone(),
+        })
+    }
+
+    /// The gateway configuration (validated by `Gateway::start`).
+    pub fn config(&self, jwt: JwtConfig) -> Config {
+        let s = &self.serve;
+        let mut c = Config::new(
+            jwt,
+            StoreConfig::Sqlite {
+                path: self.common.database.clone(),
+            },
+        );
+        c.listen = s.listen;
+        if let Some(n) = s.shards {
+            c.shards = n;
+        }
+        c.io_driver = match s.io_driver {
+            DriverArg::Auto => IoDriver::Auto,
+            DriverArg::Uring => IoDriver::Uring,
+            DriverArg::Epoll => IoDriver::Epoll,
+        };
+        c.allowed_origins = s
+            .allowed_origins
+            .iter()
+            .map(|o| o.trim().to_owned())
+            .collect();
+        c.limits = Limits {
+            max_message_bytes: s.max_message_bytes,
+            outbound_max_frames: s.outbound_max_frames,
+            outbound_max_bytes: s.outbound_max_bytes,
+            ..Limits::default()
+        };
+        c.timeouts = Timeouts {
+            handshake: s.handshake_timeout,
+            idle: s.idle_timeout,
+            ping_interval: s.ping_interval,
+            write_stall: s.write_stall_timeout,
+            shutdown_grace: s.shutdown_grace,
+            store: s.store_timeout,
+            ..Timeouts::default()
+        };
+        c.store_batch_max = s.store_batch_max;
+        c
+    }
+}
+
+/// The given secret, else the one kept in `<database>.secret`, created with
+/// 32 random bytes (hex) and mode 0600 on first use.
+pub fn resolve_secret(given: Option<&str>, database: &Path) -> Result<Vec<u8>, SecretError> {
+    if let Some(s) = given {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = secret_path(database);
+    let file_err = |source| SecretError::File {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().is_empty() => Err(SecretError::Empty(path)),
+        Ok(s) => Ok(s.trim().as_bytes().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret: String = rand::random::<[u8; 32]>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            write_private(&path, &secret).map_err(file_err)?;
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(file_err(e)),
+    }
+}
+
+/// `<database>.secret`.
+pub fn secret_path(database: &Path) -> PathBuf {
+    let mut p = database.as_os_str().to_owned();
+    p.push(".secret");
+    PathBuf::from(p)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["chatgate"]).unwrap();
+        assert!(cli.command.is_none());
+        let c = cli.config(JwtConfig::new("x"));
+        assert_eq!(c.listen, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(c.timeouts.idle, Duration::from_secs(75));
+        assert_eq!(c.timeouts.ping_interval, Duration::from_secs(30));
+        assert_eq!(c.limits.max_message_bytes, 65536);
+        assert_eq!(c.allowed_origins, vec!["localhost", "127.0.0.1", "[::1]"]);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn flags_after_subcommand() {
+        let cli = Cli::try_parse_from([
+            "chatgate",
+            "serve",
+            "--listen",
+            "0.0.0.0:9",
+            "--shards",
+            "3",
+            "--io-driver",
+            "epoll",
+            "--idle-timeout",
+            "2m",
+            "--allowed-origins",
+            "*",
+        ])
+        .unwrap();
+        let c = cli.config(JwtConfig::new("x"));
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.io_driver, IoDriver::Epoll);
+        assert_eq!(c.timeouts.idle, Duration::from_secs(120));
+        assert_eq!(c.allowed_origins, vec!["*"]);
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["chatgate", "token", "--user-id", "4", "--ttl", "2h"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Token { user_id: 4, ttl }) if ttl == Duration::from_secs(7200))
+        );
+        let cli = Cli::try_parse_from(["chatgate", "conversation", "create", "--members", "1,2,3"])
+            .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Conversation { action: ConversationAction::Create { ref members } }) if members == &[1, 2, 3])
+        );
+        assert!(Cli::try_parse_from(["chatgate", "user", "add"]).is_err());
+    }
+
+    #[test]
+    fn secret_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("c.db");
+        let a = resolve_secret(None, &db).unwrap();
+        let b = resolve_secret(None, &db).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(secret_path(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(resolve_secret(Some("given"), &db).unwrap(), b"given");
+    }
+}

@@ -1,0 +1,241 @@
+//! The gateway's validated runtime configuration.
+//!
+//! Owns every knob the running gateway reads: addresses, shard count, limits
+//! and one named timeout per stage. The CLI (`cli.rs`) builds a [`Config`];
+//! tests build one with [`Config::for_tests`]. Everything here is checked by
+//! [`Config::validate`] before any port is bound.
+//!
+//! Must never: read the environment or the command line itself, or hold any
+//! runtime state.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which io driver the shard runtimes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else epoll (default).
+    #[default]
+    Auto,
+    /// io_uring only; starting fails where it is unavailable.
+    Uring,
+    /// epoll only.
+    Epoll,
+}
+
+/// How tokens are checked (simplejwt-compatible HS256).
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    /// The HS256 shared secret (Django's `SECRET_KEY` by default in simplejwt).
+    pub secret: Vec<u8>,
+    /// Leeway applied to `exp`. Default 0 s (simplejwt's default).
+    pub leeway: Duration,
+    /// Name of the user-id claim. Default `user_id`.
+    pub user_id_claim: String,
+    /// Name of the token-type claim. Default `token_type`.
+    pub token_type_claim: String,
+}
+
+impl JwtConfig {
+    /// A config with simplejwt's default claim names and no leeway.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: secret.into(),
+            leeway: Duration::ZERO,
+            user_id_claim: "user_id".into(),
+            token_type_claim: "token_type".into(),
+        }
+    }
+}
+
+/// Size limits and queue bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest WebSocket frame or reassembled message accepted, bytes. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Outbound queue bound per socket, frames. Default 1024.
+    pub outbound_max_frames: usize,
+    /// Outbound queue bound per socket, bytes. Default 4 MiB.
+    pub outbound_max_bytes: usize,
+    /// Largest HTTP request head accepted, bytes. Default 8 KiB.
+    pub max_request_head_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            outbound_max_frames: 1024,
+            outbound_max_bytes: 4 * 1024 * 1024,
+            max_request_head_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// One named timeout per stage.
+#[derive(Clone, Debug)]
+pub struct Timeouts {
+    /// From accept to a complete request head and upgrade. Default 10 s.
+    pub handshake: Duration,
+    /// A peer that sends nothing (not even a Pong) for this long is closed. Default 75 s.
+    pub idle: Duration,
+    /// Interval of the `{"type":"ping"}` heartbeat and of WebSocket Pings. Default 30 s.
+    pub ping_interval: Duration,
+    /// A socket write that makes no progress for this long closes the socket. Default 10 s.
+    pub write_stall: Duration,
+    /// After sending a close frame, how long to wait for the peer's close. Default 2 s.
+    pub close_linger: Duration,
+    /// On shutdown, how long sockets get to finish closing before the shard exits. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// A store request not answered within this fails (`Failed to send message`). Default 5 s.
+    pub store: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+            ping_interval: Duration::from_secs(30),
+            write_stall: Duration::from_secs(10),
+            close_linger: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            store: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where messages are stored.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// Embedded SQLite database file.
+    Sqlite { path: PathBuf },
+}
+
+/// Everything the running gateway needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Public WebSocket listener. Default 127.0.0.1:8000.
+    pub listen: SocketAddr,
+    /// Number of shard threads. Default: available cores.
+    pub shards: usize,
+    /// io driver of the shards. Default auto.
+    pub io_driver: IoDriver,
+    /// Token verification.
+    pub jwt: JwtConfig,
+    /// Allowed `Origin` hosts (Django `ALLOWED_HOSTS` patterns: exact host,
+    /// `.example.com` for a domain and its subdomains, `*` for all).
+    pub allowed_origins: Vec<String>,
+    /// Limits and queue bounds.
+    pub limits: Limits,
+    /// Timeouts per stage.
+    pub timeouts: Timeouts,
+    /// The store.
+    pub store: StoreConfig,
+    /// Most messages committed in one store transaction. Default 512.
+    pub store_batch_max: usize,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults everywhere, the given secret and store.
+    pub fn new(jwt: JwtConfig, store: StoreConfig) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            io_driver: IoDriver::Auto,
+            jwt,
+            allowed_origins: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            store,
+            store_batch_max: 512,
+        }
+    }
+
+    /// A config for tests: ephemeral port on 127.0.0.1, 2 shards.
+    pub fn for_tests(secret: &str, sqlite_path: PathBuf) -> Self {
+        let mut c = Self::new(
+            JwtConfig::new(secret),
+            StoreConfig::Sqlite { path: sqlite_path },
+        );
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.shards = 2;
+        c
+    }
+
+    /// Checks every value before anything is bound or spawned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_string()));
+        if self.shards == 0 || self.shards > 1024 {
+            return bad("shards must be between 1 and 1024");
+        }
+        if self.jwt.secret.is_empty() {
+            return bad("the JWT secret is empty");
+        }
+        if self.jwt.user_id_claim.is_empty() || self.jwt.token_type_claim.is_empty() {
+            return bad("JWT claim names must not be empty");
+        }
+        if self.limits.max_message_bytes < 128 {
+            return bad("max message size must be at least 128 bytes");
+        }
+        if self.limits.outbound_max_frames == 0 || self.limits.outbound_max_bytes == 0 {
+            return bad("outbound queue bounds must be positive");
+        }
+        if self.limits.max_request_head_bytes < 512 {
+            return bad("max request head size must be at least 512 bytes");
+        }
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("handshake timeout", t.handshake),
+            ("idle timeout", t.idle),
+            ("ping interval", t.ping_interval),
+            ("write stall timeout", t.write_stall),
+            ("store timeout", t.store),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if self.store_batch_max == 0 {
+            return bad("store batch size must be positive");
+        }
+        if self.allowed_origins.iter().any(|o| o.trim().is_empty()) {
+            return bad("allowed origins must not contain an empty entry");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::for_tests("s", PathBuf::from("x.db"));
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.limits.max_message_bytes, 65536);
+        assert_eq!(c.timeouts.idle, Duration::from_secs(75));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = Config::for_tests("s", PathBuf::from("x.db"));
+        c.shards = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::for_tests("", PathBuf::from("x.db"));
+        c.jwt.secret.clear();
+        assert!(c.validate().is_err());
+        let mut c = Config::for_tests("s", PathBuf::from("x.db"));
+        c.timeouts.idle = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,551 @@
+//! One WebSocket session: from the verified upgrade to the closed socket.
+//!
+//! Owns a socket's whole life on its owner shard: token and membership check
+//! (4001 / 4003 after the 101), the read → decode → act loop over
+//! tungstenite's `WebSocketContext` fed from memory, writing the socket's
+//! outbound queue, heartbeats and the idle timeout, the close handshake, and
+//! turning store commit outcomes into `new_message` broadcasts.
+//!
+//! One task per socket owns the stream; it waits for readability (no buffer
+//! pinned while idle) and then reads into a buffer borrowed from the shard's
+//! pool, so a read is never raced against a timer and dropped.
+//!
+//! Must never: block the shard, hold a `RefCell` borrow across an await, or
+//! broadcast a message the store has not committed.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
+
+use crate::close::CloseReason;
+use crate::frame::FrameBuf;
+use crate::handshake::{self, Upgrade};
+use crate::hub::Peer;
+use crate::outbound::Bounds;
+use crate::protocol::{self, ClientMessage, ReplyError};
+use crate::shard::{ShardCtx, TaskGuard};
+use crate::store::{InsertOutcome, InsertRequest, Origin, UserProfile};
+
+/// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
+/// zero-filled per socket. Bigger frames still fit (the buffer grows).
+const WS_READ_CHUNK: usize = 512;
+
+/// Who is on the socket, fixed at connect.
+struct Member {
+    user_id: i64,
+    username: String,
+    /// `{"id":..,"username":..,"first_name":..,"last_name":..}`, serialized once.
+    sender_json: Bytes,
+}
+
+/// The result of checking the token and the membership.
+enum Admission {
+    Accept(Member),
+    Refuse(CloseReason),
+}
+
+/// Serves an upgrade request on the shard that owns its conversation.
+pub async fn serve(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    peer_addr: SocketAddr,
+    upgrade: Upgrade,
+    leftover: Vec<u8>,
+    deadline: Instant,
+) {
+    let _task = TaskGuard::new(&ctx);
+    let admission = monoio::time::timeout_at(deadline, admit(&ctx, &upgrade, peer_addr))
+        .await
+        .unwrap_or(Admission::Refuse(CloseReason::Internal));
+    let (member, refusal) = match admission {
+        Admission::Accept(m) => (Some(m), None),
+        Admission::Refuse(r) => (None, Some(r)),
+    };
+    let user_id = member.as_ref().map_or(0, |m| m.user_id);
+    let peer = ctx
+        .hub
+        .new_peer(user_id, upgrade.conversation_id, bounds(&ctx));
+    let mut head = handshake::switching_protocols(&upgrade.accept_key);
+    if member.is_some() {
+        head.extend_from_slice(&ctx.established_frame);
+    }
+    let (res, _) = stream.write_all(head).await;
+    if res.is_err() {
+        return;
+    }
+    let mut session = Session::new(ctx.clone(), stream, peer, member, leftover);
+    match refusal {
+        Some(reason) => session.begin_close(reason),
+        None if ctx.shutting_down.get() => session.begin_close(CloseReason::GoingAway),
+        None => ctx.hub.join(&session.peer),
+    }
+    session.run().await;
+    ctx.hub.leave(&session.peer);
+}
+
+fn bounds(ctx: &ShardCtx) -> Bounds {
+    Bounds {
+        max_frames: ctx.config.limits.outbound_max_frames,
+        max_bytes: ctx.config.limits.outbound_max_bytes,
+    }
+}
+
+/// Checks the token, then asks the store who the user is and whether they
+/// belong to the conversation.
+async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission {
+    let token = match ctx.verifier.verify(upgrade.token.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(%peer, reason = e.label(), "authentication failed");
+            return Admission::Refuse(CloseReason::Unauthenticated);
+        }
+    };
+    let info = match ctx
+        .store
+        .connect_info(token.user_id, upgrade.conversation_id)
+        .await
+    {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(%peer, user_id = token.user_id, error = %e, "membership lookup failed");
+            return Admission::Refuse(CloseReason::Internal);
+        }
+    };
+    match info.user {
+        Some(u) if u.is_active && info.is_participant => Admission::Accept(member_of(&u)),
+        Some(u) if u.is_active => {
+            tracing::info!(%peer, user_id = u.id, conversation = upgrade.conversation_id, "not a participant");
+            Admission::Refuse(CloseReason::Forbidden)
+        }
+        _ => {
+            tracing::info!(%peer, user_id = token.user_id, "unknown or inactive user");
+            Admission::Refuse(CloseReason::Unauthenticated)
+        }
+    }
+}
+
+fn member_of(u: &UserProfile) -> Member {
+    Member {
+        user_id: u.id,
+        username: u.username.clone(),
+        sender_json: protocol::sender_json(u),
+    }
+}
+
+/// tungstenite's I/O: reads come from bytes already received, writes go to a
+/// buffer that is then queued on the socket's outbound queue.
+struct MemIo<'a> {
+    rd: &'a [u8],
+    wr: Vec<u8>,
+}
+
+impl Read for MemIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.rd.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Read::read(&mut self.rd, buf)
+    }
+}
+
+impl Write for MemIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wr.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// We sent a close frame; waiting for the peer's until the deadline.
+    Closing {
+        deadline: Instant,
+        parse_input: bool,
+    },
+    /// Done: flush and drop the socket.
+    Done,
+}
+
+/// What one decoded message asks for, owned (no borrow of the decoder).
+enum Action {
+    Reply(ReplyError),
+    Store(String),
+    Delete(i64),
+    Typing(bool),
+}
+
+struct Session {
+    ctx: Rc<ShardCtx>,
+    stream: TcpStream,
+    ws: WebSocketContext,
+    peer: Rc<Peer>,
+    member: Option<Member>,
+    phase: Phase,
+    last_seen: Instant,
+    next_ping: Instant,
+}
+
+impl Session {
+    fn new(
+        ctx: Rc<ShardCtx>,
+        stream: TcpStream,
+        peer: Rc<Peer>,
+        member: Option<Member>,
+        leftover: Vec<u8>,
+    ) -> Self {
+        let max = ctx.config.limits.max_message_bytes;
+        let cfg = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_CHUNK)
+            .write_buffer_size(0)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(cfg));
+        let now = Instant::now();
+        let next_ping = now + ctx.config.timeouts.ping_interval;
+        Self {
+            ctx,
+            stream,
+            ws,
+            peer,
+            member,
+            phase: Phase::Open,
+            last_seen: now,
+            next_ping,
+        }
+    }
+
+    async fn run(&mut self) {
+        // Frames that arrived together with the request head.
+        self.process_input(&[]).await;
+        while self.phase != Phase::Done {
+            if let Some(reason) = self.peer.outbound.take_close_request() {
+                self.begin_close(reason);
+            }
+            if self.flush().await.is_err() {
+                return;
+            }
+            if self.phase == Phase::Done {
+                break;
+            }
+            self.wait_and_act().await;
+        }
+        let _ = self.flush().await;
+    }
+
+    /// Waits for input, a queued frame or a timer, and acts on it.
+    async fn wait_and_act(&mut self) {
+        let deadline = self.next_deadline();
+        let readable = monoio::select! {
+            r = self.stream.readable(false) => Some(r),
+            _ = self.peer.outbound.ready() => None,
+            _ = monoio::time::sleep_until(deadline) => {
+                self.on_timer();
+                None
+            }
+        };
+        match readable {
+            Some(Ok(())) => self.read_and_process().await,
+            Some(Err(_)) => self.phase = Phase::Done,
+            None => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        match self.phase {
+            Phase::Closing { deadline, .. } => deadline,
+            _ => self
+                .next_ping
+                .min(self.last_seen + self.ctx.config.timeouts.idle),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        match self.phase {
+            Phase::Closing { deadline, .. } if now >= deadline => self.phase = Phase::Done,
+            Phase::Open if now >= self.last_seen + self.ctx.config.timeouts.idle => {
+                tracing::info!(user_id = self.peer.user_id, "idle timeout");
+                self.begin_close(CloseReason::Normal);
+            }
+            Phase::Open if now >= self.next_ping => {
+                self.next_ping = now + self.ctx.config.timeouts.ping_interval;
+                if self.member.is_some() {
+                    self.peer.outbound.push_control(self.ctx.ping_frame.clone());
+                }
+                self.ws_send(Message::Ping(Bytes::new()));
+            }
+            _ => {}
+        }
+    }
+
+    /// One read into a pooled buffer, then everything it completes.
+    async fn read_and_process(&mut self) {
+        let buf = self.ctx.take_read_buf();
+        let (res, buf) = self.stream.read(buf).await;
+        match res {
+            Ok(0) | Err(_) => self.phase = Phase::Done,
+            Ok(_) => {
+                self.last_seen = Instant::now();
+                self.process_input(&buf).await;
+            }
+        }
+        self.ctx.give_read_buf(buf);
+    }
+
+    /// Feeds bytes to tungstenite and acts on every complete message.
+    async fn process_input(&mut self, input: &[u8]) {
+        if let Phase::Closing {
+            parse_input: false, ..
+        } = self.phase
+        {
+            return; // after a protocol error the rest of the input is discarded
+        }
+        let mut io = MemIo {
+            rd: input,
+            wr: Vec::new(),
+        };
+        loop {
+            match self.ws.read(&mut io) {
+                Ok(Message::Text(t)) => self.on_text(t.as_bytes()).await,
+                Ok(Message::Binary(_)) => self.reply(ReplyError::BinaryNotSupported),
+                Ok(_) => {} // ping (pong is queued by tungstenite), pong, close (reply queued)
+                Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    self.phase = Phase::Done;
+                    break;
+                }
+                Err(e) => {
+                    self.ship(std::mem::take(&mut io.wr));
+                    self.fail(&e);
+                    return;
+                }
+            }
+        }
+        let _ = self.ws.flush(&mut io);
+        self.ship(io.wr);
+    }
+
+    /// A protocol-level failure of the peer: close with the matching code
+    /// and stop parsing its input.
+    fn fail(&mut self, e: &WsError) {
+        let reason = match e {
+            WsError::Capacity(_) => CloseReason::TooBig,
+            WsError::Utf8(_) => CloseReason::InvalidPayload,
+            WsError::Protocol(_) => CloseReason::ProtocolError,
+            _ => CloseReason::Internal,
+        };
+        tracing::info!(user_id = self.peer.user_id, reason = reason.label(), error = %e, "closing on peer error");
+        self.begin_close(reason);
+        if let Phase::Closing { deadline, .. } = self.phase {
+            self.phase = Phase::Closing {
+                deadline,
+                parse_input: false,
+            };
+        }
+    }
+
+    async fn on_text(&mut self, payload: &[u8]) {
+        let Some(member) = &self.member else {
+            return; // not admitted: input is ignored while closing
+        };
+        if self.phase != Phase::Open {
+            return;
+        }
+        let action = match self.ctx.decoder.borrow_mut().decode(payload) {
+            Ok(ClientMessage::Chat { content }) => Action::Store(content.to_owned()),
+            Ok(ClientMessage::Delete { message_id }) => Action::Delete(message_id),
+            Ok(ClientMessage::Typing { is_typing }) => Action::Typing(is_typing),
+            Err(e) => Action::Reply(e),
+        };
+        match action {
+            Action::Reply(e) => self.reply(e),
+            Action::Store(content) => {
+                let req = InsertRequest {
+                    conversation_id: self.peer.conversation_id,
+                    sender_id: member.user_id,
+                    content,
+                    origin: Origin {
+                        shard: self.ctx.id,
+                        conn: self.peer.conn_id,
+                        sender_json: member.sender_json.clone(),
+                    },
+                };
+                self.store(req).await;
+            }
+            Action::Delete(id) => self.delete(id),
+            Action::Typing(is_typing) => {
+                let mut f = FrameBuf::with_capacity(96);
+                protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
+                let frame = f.finish_text();
+                self.ctx.hub.broadcast_except_user(
+                    self.peer.conversation_id,
+                    member.user_id,
+                    &frame,
+                );
+            }
+        }
+    }
+
+    /// Hands a message to the store; its outcome comes back through the shard inbox.
+    async fn store(&mut self, req: InsertRequest) {
+        let ctx = &self.ctx;
+        ctx.pending_inserts.set(ctx.pending_inserts.get() + 1);
+        let sent = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
+            self.reply(ReplyError::SendFailed);
+        }
+    }
+
+    /// Deletes in the background; the answer goes to this socket only.
+    fn delete(&self, message_id: i64) {
+        let ctx = self.ctx.clone();
+        let peer = self.peer.clone();
+        monoio::spawn(async move {
+            let timeout = ctx.config.timeouts.store;
+            let res =
+                monoio::time::timeout(timeout, ctx.store.delete(message_id, peer.user_id)).await;
+            let frame = match res {
+                Ok(Ok(())) => {
+                    let mut f = FrameBuf::with_capacity(48);
+                    protocol::encode_message_deleted(f.payload(), message_id);
+                    f.finish_text()
+                }
+                _ => ctx.error_frame(ReplyError::DeleteFailed),
+            };
+            let _ = peer.outbound.push(frame);
+        });
+    }
+
+    fn reply(&self, e: ReplyError) {
+        let _ = self.peer.outbound.push(self.ctx.error_frame(e));
+    }
+
+    /// Starts the close handshake with `reason` (once).
+    fn begin_close(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if reason == CloseReason::SlowConsumer {
+            self.peer.outbound.clear();
+            tracing::info!(user_id = self.peer.user_id, "slow consumer closed");
+        }
+        self.ctx.hub.leave(&self.peer);
+        let frame = CloseFrame {
+            code: CloseCode::from(reason.code()),
+            reason: "".into(),
+        };
+        let mut io = MemIo {
+            rd: &[],
+            wr: Vec::new(),
+        };
+        let _ = self.ws.close(&mut io, Some(frame));
+        let _ = self.ws.flush(&mut io);
+        self.ship(io.wr);
+        let deadline = Instant::now() + self.ctx.config.timeouts.close_linger;
+        self.phase = Phase::Closing {
+            deadline,
+            parse_input: true,
+        };
+    }
+
+    /// Sends a control message through tungstenite (keeps its state right).
+    fn ws_send(&mut self, msg: Message) {
+        let mut io = MemIo {
+            rd: &[],
+            wr: Vec::new(),
+        };
+        let _ = self.ws.write(&mut io, msg);
+        let _ = self.ws.flush(&mut io);
+        self.ship(io.wr);
+    }
+
+    /// Queues bytes tungstenite produced (pong, close) on this socket.
+    fn ship(&self, wr: Vec<u8>) {
+        if !wr.is_empty() {
+            self.peer.outbound.push_control(Bytes::from(wr));
+        }
+    }
+
+    /// Writes everything queued. A write that stalls past the timeout, or
+    /// fails, ends the session.
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut batch = Vec::new();
+        loop {
+            self.peer.outbound.drain_into(&mut batch);
+            let buf = match batch.len() {
+                0 => return Ok(()),
+                1 => batch.pop().expect("one frame"),
+                _ => concat(&mut batch),
+            };
+            let stall = self.ctx.config.timeouts.write_stall;
+            let res = monoio::time::timeout(stall, self.stream.write_all(buf)).await;
+            match res {
+                Ok((Ok(_), _)) => {}
+                Ok((Err(e), _)) => {
+                    self.phase = Phase::Done;
+                    return Err(e);
+                }
+                Err(_) => {
+                    tracing::info!(user_id = self.peer.user_id, "write stalled, closing");
+                    self.phase = Phase::Done;
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+        }
+    }
+}
+
+/// Joins queued frames into one write.
+fn concat(batch: &mut Vec<Bytes>) -> Bytes {
+    let len = batch.iter().map(Bytes::len).sum();
+    let mut v = Vec::with_capacity(len);
+    for b in batch.drain(..) {
+        v.extend_from_slice(&b);
+    }
+    Bytes::from(v)
+}
+
+/// Turns a store batch's outcomes into broadcasts (committed) or error
+/// replies to their senders (failed), in commit order.
+pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
+    let done = outcomes.len().min(ctx.pending_inserts.get());
+    ctx.pending_inserts.set(ctx.pending_inserts.get() - done);
+    for outcome in outcomes {
+        let req = &outcome.request;
+        match outcome.result {
+            Ok(stored) => {
+                let mut f = FrameBuf::with_capacity(160 + req.content.len());
+                protocol::encode_new_message(
+                    f.payload(),
+                    stored.id,
+                    &req.origin.sender_json,
+                    &req.content,
+                    stored.timestamp,
+                );
+                ctx.hub.broadcast(req.conversation_id, &f.finish_text());
+            }
+            Err(e) => {
+                tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");
+                if let Some(peer) = ctx.hub.peer(req.origin.conn) {
+                    let _ = peer.outbound.push(ctx.error_frame(ReplyError::SendFailed));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The gateway: binds the port, starts the store and the shards, stops them.
+//!
+//! Owns process-level assembly: validating the config, binding one
+//! SO_REUSEPORT listener per shard on the same address (refusing an address
+//! another process already listens on), wiring the store's commit sink to
+//! the shards' inboxes, and the shutdown order (shards drain and close their
+//! sockets with 1001, then the store commits what is queued and stops).
+//!
+//! Must never: run on a shard thread, or hold a store handle after the
+//! shards are gone (that would keep the store from finishing).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Verifier;
+use crate::config::{Config, ConfigError};
+pub use crate::shard::ShardStats;
+use crate::shard::{self, ShardMsg, ShardParts};
+use crate::store::{self, CommitSink, StoreError, StoreWorker};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("shard {shard} failed to start: {source}")]
+    Shard {
+        shard: usize,
+        source: std::io::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    addr: SocketAddr,
+    drivers: Vec<&'static str>,
+    inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    store: Option<StoreWorker>,
+}
+
+/// Triggers a graceful shutdown from anywhere (signal handler, tests).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+}
+
+impl ShutdownHandle {
+    /// Asks every shard to stop accepting, close its sockets with 1001 and exit.
+    pub fn trigger(&self) {
+        for inbox in &self.inboxes {
+            let _ = inbox.send(ShardMsg::Shutdown);
+        }
+    }
+}
+
+impl Gateway {
+    /// Validates `config`, binds, starts the store and the shards; returns
+    /// once every shard is running.
+    pub fn start(config: Config) -> Result<Self, GatewayError> {
+        config.validate()?;
+        let listeners = bind_listeners(config.listen, config.shards)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| GatewayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let (store, worker) =
+            store::start(&config.store, config.store_batch_max, commit_sink(&inboxes))?;
+        let parts = ShardParts {
+            verifier: Arc::new(Verifier::new(&config.jwt)),
+            config: Arc::new(config),
+            store,
+            inboxes: inboxes.clone(),
+        };
+        let mut gw = Self {
+            addr,
+            drivers: Vec::new(),
+            inboxes,
+            threads: Vec::new(),
+            store: Some(worker),
+        };
+        for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
+            if let Err(e) = gw.start_shard(id, parts.clone(), listener, inbox) {
+                drop(parts);
+                gw.stop();
+                return Err(e);
+            }
+        }
+        tracing::info!(%addr, shards = gw.threads.len(), drivers = ?gw.drivers, "chatgate listening");
+        Ok(gw)
+    }
+
+    fn start_shard(
+        &mut self,
+        id: usize,
+        parts: ShardParts,
+        listener: std::net::TcpListener,
+        inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    ) -> Result<(), GatewayError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = shard::spawn(id, parts, listener, inbox, ready_tx)
+            .map_err(|source| GatewayError::Shard { shard: id, source })?;
+        self.threads.push(thread);
+        let ready = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| Err(std::io::Error::other("shard did not start")));
+        let driver = ready.map_err(|source| GatewayError::Shard { shard: id, source })?;
+        tracing::info!(shard = id, driver, "shard running");
+        self.drivers.push(driver);
+        Ok(())
+    }
+
+    /// The address the public listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The io driver each shard runs (`io_uring` or `epoll`).
+    pub fn drivers(&self) -> &[&'static str] {
+        &self.drivers
+    }
+
+    /// A handle that triggers shutdown from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            inboxes: self.inboxes.clone(),
+        }
+    }
+
+    /// Per-shard figures (asks each shard; call from outside the shards).
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        let replies: Vec<_> = self
+            .inboxes
+            .iter()
+            .map(|inbox| {
+                let (tx, rx) = oneshot::channel();
+                let _ = inbox.send(ShardMsg::Stats(tx));
+                rx
+            })
+            .collect();
+        replies
+            .into_iter()
+            .map(|rx| rx.blocking_recv().unwrap_or_default())
+            .collect()
+    }
+
+    /// Graceful shutdown: sockets get 1001, queued messages commit, threads end.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    /// Waits until a [`ShutdownHandle`] has stopped the gateway.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn stop(&mut self) {
+        self.shutdown_handle().trigger();
+        self.join();
+    }
+
+    fn join(&mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.inboxes.clear();
+        if let Some(store) = self.store.take() {
+            store.join();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// Delivers store outcomes to the inbox of the shard that sent them.
+fn commit_sink(inboxes: &[mpsc::UnboundedSender<ShardMsg>]) -> CommitSink {
+    let inboxes = inboxes.to_vec();
+    Arc::new(move |shard, outcomes| {
+        if let Some(inbox) = inboxes.get(shard) {
+            let _ = inbox.send(ShardMsg::Committed(outcomes));
+        }
+    })
+}
+
+/// One listener per shard on the same address (SO_REUSEPORT). A fixed port
+/// that another socket already listens on is refused, even one that also
+/// set SO_REUSEPORT: the probe bind below does not set it.
+fn bind_listeners(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, GatewayError> {
+    let err = |source| GatewayError::Bind { addr, source };
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr).map_err(err)?);
+    }
+    let first = reuseport_listener(addr).map_err(err)?;
+    let actual = first.local_addr().map_err(err)?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(reuseport_listener(actual).map_err(err)?);
+    }
+    Ok(all)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}

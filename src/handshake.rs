@@ -1,0 +1,318 @@
+//! The HTTP side of the WebSocket upgrade.
+//!
+//! Owns parsing and validating a request head: the path (404), the `Origin`
+//! rule of Django Channels' `AllowedHostsOriginValidator` (403), the RFC 6455
+//! upgrade headers (400), token extraction (`?token=` wins over
+//! `Authorization: Bearer`), and the bytes of the answers (101, 400, 403, 404).
+//! Pure functions over bytes: no I/O, no clock.
+//!
+//! Must never: look at the token's contents (that is `auth`), or accept an
+//! upgrade whose headers RFC 6455 rejects.
+
+use crate::routing::{conversation_from_path, split_target, token_from_query};
+use crate::store::ConversationId;
+
+/// A valid upgrade request for a conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    pub conversation_id: ConversationId,
+    /// The token from the query string, else from `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// `Sec-WebSocket-Accept` value for the 101 answer.
+    pub accept_key: String,
+    /// `X-Real-IP` / `X-Forwarded-For` as sent (trusted only behind a configured proxy).
+    pub forwarded_for: Option<String>,
+}
+
+/// Why an upgrade request is refused before the upgrade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("bad request")]
+    BadRequest,
+    #[error("forbidden origin")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("request head too large")]
+    HeadTooLarge,
+}
+
+impl Rejection {
+    /// The full HTTP response for this rejection.
+    pub fn response(self) -> &'static [u8] {
+        match self {
+            Self::BadRequest => {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nBad Request\n"
+            }
+            Self::Forbidden => {
+                b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nForbidden\n"
+            }
+            Self::NotFound => {
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n"
+            }
+            Self::HeadTooLarge => {
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            }
+        }
+    }
+
+    /// The HTTP status code (a bounded metric label).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::HeadTooLarge => 431,
+        }
+    }
+}
+
+/// Most headers a request head may have.
+const MAX_HEADERS: usize = 64;
+
+/// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more.
+/// `Ok(Some((head_len, upgrade)))`: bytes after `head_len` are WebSocket data.
+pub fn parse(
+    buf: &[u8],
+    allowed_origins: &[String],
+) -> Result<Option<(usize, Upgrade)>, Rejection> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Rejection::BadRequest),
+    };
+    let upgrade = validate(&req, allowed_origins)?;
+    Ok(Some((head_len, upgrade)))
+}
+
+fn validate(req: &httparse::Request, allowed_origins: &[String]) -> Result<Upgrade, Rejection> {
+    let (path, query) = split_target(req.path.ok_or(Rejection::BadRequest)?);
+    let conversation_id = conversation_from_path(path).ok_or(Rejection::NotFound)?;
+    if let Some(origin) = header(req, "origin") {
+        if !origin_allowed(origin, allowed_origins) {
+            return Err(Rejection::Forbidden);
+        }
+    }
+    let key = check_websocket_headers(req)?;
+    let token = query.and_then(token_from_query).or_else(|| {
+        header(req, "authorization")
+            .and_then(bearer)
+            .map(str::to_owned)
+    });
+    let forwarded_for = header(req, "x-real-ip")
+        .or_else(|| header(req, "x-forwarded-for"))
+        .map(|s| s.trim().to_owned());
+    Ok(Upgrade {
+        conversation_id,
+        token,
+        accept_key: tungstenite::handshake::derive_accept_key(key.as_bytes()),
+        forwarded_for,
+    })
+}
+
+/// RFC 6455 §4.2.1: GET, HTTP/1.1, Host, `Upgrade: websocket`,
+/// `Connection: upgrade`, a 16-byte base64 key, version 13.
+fn check_websocket_headers<'a>(req: &httparse::Request<'_, 'a>) -> Result<&'a str, Rejection> {
+    let ok = req.method == Some("GET")
+        && req.version == Some(1)
+        && header(req, "host").is_some()
+        && header(req, "upgrade").is_some_and(|v| has_token(v, "websocket"))
+        && header(req, "connection").is_some_and(|v| has_token(v, "upgrade"))
+        && header(req, "sec-websocket-version").map(str::trim) == Some("13");
+    let key = header(req, "sec-websocket-key").map(str::trim);
+    match key {
+        Some(k) if ok && is_websocket_key(k) => Ok(k),
+        _ => Err(Rejection::BadRequest),
+    }
+}
+
+/// A header's value as text (first occurrence; non-UTF-8 counts as absent).
+fn header<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+    req.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+}
+
+fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// 24 base64 characters ending in `==`: the encoding of 16 bytes.
+fn is_websocket_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Django's `AllowedHostsOriginValidator`: the Origin's host must match a
+/// pattern: `*`, an exact host, or `.example.com` (the domain and its subdomains).
+pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
+    if patterns.iter().any(|p| p == "*") {
+        return true;
+    }
+    let Some(host) = origin_host(origin) else {
+        return false;
+    };
+    patterns
+        .iter()
+        .any(|p| host_matches(&host, &p.to_ascii_lowercase()))
+}
+
+fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix('.') {
+        Some(domain) => host == domain || host.ends_with(pattern),
+        None => host == pattern,
+    }
+}
+
+/// The lower-cased host of `scheme://host[:port]`; IPv6 keeps its brackets.
+fn origin_host(origin: &str) -> Option<String> {
+    let (_, rest) = origin.trim().split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// The 101 answer.
+pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn head(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn origins() -> Vec<String> {
+        vec!["localhost".into(), ".example.com".into(), "[::1]".into()]
+    }
+
+    #[test]
+    fn valid_upgrade() {
+        let h = head("/ws/chat/07/?token=abc", "");
+        let (n, u) = parse(&h, &origins()).unwrap().unwrap();
+        assert_eq!(n, h.len());
+        assert_eq!(u.conversation_id, 7);
+        assert_eq!(u.token.as_deref(), Some("abc"));
+        assert_eq!(u.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn partial_head_needs_more() {
+        let h = head("/ws/chat/1/", "");
+        assert_eq!(parse(&h[..h.len() - 3], &origins()), Ok(None));
+    }
+
+    #[test]
+    fn bearer_token_and_query_precedence() {
+        let h = head("/ws/chat/1/", "Authorization: Bearer hdr\r\n");
+        assert_eq!(
+            parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(),
+            Some("hdr")
+        );
+        let h = head("/ws/chat/1/?token=q", "Authorization: Bearer hdr\r\n");
+        assert_eq!(
+            parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(),
+            Some("q")
+        );
+        let h = head("/ws/chat/1/", "");
+        assert_eq!(parse(&h, &origins()).unwrap().unwrap().1.token, None);
+    }
+
+    #[test]
+    fn rejections() {
+        assert_eq!(
+            parse(&head("/other/", ""), &origins()),
+            Err(Rejection::NotFound)
+        );
+        assert_eq!(
+            parse(&head("/ws/chat/0/", ""), &origins()),
+            Err(Rejection::NotFound)
+        );
+        assert_eq!(
+            parse(
+                &head("/ws/chat/1/", "Origin: http://evil.test\r\n"),
+                &origins()
+            ),
+            Err(Rejection::Forbidden)
+        );
+        assert_eq!(
+            parse(b"garbage\r\n\r\n", &origins()),
+            Err(Rejection::BadRequest)
+        );
+        let no_key = b"GET /ws/chat/1/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(parse(no_key, &origins()), Err(Rejection::BadRequest));
+        let v8 = String::from_utf8(head("/ws/chat/1/", ""))
+            .unwrap()
+            .replace("Version: 13", "Version: 8");
+        assert_eq!(parse(v8.as_bytes(), &origins()), Err(Rejection::BadRequest));
+        let bad_key = String::from_utf8(head("/ws/chat/1/", ""))
+            .unwrap()
+            .replace(KEY, "short");
+        assert_eq!(
+            parse(bad_key.as_bytes(), &origins()),
+            Err(Rejection::BadRequest)
+        );
+        let plain = b"GET /ws/chat/1/ HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(parse(plain, &origins()), Err(Rejection::BadRequest));
+        let post = String::from_utf8(head("/ws/chat/1/", ""))
+            .unwrap()
+            .replace("GET", "POST");
+        assert_eq!(
+            parse(post.as_bytes(), &origins()),
+            Err(Rejection::BadRequest)
+        );
+    }
+
+    #[test]
+    fn origin_rules() {
+        let o = origins();
+        assert!(origin_allowed("http://localhost:3000", &o));
+        assert!(origin_allowed("https://LOCALHOST", &o));
+        assert!(origin_allowed("https://example.com", &o));
+        assert!(origin_allowed("https://chat.example.com:443", &o));
+        assert!(origin_allowed("http://[::1]:8000", &o));
+        assert!(!origin_allowed("https://badexample.com", &o));
+        assert!(!origin_allowed("http://evil.test", &o));
+        assert!(!origin_allowed("null", &o));
+        assert!(!origin_allowed("http://localhost.evil.test", &o));
+        assert!(origin_allowed("null", &["*".to_string()]));
+    }
+
+    #[test]
+    fn switching_protocols_answer() {
+        let r = String::from_utf8(switching_protocols("abc")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+        assert!(r.contains("Sec-WebSocket-Accept: abc\r\n"));
+        assert!(r.ends_with("\r\n\r\n"));
+    }
+}

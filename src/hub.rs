@@ -1,0 +1,228 @@
+//! A shard's conversations and their member sockets: the fan-out point.
+//!
+//! Owns, for one shard, the map conversation → member sockets and
+//! connection id → socket. Broadcasting queues the same immutable frame
+//! (`Bytes`, a refcount bump) on every member's [`Outbound`]; a member whose
+//! queue overflows is marked for a 1013 close and skipped, never waited for.
+//!
+//! Must never: be shared across threads (`Rc`/`RefCell`, one per shard),
+//! await, or do I/O. Every conversation here is owned by this shard
+//! (`shard_for(conversation, shards) == shard`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use crate::close::CloseReason;
+use crate::outbound::{Bounds, Outbound};
+use crate::store::{ConversationId, UserId};
+
+/// One WebSocket session as the rest of the shard sees it.
+pub struct Peer {
+    pub conn_id: u64,
+    pub user_id: UserId,
+    pub conversation_id: ConversationId,
+    pub outbound: Outbound,
+}
+
+/// Result of a broadcast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Sockets the frame was queued on.
+    pub queued: usize,
+    /// Sockets whose queue overflowed (closed with 1013).
+    pub overflowed: usize,
+}
+
+/// The shard's membership table.
+#[derive(Default)]
+pub struct Hub {
+    rooms: RefCell<HashMap<ConversationId, Vec<Rc<Peer>>>>,
+    conns: RefCell<HashMap<u64, Rc<Peer>>>,
+    next_conn: Cell<u64>,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new peer, not yet a member of any conversation.
+    pub fn new_peer(
+        &self,
+        user_id: UserId,
+        conversation_id: ConversationId,
+        bounds: Bounds,
+    ) -> Rc<Peer> {
+        let conn_id = self.next_conn.get() + 1;
+        self.next_conn.set(conn_id);
+        Rc::new(Peer {
+            conn_id,
+            user_id,
+            conversation_id,
+            outbound: Outbound::new(bounds),
+        })
+    }
+
+    /// Makes `peer` a member of its conversation (it then receives broadcasts).
+    pub fn join(&self, peer: &Rc<Peer>) {
+        self.rooms
+            .borrow_mut()
+            .entry(peer.conversation_id)
+            .or_default()
+            .push(peer.clone());
+        self.conns.borrow_mut().insert(peer.conn_id, peer.clone());
+    }
+
+    /// Removes `peer`; a conversation without members is forgotten.
+    pub fn leave(&self, peer: &Rc<Peer>) {
+        if self.conns.borrow_mut().remove(&peer.conn_id).is_none() {
+            return;
+        }
+        let mut rooms = self.rooms.borrow_mut();
+        if let Some(members) = rooms.get_mut(&peer.conversation_id) {
+            if let Some(i) = members.iter().position(|m| Rc::ptr_eq(m, peer)) {
+                members.swap_remove(i);
+            }
+            if members.is_empty() {
+                rooms.remove(&peer.conversation_id);
+            }
+        }
+    }
+
+    /// The member socket with this connection id, if still connected.
+    pub fn peer(&self, conn_id: u64) -> Option<Rc<Peer>> {
+        self.conns.borrow().get(&conn_id).cloned()
+    }
+
+    /// Queues `frame` on every member socket of the conversation.
+    pub fn broadcast(&self, conversation_id: ConversationId, frame: &Bytes) -> Delivery {
+        self.broadcast_filtered(conversation_id, frame, |_| true)
+    }
+
+    /// Queues `frame` on every member socket whose user is not `except`.
+    pub fn broadcast_except_user(
+        &self,
+        conversation_id: ConversationId,
+        except: UserId,
+        frame: &Bytes,
+    ) -> Delivery {
+        self.broadcast_filtered(conversation_id, frame, |p| p.user_id != except)
+    }
+
+    fn broadcast_filtered(
+        &self,
+        conversation_id: ConversationId,
+        frame: &Bytes,
+        keep: impl Fn(&Peer) -> bool,
+    ) -> Delivery {
+        let rooms = self.rooms.borrow();
+        let mut d = Delivery::default();
+        for peer in rooms.get(&conversation_id).into_iter().flatten() {
+            if !keep(peer) {
+                continue;
+            }
+            match peer.outbound.push(frame.clone()) {
+                Ok(()) => d.queued += 1,
+                Err(_) => d.overflowed += 1,
+            }
+        }
+        d
+    }
+
+    /// Asks every member socket to close (shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        for peer in self.conns.borrow().values() {
+            peer.outbound.request_close(reason);
+        }
+    }
+
+    /// Member sockets on this shard.
+    pub fn connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Conversations with at least one member on this shard.
+    pub fn conversations(&self) -> usize {
+        self.rooms.borrow().len()
+    }
+
+    /// Frames waiting in member sockets' queues.
+    pub fn queued_frames(&self) -> usize {
+        self.conns.borrow().values().map(|p| p.outbound.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            max_frames: 2,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn broadcast_reaches_members_of_that_conversation_only() {
+        let hub = Hub::new();
+        let a = hub.new_peer(1, 10, bounds());
+        let b = hub.new_peer(2, 10, bounds());
+        let c = hub.new_peer(3, 11, bounds());
+        for p in [&a, &b, &c] {
+            hub.join(p);
+        }
+        let f = Bytes::from_static(b"x");
+        assert_eq!(hub.broadcast(10, &f).queued, 2);
+        assert_eq!(
+            (a.outbound.len(), b.outbound.len(), c.outbound.len()),
+            (1, 1, 0)
+        );
+        assert_eq!(hub.broadcast_except_user(10, 1, &f).queued, 1);
+        assert_eq!((a.outbound.len(), b.outbound.len()), (1, 2));
+        assert_eq!(hub.queued_frames(), 3);
+    }
+
+    #[test]
+    fn overflow_marks_only_the_slow_member() {
+        let hub = Hub::new();
+        let slow = hub.new_peer(1, 10, bounds());
+        let fast = hub.new_peer(2, 10, bounds());
+        hub.join(&slow);
+        hub.join(&fast);
+        let f = Bytes::from_static(b"x");
+        hub.broadcast(10, &f);
+        hub.broadcast(10, &f);
+        let mut sink = Vec::new();
+        fast.outbound.drain_into(&mut sink);
+        let d = hub.broadcast(10, &f);
+        assert_eq!(
+            d,
+            Delivery {
+                queued: 1,
+                overflowed: 1
+            }
+        );
+        assert_eq!(
+            slow.outbound.take_close_request(),
+            Some(CloseReason::SlowConsumer)
+        );
+        assert!(!fast.outbound.close_requested());
+    }
+
+    #[test]
+    fn leave_forgets_empty_conversations() {
+        let hub = Hub::new();
+        let a = hub.new_peer(1, 10, bounds());
+        hub.join(&a);
+        assert_eq!((hub.connections(), hub.conversations()), (1, 1));
+        assert!(hub.peer(a.conn_id).is_some());
+        hub.leave(&a);
+        hub.leave(&a);
+        assert_eq!((hub.connections(), hub.conversations()), (0, 0));
+        assert!(hub.peer(a.conn_id).is_none());
+    }
+}

@@ -1,0 +1,38 @@
+//! chatgate: a thread-per-core WebSocket chat gateway that speaks the wire
+//! protocol of a Django Channels chat backend (see `docs/protocol.md`).
+//!
+//! # Layout
+//! - [`config`] — the validated runtime configuration (one struct, every knob).
+//! - [`cli`] — command-line flags and environment variables → [`config::Config`].
+//! - [`gateway`] — starts the store and the shards, owns shutdown.
+//! - [`shard`] — one monoio runtime per core: accept loop, socket hand-off, inbox.
+//! - [`routing`] — `shard_for`, the request path and token extraction.
+//! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400) and the 101 answer.
+//! - [`auth`] — simplejwt-compatible HS256 access tokens.
+//! - [`connection`] — one socket's life: read, decode, act, write, close.
+//! - [`protocol`] — client message decoding (simd-json) and server message encoding.
+//! - [`frame`] — server WebSocket frames, built once and shared.
+//! - [`outbound`] — each socket's bounded outbound queue.
+//! - [`hub`] — a shard's conversations and their member sockets (fan-out).
+//! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
+//! - [`close`] — the close codes, defined once.
+#![deny(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod frame;
+pub mod gateway;
+pub mod handshake;
+pub mod hub;
+pub mod outbound;
+pub mod protocol;
+pub mod routing;
+pub mod shard;
+pub mod store;
+
+pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
+pub use gateway::{Gateway, GatewayError, ShardStats};
+pub use routing::shard_for;

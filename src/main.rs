@@ -1,0 +1,141 @@
+//! The `chatgate` binary: parses flags, sets up logging, runs a subcommand.
+//! All logic lives in the library; errors become messages and exit codes
+//! here (64 for a configuration the gateway refuses).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chatgate::auth::mint_token;
+use chatgate::cli::{Cli, Command, ConversationAction, LogFormat, UserAction};
+use chatgate::store::sqlite::Admin;
+use chatgate::{Gateway, GatewayError, JwtConfig};
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// EX_USAGE: the configuration is unusable.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chatgate: {e:#}");
+            let config_error = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<GatewayError>(),
+                    Some(GatewayError::Config(_))
+                ) || c.is::<chatgate::config::ConfigError>()
+            });
+            ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.common.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match cli.common.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let jwt = cli.jwt()?;
+    match &cli.command {
+        None | Some(Command::Serve) => serve(&cli, jwt),
+        Some(Command::Migrate) => {
+            Admin::open(&cli.common.database).context("migrating the database")?;
+            println!("database {} is up to date", cli.common.database.display());
+            Ok(())
+        }
+        Some(Command::Token { user_id, ttl }) => {
+            println!("{}", mint_token(&jwt, *user_id, *ttl));
+            Ok(())
+        }
+        Some(Command::User {
+            action:
+                UserAction::Add {
+                    username,
+                    first_name,
+                    last_name,
+                },
+        }) => {
+            let admin = Admin::open(&cli.common.database)?;
+            println!("{}", admin.create_user(username, first_name, last_name)?);
+            Ok(())
+        }
+        Some(Command::Conversation {
+            action: ConversationAction::Create { members },
+        }) => {
+            let admin = Admin::open(&cli.common.database)?;
+            println!("{}", admin.create_conversation(members)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(cli: &Cli, jwt: JwtConfig) -> anyhow::Result<()> {
+    let config = cli.config(jwt.clone());
+    config.validate()?;
+    let admin = Admin::open(&cli.common.database).context("opening the database")?;
+    let demo = if cli.serve.demo && admin.user_count()? == 0 {
+        Some(seed_demo(&admin)?)
+    } else {
+        None
+    };
+    drop(admin);
+    let gateway = Gateway::start(config)?;
+    if let Some((conv, users)) = demo {
+        print_demo(&jwt, gateway.local_addr(), conv, &users);
+    }
+    let handle = gateway.shutdown_handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("chatgate-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+                handle.trigger();
+            }
+        })?;
+    gateway.wait();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Two demo users in one conversation, on a fresh embedded database.
+fn seed_demo(admin: &Admin) -> anyhow::Result<(i64, Vec<(i64, &'static str)>)> {
+    let alice = admin.create_user("alice", "Alice", "Liddell")?;
+    let bob = admin.create_user("bob", "Bob", "Builder")?;
+    let conv = admin.create_conversation(&[alice, bob])?;
+    Ok((conv, vec![(alice, "alice"), (bob, "bob")]))
+}
+
+fn print_demo(jwt: &JwtConfig, addr: std::net::SocketAddr, conv: i64, users: &[(i64, &str)]) {
+    let ttl = Duration::from_secs(24 * 3600);
+    println!("\nFresh database: demo users and conversation {conv} created. Tokens (valid 24 h):");
+    for (id, name) in users {
+        let token = mint_token(jwt, *id, ttl);
+        println!("\n  {name} (user {id}): {token}");
+        println!("  browser console:");
+        println!(
+            "    ws = new WebSocket('ws://{addr}/ws/chat/{conv}/?token={token}'); \
+             ws.onmessage = e => console.log(JSON.parse(e.data)); \
+             ws.onopen = () => ws.send(JSON.stringify({{type: 'chat_message', content: 'hello from {name}'}}));"
+        );
+    }
+    println!("\n  more tokens: chatgate token --user-id N\n");
+}

@@ -1,0 +1,205 @@
+//! A socket's bounded outbound queue.
+//!
+//! Owns the frames waiting to be written to one socket, the bounds (frames
+//! and bytes) and the wake-up of the socket's task. Anyone on the shard may
+//! push (fan-out, replies, timers); only the socket's own task drains it and
+//! writes. When a push would exceed a bound the queue is marked overflowed
+//! (the socket is then closed with 1013 by its task) and the frame is dropped:
+//! a slow consumer never stalls the shard or its neighbours.
+//!
+//! Must never: block, grow past its bounds, or be shared across threads
+//! (it is `!Send`: `Cell`/`RefCell` inside one shard).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+
+use crate::close::CloseReason;
+
+/// The queue's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+/// The socket's queue overflowed; the frame was dropped.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Overflow;
+
+/// The outbound side of one socket.
+pub struct Outbound {
+    frames: RefCell<VecDeque<Bytes>>,
+    bytes: Cell<usize>,
+    bounds: Bounds,
+    /// A close requested by someone other than the socket's task (shutdown,
+    /// slow consumer); the task acts on it at its next wake-up.
+    close: Cell<Option<CloseReason>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Outbound {
+    pub fn new(bounds: Bounds) -> Self {
+        Self {
+            frames: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            bounds,
+            close: Cell::new(None),
+            waker: RefCell::new(None),
+        }
+    }
+
+    /// Queues a frame within the bounds. On overflow the frame is dropped,
+    /// a 1013 close is requested and `Err(Overflow)` returned.
+    pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
+        if self.close.get().is_some() {
+            return Ok(()); // closing: nothing more is sent but the close frame
+        }
+        let len = frame.len();
+        let mut q = self.frames.borrow_mut();
+        if q.len() >= self.bounds.max_frames || self.bytes.get() + len > self.bounds.max_bytes {
+            drop(q);
+            self.request_close(CloseReason::SlowConsumer);
+            return Err(Overflow);
+        }
+        q.push_back(frame);
+        self.bytes.set(self.bytes.get() + len);
+        drop(q);
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues a frame the socket's own protocol needs (pong, close reply)
+    /// regardless of the bounds.
+    pub fn push_control(&self, frame: Bytes) {
+        self.bytes.set(self.bytes.get() + frame.len());
+        self.frames.borrow_mut().push_back(frame);
+        self.wake();
+    }
+
+    /// Asks the socket's task to close with `reason` (the first request wins).
+    pub fn request_close(&self, reason: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(reason));
+        }
+        self.wake();
+    }
+
+    /// The pending close request, if any (consumed).
+    pub fn take_close_request(&self) -> Option<CloseReason> {
+        self.close.take()
+    }
+
+    /// Whether a close was requested and not yet taken.
+    pub fn close_requested(&self) -> bool {
+        self.close.get().is_some()
+    }
+
+    /// Moves every queued frame into `out`, in order.
+    pub fn drain_into(&self, out: &mut Vec<Bytes>) {
+        let mut q = self.frames.borrow_mut();
+        out.extend(q.drain(..));
+        self.bytes.set(0);
+    }
+
+    /// Drops every queued frame (before a slow-consumer close).
+    pub fn clear(&self) {
+        self.frames.borrow_mut().clear();
+        self.bytes.set(0);
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.frames.borrow().len()
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.frames.borrow().is_empty()
+    }
+
+    /// Resolves when a frame is queued or a close is requested.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            if !self.is_empty() || self.close.get().is_some() {
+                return Poll::Ready(());
+            }
+            let mut w = self.waker.borrow_mut();
+            match w.as_ref() {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    fn q(frames: usize, bytes: usize) -> Outbound {
+        Outbound::new(Bounds {
+            max_frames: frames,
+            max_bytes: bytes,
+        })
+    }
+
+    #[test]
+    fn bounded_by_frames() {
+        let o = q(2, 1000);
+        assert!(o.push(Bytes::from_static(b"a")).is_ok());
+        assert!(o.push(Bytes::from_static(b"b")).is_ok());
+        assert_eq!(o.push(Bytes::from_static(b"c")), Err(Overflow));
+        assert_eq!(o.take_close_request(), Some(CloseReason::SlowConsumer));
+        let mut out = Vec::new();
+        o.drain_into(&mut out);
+        assert_eq!(
+            out,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let o = q(100, 5);
+        assert!(o.push(Bytes::from_static(b"abc")).is_ok());
+        assert_eq!(o.push(Bytes::from_static(b"def")), Err(Overflow));
+        assert!(o.close_requested());
+    }
+
+    #[test]
+    fn control_frames_ignore_bounds_and_first_close_wins() {
+        let o = q(1, 1);
+        o.push_control(Bytes::from_static(b"pong"));
+        o.push_control(Bytes::from_static(b"close"));
+        assert_eq!(o.len(), 2);
+        o.request_close(CloseReason::GoingAway);
+        o.request_close(CloseReason::SlowConsumer);
+        assert_eq!(o.take_close_request(), Some(CloseReason::GoingAway));
+        assert_eq!(o.take_close_request(), None);
+    }
+
+    #[test]
+    fn ready_wakes_on_push() {
+        let o = std::rc::Rc::new(q(10, 100));
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = Box::pin(o.ready());
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        o.push(Bytes::from_static(b"x")).unwrap();
+        assert!(fut.as_mut().poll(&mut cx).is_ready());
+    }
+}

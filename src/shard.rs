@@ -1,0 +1,413 @@
+//! A shard: one thread, one monoio runtime, its share of the conversations.
+//!
+//! Owns the shard thread and runtime (io_uring, or epoll as fallback or by
+//! choice), the accept loop on this shard's SO_REUSEPORT listener, routing of
+//! each accepted socket to the shard that owns its conversation (hand-off of
+//! the fd plus the bytes already read), the shard's inbox (hand-offs, commit
+//! outcomes, stats, shutdown) and the per-shard state every connection task
+//! shares ([`ShardCtx`]).
+//!
+//! Must never: block its thread (no blocking I/O, no store call but through
+//! channels, no std mutex), or own a socket of a conversation that
+//! `shard_for` places elsewhere.
+
+pub mod handoff;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use monoio::io::{AsyncWriteRentExt, Canceller};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Verifier;
+use crate::close::CloseReason;
+use crate::config::{Config, IoDriver};
+use crate::connection;
+use crate::frame;
+use crate::handshake::{self, Rejection, Upgrade};
+use crate::hub::Hub;
+use crate::protocol::{self, Decoder, ReplyError};
+use crate::routing::shard_for;
+use crate::store::{InsertOutcome, StoreHandle};
+
+/// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
+/// the accept rate, commit outcomes by the store's bounded request queue.
+pub enum ShardMsg {
+    /// A socket accepted by another shard for a conversation this shard owns.
+    Handoff(Handoff),
+    /// Outcomes of a store batch for this shard's senders, in commit order.
+    Committed(Vec<InsertOutcome>),
+    /// Report figures.
+    Stats(oneshot::Sender<ShardStats>),
+    /// Stop accepting, close every socket with 1001, drain, exit.
+    Shutdown,
+}
+
+/// A socket in transit between shards.
+pub struct Handoff {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub upgrade: Upgrade,
+    /// Bytes read after the request head (early WebSocket frames).
+    pub leftover: Vec<u8>,
+    /// When the handshake must be complete.
+    pub deadline: std::time::Instant,
+}
+
+/// Figures one shard reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Open WebSocket sessions owned by the shard.
+    pub connections: usize,
+    /// Sockets received from other shards.
+    pub handoffs_in: u64,
+    /// Frames waiting in this shard's outbound queues.
+    pub queued_frames: usize,
+    /// Connection tasks alive (handshaking, open or closing).
+    pub tasks: usize,
+}
+
+/// What every shard thread is started with (all `Send`).
+#[derive(Clone)]
+pub struct ShardParts {
+    pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
+    pub store: StoreHandle,
+    /// Inboxes of all shards, indexed by shard id.
+    pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+}
+
+/// Per-shard state shared by the shard's tasks (`Rc`, never crosses threads).
+pub struct ShardCtx {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
+    pub store: StoreHandle,
+    pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    pub hub: Hub,
+    pub decoder: RefCell<Decoder>,
+    /// Read buffers lent to sockets for one read each (idle sockets hold none).
+    read_pool: RefCell<Vec<Vec<u8>>>,
+    /// Pre-framed error replies, indexed by `ReplyError as usize`.
+    error_frames: Vec<Bytes>,
+    pub ping_frame: Bytes,
+    pub established_frame: Bytes,
+    pub shutting_down: Cell<bool>,
+    /// Connection tasks alive.
+    pub tasks: Cell<usize>,
+    /// Inserts sent to the store whose outcome has not come back.
+    pub pending_inserts: Cell<usize>,
+    handoffs_in: Cell<u64>,
+}
+
+/// Size of one pooled read buffer.
+const READ_BUF: usize = 16 * 1024;
+/// Read buffers kept in the pool.
+const READ_POOL_MAX: usize = 64;
+
+impl ShardCtx {
+    fn new(id: usize, parts: ShardParts) -> Self {
+        let error_frames = ReplyError::ALL
+            .iter()
+            .map(|e| {
+                let mut f = frame::FrameBuf::with_capacity(64);
+                e.encode(f.payload());
+                f.finish_text()
+            })
+            .collect();
+        Self {
+            id,
+            config: parts.config,
+            verifier: parts.verifier,
+            store: parts.store,
+            inboxes: parts.inboxes,
+            hub: Hub::new(),
+            decoder: RefCell::new(Decoder::new()),
+            read_pool: RefCell::new(Vec::new()),
+            error_frames,
+            ping_frame: frame::text(protocol::PING),
+            established_frame: frame::text(protocol::CONNECTION_ESTABLISHED),
+            shutting_down: Cell::new(false),
+            tasks: Cell::new(0),
+            pending_inserts: Cell::new(0),
+            handoffs_in: Cell::new(0),
+        }
+    }
+
+    /// The framed `{"type":"error",...}` reply for `e`.
+    pub fn error_frame(&self, e: ReplyError) -> Bytes {
+        self.error_frames[e as usize].clone()
+    }
+
+    /// Borrows a read buffer for one read.
+    pub fn take_read_buf(&self) -> Vec<u8> {
+        self.read_pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_BUF))
+    }
+
+    /// Returns a read buffer to the pool.
+    pub fn give_read_buf(&self, mut buf: Vec<u8>) {
+        let mut pool = self.read_pool.borrow_mut();
+        if pool.len() < READ_POOL_MAX && buf.capacity() == READ_BUF {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        ShardStats {
+            connections: self.hub.connections(),
+            handoffs_in: self.handoffs_in.get(),
+            queued_frames: self.hub.queued_frames(),
+            tasks: self.tasks.get(),
+        }
+    }
+}
+
+/// Starts shard `id` on its own thread; `ready` gets the driver name or the error.
+pub fn spawn(
+    id: usize,
+    parts: ShardParts,
+    listener: std::net::TcpListener,
+    inbox: mpsc::UnboundedReceiver<ShardMsg>,
+    ready: std::sync::mpsc::Sender<std::io::Result<&'static str>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let driver = parts.config.io_driver;
+    std::thread::Builder::new()
+        .name(format!("chatgate-shard-{id}"))
+        .spawn(move || {
+            let ready_main = ready.clone();
+            let main = move |name: &'static str| {
+                let _ = ready_main.send(Ok(name));
+                shard_main(id, parts, listener, inbox)
+            };
+            if let Err(e) = run_runtime(driver, main) {
+                tracing::error!(shard = id, error = %e, "shard runtime failed to start");
+                let _ = ready.send(Err(e));
+            }
+        })
+}
+
+/// Builds the runtime for `driver` and runs `main(driver_name)` on it.
+fn run_runtime<F, Fut>(driver: IoDriver, main: F) -> std::io::Result<()>
+where
+    F: FnOnce(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    const ENTRIES: u32 = 1024;
+    match driver {
+        IoDriver::Auto => {
+            let name = if monoio::utils::detect_uring() {
+                "io_uring"
+            } else {
+                "epoll"
+            };
+            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(ENTRIES)
+                .enable_timer()
+                .build()?;
+            rt.block_on(main(name));
+        }
+        IoDriver::Uring => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(ENTRIES)
+                .enable_timer()
+                .build()?;
+            rt.block_on(main("io_uring"));
+        }
+        IoDriver::Epoll => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
+            rt.block_on(main("epoll"));
+        }
+    }
+    Ok(())
+}
+
+async fn shard_main(
+    id: usize,
+    parts: ShardParts,
+    listener: std::net::TcpListener,
+    mut inbox: mpsc::UnboundedReceiver<ShardMsg>,
+) {
+    let ctx = Rc::new(ShardCtx::new(id, parts));
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|_| monoio::net::TcpListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = id, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    let canceller = Canceller::new();
+    let accept = monoio::spawn(accept_loop(ctx.clone(), listener, canceller.handle()));
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
+            ShardMsg::Committed(outcomes) => connection::deliver_committed(&ctx, outcomes),
+            ShardMsg::Stats(reply) => {
+                let _ = reply.send(ctx.stats());
+            }
+            ShardMsg::Shutdown => break,
+        }
+    }
+    ctx.shutting_down.set(true);
+    canceller.cancel();
+    accept.await;
+    drain(&ctx, &mut inbox).await;
+    tracing::debug!(shard = id, "shard stopped");
+}
+
+/// Shutdown: let in-flight inserts commit and be delivered, close every
+/// socket with 1001, wait for the connection tasks (bounded by the grace).
+async fn drain(ctx: &Rc<ShardCtx>, inbox: &mut mpsc::UnboundedReceiver<ShardMsg>) {
+    let store_deadline = Instant::now() + ctx.config.timeouts.store;
+    while ctx.pending_inserts.get() > 0 && Instant::now() < store_deadline {
+        match monoio::time::timeout_at(store_deadline, inbox.recv()).await {
+            Ok(Some(ShardMsg::Committed(outcomes))) => connection::deliver_committed(ctx, outcomes),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    ctx.hub.close_all(CloseReason::GoingAway);
+    let grace = Instant::now() + ctx.config.timeouts.shutdown_grace;
+    while ctx.tasks.get() > 0 && Instant::now() < grace {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn accept_loop(
+    ctx: Rc<ShardCtx>,
+    listener: monoio::net::TcpListener,
+    cancel: monoio::io::CancelHandle,
+) {
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(accept_one(ctx.clone(), stream, peer));
+            }
+            Err(_) if ctx.shutting_down.get() => return,
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Reads and checks the request head, then serves the socket here or hands
+/// it to the owner shard.
+async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) {
+    let _task = TaskGuard::new(&ctx);
+    let deadline = Instant::now() + ctx.config.timeouts.handshake;
+    let head = monoio::time::timeout_at(deadline, read_head(&ctx, &mut stream)).await;
+    let (upgrade, leftover) = match head {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => return, // peer went away
+        Ok(Err(rejection)) => return reject(&mut stream, peer, rejection).await,
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let owner = shard_for(upgrade.conversation_id, ctx.inboxes.len());
+    if owner == ctx.id {
+        drop(_task);
+        connection::serve(ctx, stream, peer, upgrade, leftover, deadline).await;
+        return;
+    }
+    let msg = ShardMsg::Handoff(Handoff {
+        stream: handoff::detach(stream),
+        peer,
+        upgrade,
+        leftover,
+        deadline: deadline.into_std(),
+    });
+    // If the owner is gone (shutting down) the message is dropped and the socket closed.
+    let _ = ctx.inboxes[owner].send(msg);
+}
+
+fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
+    ctx.handoffs_in.set(ctx.handoffs_in.get() + 1);
+    debug_assert_eq!(
+        shard_for(h.upgrade.conversation_id, ctx.inboxes.len()),
+        ctx.id
+    );
+    match handoff::attach(h.stream) {
+        Ok(stream) => {
+            let deadline = Instant::from_std(h.deadline);
+            monoio::spawn(connection::serve(
+                ctx.clone(),
+                stream,
+                h.peer,
+                h.upgrade,
+                h.leftover,
+                deadline,
+            ));
+        }
+        Err(e) => tracing::warn!(shard = ctx.id, error = %e, "cannot attach handed-off socket"),
+    }
+}
+
+/// Reads until a complete head. `Ok(None)`: the peer closed first.
+async fn read_head(
+    ctx: &ShardCtx,
+    stream: &mut TcpStream,
+) -> Result<Option<(Upgrade, Vec<u8>)>, Rejection> {
+    use monoio::io::AsyncReadRent;
+    let max = ctx.config.limits.max_request_head_bytes;
+    let mut acc: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let buf = Vec::with_capacity(max.saturating_sub(acc.len()).clamp(1, 4096));
+        let (res, buf) = stream.read(buf).await;
+        match res {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => acc.extend_from_slice(&buf),
+        }
+        match handshake::parse(&acc, &ctx.config.allowed_origins)? {
+            Some((head_len, upgrade)) => return Ok(Some((upgrade, acc.split_off(head_len)))),
+            None if acc.len() >= max => return Err(Rejection::HeadTooLarge),
+            None => {}
+        }
+    }
+}
+
+async fn reject(stream: &mut TcpStream, peer: SocketAddr, rejection: Rejection) {
+    tracing::info!(%peer, status = rejection.status(), reason = %rejection, "handshake rejected");
+    let _ = monoio::time::timeout(
+        Duration::from_secs(1),
+        stream.write_all(rejection.response()),
+    )
+    .await;
+}
+
+/// Counts a live connection task on its shard.
+pub struct TaskGuard {
+    ctx: Rc<ShardCtx>,
+}
+
+impl TaskGuard {
+    pub fn new(ctx: &Rc<ShardCtx>) -> Self {
+        ctx.tasks.set(ctx.tasks.get() + 1);
+        Self { ctx: ctx.clone() }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.ctx.tasks.set(self.ctx.tasks.get() - 1);
+    }
+}

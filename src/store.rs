@@ -1,0 +1,220 @@
+//! The store: where users, participants and messages live.
+//!
+//! Owns the request vocabulary between shards and the storage backend
+//! ([`StoreRequest`]), the handle shards use to send requests
+//! ([`StoreHandle`]), and backend selection. Backends: embedded SQLite on a
+//! dedicated thread (`store/sqlite.rs`).
+//!
+//! Writes are group-committed: the backend takes every insert waiting when a
+//! batch starts (up to `batch_max`), commits them in one transaction with their
+//! `unread_count` increments, and hands the outcomes, in commit order, to the
+//! [`CommitSink`] — one call per shard per batch. A shard broadcasts
+//! `new_message` only from those outcomes, so nothing is shown that is not
+//! stored.
+//!
+//! Must never: be called in a way that blocks a shard thread. Shards only
+//! `send` on the bounded channel (async) and await oneshot replies.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::StoreConfig;
+
+/// Primary key of `auth_user`.
+pub type UserId = i64;
+/// Primary key of `chatapp_conversation`.
+pub type ConversationId = i64;
+/// Primary key of `chatapp_message`.
+pub type MessageId = i64;
+
+/// The public profile sent as `sender` in `new_message`, plus `is_active`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserProfile {
+    pub id: UserId,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub is_active: bool,
+}
+
+/// What a connect needs to know: who the user is and whether they belong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectInfo {
+    /// `None` when no `auth_user` row has that id.
+    pub user: Option<UserProfile>,
+    /// Whether `(conversation_id, user_id)` is in `chatapp_conversationparticipant`.
+    pub is_participant: bool,
+}
+
+/// Routing data the store carries untouched from an insert to its outcome.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// Shard that owns the sender's socket (and the conversation).
+    pub shard: usize,
+    /// The sender's connection id on that shard.
+    pub conn: u64,
+    /// The sender's profile, pre-serialized as a JSON object.
+    pub sender_json: Bytes,
+}
+
+/// One `chat_message` to store.
+#[derive(Debug)]
+pub struct InsertRequest {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    /// Already stripped and validated.
+    pub content: String,
+    pub origin: Origin,
+}
+
+/// A committed message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    /// Commit time, UTC, microsecond precision.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The outcome of one insert, handed back to its shard.
+#[derive(Debug)]
+pub struct InsertOutcome {
+    pub request: InsertRequest,
+    pub result: Result<StoredMessage, StoreError>,
+}
+
+/// Receives insert outcomes: `deliver(shard, outcomes)` is called once per
+/// shard per committed (or failed) batch, outcomes in commit order.
+pub type CommitSink = Arc<dyn Fn(usize, Vec<InsertOutcome>) + Send + Sync>;
+
+/// Requests from shards to the store.
+#[derive(Debug)]
+pub enum StoreRequest {
+    /// Load the user's profile and the participant flag.
+    Connect {
+        user_id: UserId,
+        conversation_id: ConversationId,
+        reply: oneshot::Sender<Result<ConnectInfo, StoreError>>,
+    },
+    /// Store a message (group-committed); the outcome goes to the [`CommitSink`].
+    Insert(InsertRequest),
+    /// Delete a message for one user (idempotent).
+    Delete {
+        message_id: MessageId,
+        user_id: UserId,
+        reply: oneshot::Sender<Result<(), DeleteError>>,
+    },
+}
+
+/// A store failure (the database is unreachable, locked, full, or a statement failed).
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("store is shut down")]
+    Closed,
+    #[error("store did not answer in time")]
+    Timeout,
+}
+
+/// Why a delete did not happen.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DeleteError {
+    #[error("no such message")]
+    NotFound,
+    #[error("not a participant of the message's conversation")]
+    NotParticipant,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The shards' side of the store: a bounded channel (backpressure) to the
+/// backend. Cloned into every shard; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<StoreRequest>,
+}
+
+impl StoreHandle {
+    /// Wraps the sending side of the store's request channel.
+    pub fn new(tx: mpsc::Sender<StoreRequest>) -> Self {
+        Self { tx }
+    }
+
+    /// Looks up the user and their membership.
+    pub async fn connect_info(
+        &self,
+        user_id: UserId,
+        conversation_id: ConversationId,
+    ) -> Result<ConnectInfo, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(StoreRequest::Connect {
+            user_id,
+            conversation_id,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a message for the next batch. The outcome arrives at the sink.
+    pub async fn insert(&self, req: InsertRequest) -> Result<(), StoreError> {
+        self.send(StoreRequest::Insert(req)).await
+    }
+
+    /// Deletes a message for one user.
+    pub async fn delete(&self, message_id: MessageId, user_id: UserId) -> Result<(), DeleteError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(StoreRequest::Delete {
+            message_id,
+            user_id,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn send(&self, req: StoreRequest) -> Result<(), StoreError> {
+        self.tx.send(req).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+/// A running store backend. Dropping every [`StoreHandle`] makes it finish
+/// the requests already queued and stop; [`StoreWorker::join`] waits for that.
+pub struct StoreWorker {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StoreWorker {
+    /// Wraps the backend's thread.
+    pub fn from_thread(thread: std::thread::JoinHandle<()>) -> Self {
+        Self {
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the backend has committed everything queued and stopped.
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Capacity of the shards → store request channel.
+pub const REQUEST_QUEUE: usize = 8192;
+
+/// Opens the configured backend, migrating an embedded database on first use.
+pub fn start(
+    config: &StoreConfig,
+    batch_max: usize,
+    sink: CommitSink,
+) -> Result<(StoreHandle, StoreWorker), StoreError> {
+    match config {
+        StoreConfig::Sqlite { path } => sqlite::start(path, batch_max, sink),
+    }
+}
