@@ -111,6 +111,14 @@ impl Default for Timeouts {
 pub enum StoreConfig {
     /// Embedded SQLite database file.
     Sqlite { path: PathBuf },
+    /// PostgreSQL (the Django app's database), through a connection pool on
+    /// the side runtime.
+    Postgres {
+        /// `postgres://user@host:port/dbname` (libpq-style key=value also accepted).
+        url: String,
+        /// Connections in the pool. Default 8.
+        pool_size: usize,
+    },
 }
 
 /// Everything the running gateway needs.
@@ -135,6 +143,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Most messages committed in one store transaction. Default 512.
     pub store_batch_max: usize,
+    /// Worker threads of the side runtime (Postgres store, Redis bridge). Default 1.
+    pub store_threads: usize,
 }
 
 /// A configuration value that cannot work.
@@ -157,6 +167,7 @@ impl Config {
             timeouts: Timeouts::default(),
             store,
             store_batch_max: 512,
+            store_threads: 1,
         }
     }
 
@@ -206,6 +217,14 @@ impl Config {
         }
         if self.store_batch_max == 0 {
             return bad("store batch size must be positive");
+        }
+        if self.store_threads == 0 || self.store_threads > 64 {
+            return bad("store threads must be between 1 and 64");
+        }
+        if let StoreConfig::Postgres { pool_size, .. } = &self.store {
+            if *pool_size == 0 {
+                return bad("the Postgres pool size must be positive");
+            }
         }
         if self.allowed_origins.iter().any(|o| o.trim().is_empty()) {
             return bad("allowed origins must not contain an empty entry");

@@ -20,6 +20,7 @@ use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
 pub use crate::shard::ShardStats;
 use crate::shard::{self, ShardMsg, ShardParts};
+use crate::side::SideRuntime;
 use crate::store::{self, CommitSink, StoreError, StoreWorker};
 
 /// Why the gateway could not start.
@@ -43,6 +44,8 @@ pub enum GatewayError {
 
 /// A running gateway.
 pub struct Gateway {
+    /// Dropped last: the store and bridge run on it.
+    side: Option<SideRuntime>,
     addr: SocketAddr,
     drivers: Vec<&'static str>,
     inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
@@ -80,8 +83,17 @@ impl Gateway {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
             .map(|_| mpsc::unbounded_channel())
             .unzip();
-        let (store, worker) =
-            store::start(&config.store, config.store_batch_max, commit_sink(&inboxes))?;
+        let side =
+            SideRuntime::start(config.store_threads).map_err(|source| GatewayError::Shard {
+                shard: usize::MAX,
+                source,
+            })?;
+        let (store, worker) = store::start(
+            &config.store,
+            config.store_batch_max,
+            commit_sink(&inboxes),
+            &side.handle(),
+        )?;
         let parts = ShardParts {
             verifier: Arc::new(Verifier::new(&config.jwt)),
             config: Arc::new(config),
@@ -89,6 +101,7 @@ impl Gateway {
             inboxes: inboxes.clone(),
         };
         let mut gw = Self {
+            side: Some(side),
             addr,
             drivers: Vec::new(),
             inboxes,
@@ -182,6 +195,9 @@ impl Gateway {
         self.inboxes.clear();
         if let Some(store) = self.store.take() {
             store.join();
+        }
+        if let Some(side) = self.side.take() {
+            side.shutdown(Duration::from_secs(5));
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
+//! - [`side`] — the side tokio runtime (store and bridge work off the shards).
 #![deny(unsafe_code)]
 
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod outbound;
 pub mod protocol;
 pub mod routing;
 pub mod shard;
+pub mod side;
 pub mod store;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};

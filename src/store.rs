@@ -209,12 +209,20 @@ impl StoreWorker {
 pub const REQUEST_QUEUE: usize = 8192;
 
 /// Opens the configured backend, migrating an embedded database on first use.
+/// Backends that need async I/O run on `side`.
 pub fn start(
     config: &StoreConfig,
     batch_max: usize,
     sink: CommitSink,
+    side: &tokio::runtime::Handle,
 ) -> Result<(StoreHandle, StoreWorker), StoreError> {
     match config {
         StoreConfig::Sqlite { path } => sqlite::start(path, batch_max, sink),
+        StoreConfig::Postgres { .. } => {
+            let _ = side;
+            Err(StoreError::Database(
+                "the Postgres store is not built yet".into(),
+            ))
+        }
     }
 }
