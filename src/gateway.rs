@@ -35,6 +35,8 @@ pub enum GatewayError {
     },
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("the side runtime failed to start: {0}")]
+    SideRuntime(std::io::Error),
     #[error("shard {shard} failed to start: {source}")]
     Shard {
         shard: usize,
