@@ -191,7 +191,7 @@ pub struct ServeArgs {
     /// Interval of `{"type":"ping"}` and WebSocket Pings.
     #[arg(long, global = true, env = "CHATGATE_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
-    /// A socket write making no progress this long closes the socket.
+    /// A socket write (everything queued at that moment) not done within this closes the socket.
     #[arg(long, global = true, env = "CHATGATE_WRITE_STALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub write_stall_timeout: Duration,
     /// On shutdown, time sockets get to finish their close handshake.

@@ -80,6 +80,10 @@ pub fn parse(
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
+        // httparse skips empty lines before the request line; a blank head is not a request.
+        Ok(httparse::Status::Partial) if buf.windows(4).any(|w| w == b"\r\n\r\n") => {
+            return Err(Rejection::BadRequest)
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Rejection::BadRequest),
     };
@@ -244,6 +248,8 @@ mod tests {
             parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(),
             Some("q")
         );
+        let h = head("/ws/chat/1/?token=", "Authorization: Bearer hdr\r\n");
+        assert_eq!(parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(), Some("hdr"));
         let h = head("/ws/chat/1/", "");
         assert_eq!(parse(&h, &origins()).unwrap().unwrap().1.token, None);
     }
@@ -269,6 +275,8 @@ mod tests {
             parse(b"garbage\r\n\r\n", &origins()),
             Err(Rejection::BadRequest)
         );
+        assert_eq!(parse(b"\r\n\r\n", &origins()), Err(Rejection::BadRequest));
+        assert_eq!(parse(b"\r\n", &origins()), Ok(None));
         let no_key = b"GET /ws/chat/1/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(parse(no_key, &origins()), Err(Rejection::BadRequest));
         let v8 = String::from_utf8(head("/ws/chat/1/", ""))

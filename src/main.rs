@@ -50,16 +50,15 @@ fn init_logging(cli: &Cli) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let jwt = cli.jwt()?;
     match &cli.command {
-        None | Some(Command::Serve) => serve(&cli, jwt),
+        None | Some(Command::Serve) => serve(&cli, cli.jwt()?),
         Some(Command::Migrate) => {
             Admin::open(&cli.common.database).context("migrating the database")?;
             println!("database {} is up to date", cli.common.database.display());
             Ok(())
         }
         Some(Command::Token { user_id, ttl }) => {
-            println!("{}", mint_token(&jwt, *user_id, *ttl));
+            println!("{}", mint_token(&cli.jwt()?, *user_id, *ttl));
             Ok(())
         }
         Some(Command::User {
