@@ -100,11 +100,14 @@ fn validate(req: &httparse::Request, allowed_origins: &[String]) -> Result<Upgra
         }
     }
     let key = check_websocket_headers(req)?;
-    let token = query.and_then(token_from_query).or_else(|| {
-        header(req, "authorization")
-            .and_then(bearer)
-            .map(str::to_owned)
-    });
+    let token = query
+        .and_then(token_from_query)
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            header(req, "authorization")
+                .and_then(bearer)
+                .map(str::to_owned)
+        });
     let forwarded_for = header(req, "x-real-ip")
         .or_else(|| header(req, "x-forwarded-for"))
         .map(|s| s.trim().to_owned());
@@ -249,7 +252,10 @@ mod tests {
             Some("q")
         );
         let h = head("/ws/chat/1/?token=", "Authorization: Bearer hdr\r\n");
-        assert_eq!(parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(), Some("hdr"));
+        assert_eq!(
+            parse(&h, &origins()).unwrap().unwrap().1.token.as_deref(),
+            Some("hdr")
+        );
         let h = head("/ws/chat/1/", "");
         assert_eq!(parse(&h, &origins()).unwrap().unwrap().1.token, None);
     }
