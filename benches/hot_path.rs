@@ -89,8 +89,76 @@ fn parse(c: &mut Criterion) {
 
 criterion_group!(parse_benches, parse);
 // Add the fan-out group below to this list.
-criterion_main!(parse_benches);
+criterion_main!(parse_benches, fanout_benches);
 
 // ===========================================================================
 // fan-out benches: added by the gateway author
 // ===========================================================================
+
+/// Builds one `new_message` frame (serialize + frame once) and queues the
+/// same buffer on 1,000 member sockets of one conversation; then the queues
+/// are emptied, as their writers would.
+fn fanout(c: &mut Criterion) {
+    use chatgate::frame::FrameBuf;
+    use chatgate::hub::Hub;
+    use chatgate::outbound::Bounds;
+    use chatgate::protocol::encode_new_message;
+
+    const MEMBERS: usize = 1000;
+    let hub = Hub::new();
+    let bounds = Bounds {
+        max_frames: 1024,
+        max_bytes: 4 << 20,
+    };
+    let peers: Vec<_> = (0..MEMBERS)
+        .map(|i| {
+            let p = hub.new_peer(i as i64 + 1, 7, bounds);
+            hub.join(&p);
+            p
+        })
+        .collect();
+    let sender = bytes::Bytes::from_static(
+        br#"{"id":1,"username":"johndoe","first_name":"John","last_name":"Doe"}"#,
+    );
+    let ts = chrono::Utc::now();
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(MEMBERS as u64));
+    g.bench_function("new_message_to_1000_queues", |b| {
+        let mut id = 0i64;
+        b.iter(|| {
+            id += 1;
+            let mut f = FrameBuf::with_capacity(200);
+            encode_new_message(
+                f.payload(),
+                id,
+                &sender,
+                "Hello world, how are you today?",
+                ts,
+            );
+            let d = hub.broadcast(7, &f.finish_text());
+            for p in &peers {
+                p.outbound.clear();
+            }
+            black_box(d)
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("frame");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("new_message", |b| {
+        b.iter(|| {
+            let mut f = FrameBuf::with_capacity(200);
+            encode_new_message(
+                f.payload(),
+                1,
+                &sender,
+                "Hello world, how are you today?",
+                ts,
+            );
+            black_box(f.finish_text())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(fanout_benches, fanout);
