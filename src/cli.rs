@@ -208,6 +208,9 @@ pub struct ServeArgs {
         default_value_t = 512
     )]
     pub store_batch_max: usize,
+    /// How long a successful connect check (user, conversation) is cached per shard; 0s disables.
+    #[arg(long, global = true, env = "CHATGATE_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub membership_cache_ttl: Duration,
     /// On a fresh embedded database, create two demo users and a conversation.
     #[arg(long, global = true, env = "CHATGATE_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
@@ -276,6 +279,7 @@ impl Cli {
             ..Timeouts::default()
         };
         c.store_batch_max = s.store_batch_max;
+        c.membership_cache_ttl = s.membership_cache_ttl;
         c
     }
 }

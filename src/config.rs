@@ -143,6 +143,9 @@ pub struct Config {
     pub store: StoreConfig,
     /// Most messages committed in one store transaction. Default 512.
     pub store_batch_max: usize,
+    /// How long a successful admission (user, conversation) is remembered
+    /// per shard, skipping the store on reconnects. Default 5 s; 0 disables.
+    pub membership_cache_ttl: Duration,
     /// Worker threads of the side runtime (Postgres store, Redis bridge). Default 1.
     pub store_threads: usize,
 }
@@ -168,6 +171,7 @@ impl Config {
             store,
             store_batch_max: 512,
             store_threads: 1,
+            membership_cache_ttl: Duration::from_secs(5),
         }
     }
 

@@ -30,26 +30,19 @@ use crate::close::CloseReason;
 use crate::frame::FrameBuf;
 use crate::handshake::{self, Upgrade};
 use crate::hub::Peer;
+use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::{self, ClientMessage, ReplyError};
 use crate::shard::{ShardCtx, TaskGuard};
-use crate::store::{InsertOutcome, InsertRequest, Origin, UserProfile};
+use crate::store::{InsertOutcome, InsertRequest, Origin};
 
 /// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
 /// zero-filled per socket. Bigger frames still fit (the buffer grows).
 const WS_READ_CHUNK: usize = 512;
 
-/// Who is on the socket, fixed at connect.
-struct Member {
-    user_id: i64,
-    username: String,
-    /// `{"id":..,"username":..,"first_name":..,"last_name":..}`, serialized once.
-    sender_json: Bytes,
-}
-
 /// The result of checking the token and the membership.
 enum Admission {
-    Accept(Member),
+    Accept(Rc<Member>),
     Refuse(CloseReason),
 }
 
@@ -109,6 +102,13 @@ async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission
             return Admission::Refuse(CloseReason::Unauthenticated);
         }
     };
+    let now = std::time::Instant::now();
+    if let Some(m) = ctx
+        .membership
+        .get(token.user_id, upgrade.conversation_id, now)
+    {
+        return Admission::Accept(m);
+    }
     let info = match ctx
         .store
         .connect_info(token.user_id, upgrade.conversation_id)
@@ -121,7 +121,11 @@ async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission
         }
     };
     match info.user {
-        Some(u) if u.is_active && info.is_participant => Admission::Accept(member_of(&u)),
+        Some(u) if u.is_active && info.is_participant => {
+            let m = Member::from_profile(&u);
+            ctx.membership.insert(upgrade.conversation_id, &m, now);
+            Admission::Accept(m)
+        }
         Some(u) if u.is_active => {
             tracing::info!(%peer, user_id = u.id, conversation = upgrade.conversation_id, "not a participant");
             Admission::Refuse(CloseReason::Forbidden)
@@ -130,14 +134,6 @@ async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission
             tracing::info!(%peer, user_id = token.user_id, "unknown or inactive user");
             Admission::Refuse(CloseReason::Unauthenticated)
         }
-    }
-}
-
-fn member_of(u: &UserProfile) -> Member {
-    Member {
-        user_id: u.id,
-        username: u.username.clone(),
-        sender_json: protocol::sender_json(u),
     }
 }
 
@@ -194,7 +190,7 @@ struct Session {
     stream: TcpStream,
     ws: WebSocketContext,
     peer: Rc<Peer>,
-    member: Option<Member>,
+    member: Option<Rc<Member>>,
     phase: Phase,
     last_seen: Instant,
     next_ping: Instant,
@@ -205,7 +201,7 @@ impl Session {
         ctx: Rc<ShardCtx>,
         stream: TcpStream,
         peer: Rc<Peer>,
-        member: Option<Member>,
+        member: Option<Rc<Member>>,
         leftover: Vec<u8>,
     ) -> Self {
         let max = ctx.config.limits.max_message_bytes;

@@ -12,6 +12,7 @@
 //! - [`connection`] — one socket's life: read, decode, act, write, close.
 //! - [`protocol`] — client message decoding (simd-json) and server message encoding.
 //! - [`frame`] — server WebSocket frames, built once and shared.
+//! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -28,6 +29,7 @@ pub mod frame;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
+pub mod membership;
 pub mod outbound;
 pub mod protocol;
 pub mod routing;

@@ -32,6 +32,7 @@ use crate::connection;
 use crate::frame;
 use crate::handshake::{self, Rejection, Upgrade};
 use crate::hub::Hub;
+use crate::membership::MembershipCache;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
 use crate::store::{InsertOutcome, StoreHandle};
@@ -91,6 +92,8 @@ pub struct ShardCtx {
     pub store: StoreHandle,
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
     pub hub: Hub,
+    /// Recent admissions (user, conversation) → member, for `membership_cache_ttl`.
+    pub membership: MembershipCache,
     pub decoder: RefCell<Decoder>,
     /// Read buffers lent to sockets for one read each (idle sockets hold none).
     read_pool: RefCell<Vec<Vec<u8>>>,
@@ -113,6 +116,7 @@ const READ_POOL_MAX: usize = 64;
 
 impl ShardCtx {
     fn new(id: usize, parts: ShardParts) -> Self {
+        let ttl = parts.config.membership_cache_ttl;
         let error_frames = ReplyError::ALL
             .iter()
             .map(|e| {
@@ -128,6 +132,7 @@ impl ShardCtx {
             store: parts.store,
             inboxes: parts.inboxes,
             hub: Hub::new(),
+            membership: MembershipCache::new(ttl),
             decoder: RefCell::new(Decoder::new()),
             read_pool: RefCell::new(Vec::new()),
             error_frames,
@@ -252,6 +257,7 @@ async fn shard_main(
     };
     let canceller = Canceller::new();
     let accept = monoio::spawn(accept_loop(ctx.clone(), listener, canceller.handle()));
+    monoio::spawn(housekeeping(ctx.clone()));
     while let Some(msg) = inbox.recv().await {
         match msg {
             ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
@@ -267,6 +273,14 @@ async fn shard_main(
     accept.await;
     drain(&ctx, &mut inbox).await;
     tracing::debug!(shard = id, "shard stopped");
+}
+
+/// Periodic per-shard chores, once a second until shutdown.
+async fn housekeeping(ctx: Rc<ShardCtx>) {
+    while !ctx.shutting_down.get() {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        ctx.membership.prune(std::time::Instant::now());
+    }
 }
 
 /// Shutdown: let in-flight inserts commit and be delivered, close every
