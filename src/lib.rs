@@ -17,9 +17,12 @@
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
-//! - [`side`] — the side tokio runtime (store and bridge work off the shards).
+//! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
+//! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
+//! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod close;
@@ -29,7 +32,9 @@ pub mod frame;
 pub mod gateway;
 pub mod handshake;
 pub mod hub;
+pub mod limits;
 pub mod membership;
+pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod routing;

@@ -41,10 +41,13 @@ impl Member {
 /// still full, the cache starts over.
 const MAX_ENTRIES: usize = 100_000;
 
+/// A cached admission and when it expires.
+type Entry = (Rc<Member>, Instant);
+
 /// The cache (one per shard).
 pub struct MembershipCache {
     ttl: Duration,
-    entries: RefCell<HashMap<(UserId, ConversationId), (Rc<Member>, Instant)>>,
+    entries: RefCell<HashMap<(UserId, ConversationId), Entry>>,
 }
 
 impl MembershipCache {

@@ -1,0 +1,628 @@
+//! Prometheus metrics: the recorder, the metric names, and the per-shard
+//! counters of the hot path.
+//!
+//! Owns: [`install`] (the process-wide `metrics` recorder, once, with the
+//! histogram buckets), every metric name and help text (each defined once,
+//! `chatgate_<name>_<unit>[_total]`), [`ShardMetrics`] (one per shard:
+//! plain `Cell` counters on the hot path, added to cached `metrics` handles by
+//! [`ShardMetrics::flush`]), and the store- and bridge-side helpers, which
+//! record once per batch.
+//!
+//! Must never: allocate, take a lock, touch an atomic or look up the registry
+//! per message (per-message figures are `Cell` increments, flushed about
+//! once a second); use an unbounded label value (labels are a shard index, a
+//! close code, a rejection reason, a message type or an error kind — never
+//! a user id, a conversation id or an error text); serve HTTP (`admin.rs`
+//! does).
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::close::CloseReason;
+use crate::protocol::ReplyError;
+
+// ---------------------------------------------------------------------------
+// Names (each defined once)
+// ---------------------------------------------------------------------------
+
+/// Client messages received, by `type` (chat_message, delete_message, typing, invalid).
+pub const MESSAGES_RECEIVED: &str = "chatgate_messages_received_total";
+/// Error replies sent, by `kind` ([`ReplyError::kind`]).
+pub const ERRORS_SENT: &str = "chatgate_errors_sent_total";
+/// Client messages dropped by a rate limit, by `kind` (chat, typing).
+pub const RATE_LIMITED: &str = "chatgate_messages_rate_limited_total";
+/// Events queued on sockets (one per socket per event).
+pub const EVENTS_DELIVERED: &str = "chatgate_events_delivered_total";
+/// WebSocket sessions opened.
+pub const CONNECTIONS_OPENED: &str = "chatgate_connections_opened_total";
+/// WebSocket sessions closed, by close `code` (or `other`).
+pub const CONNECTIONS_CLOSED: &str = "chatgate_connections_closed_total";
+/// Open WebSocket sessions (gauge).
+pub const CONNECTIONS_OPEN: &str = "chatgate_connections_open";
+/// Handshakes refused before a session existed, by `reason`.
+pub const HANDSHAKES_REJECTED: &str = "chatgate_handshakes_rejected_total";
+/// Sockets closed with 1013 because their outbound queue overflowed.
+pub const SLOW_CONSUMERS: &str = "chatgate_slow_consumer_closes_total";
+/// Sockets received from another shard.
+pub const HANDOFFS: &str = "chatgate_handoffs_total";
+/// From receipt of a message to its event's last local socket enqueue.
+pub const BROADCAST_LATENCY: &str = "chatgate_broadcast_latency_seconds";
+/// Messages per store transaction.
+pub const STORE_BATCH_SIZE: &str = "chatgate_store_batch_size";
+/// Duration of one store transaction.
+pub const STORE_COMMIT_LATENCY: &str = "chatgate_store_commit_latency_seconds";
+/// Messages whose store write failed.
+pub const STORE_FAILURES: &str = "chatgate_store_failures_total";
+/// 1 while the Redis bridge is connected, else 0.
+pub const BRIDGE_CONNECTED: &str = "chatgate_bridge_connected";
+/// Events per bridge publish pipeline.
+pub const BRIDGE_PUBLISH_BATCH_SIZE: &str = "chatgate_bridge_publish_batch_size";
+/// Events waiting to be published to the bridge.
+pub const BRIDGE_QUEUE_DEPTH: &str = "chatgate_bridge_queue_depth";
+/// Events the bridge dropped (queue full or Redis down).
+pub const BRIDGE_DROPPED: &str = "chatgate_bridge_dropped_events_total";
+
+/// Buckets of the size histograms (messages or events per batch).
+const SIZE_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+/// Buckets of the store commit latency, seconds (0.5 ms … 5 s).
+const COMMIT_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+/// Buckets of the broadcast latency, seconds (100 µs … 1 s).
+const BROADCAST_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+// ---------------------------------------------------------------------------
+// Bounded label sets
+// ---------------------------------------------------------------------------
+
+/// Client message types (the `type` label of [`MESSAGES_RECEIVED`]).
+pub const MESSAGE_KINDS: [&str; 4] = ["chat_message", "delete_message", "typing", "invalid"];
+/// Rate-limited kinds (the `kind` label of [`RATE_LIMITED`]).
+pub const RATE_LIMIT_KINDS: [&str; 2] = ["chat", "typing"];
+/// Handshake rejection reasons: HTTP statuses, close codes sent right after
+/// the upgrade, and `timeout`.
+pub const HANDSHAKE_REASONS: [&str; 9] = [
+    "400", "403", "404", "429", "431", "4001", "4003", "1008", "timeout",
+];
+/// The close codes the gateway knows (close.rs); anything else is `other`.
+const CLOSE_CODES: [u16; 10] = [
+    CloseReason::Normal.code(),
+    CloseReason::GoingAway.code(),
+    CloseReason::ProtocolError.code(),
+    CloseReason::InvalidPayload.code(),
+    CloseReason::Policy.code(),
+    CloseReason::TooBig.code(),
+    CloseReason::Internal.code(),
+    CloseReason::SlowConsumer.code(),
+    CloseReason::Unauthenticated.code(),
+    CloseReason::Forbidden.code(),
+];
+/// The label of any value outside a bounded set.
+const OTHER: &str = "other";
+
+// ---------------------------------------------------------------------------
+// The recorder
+// ---------------------------------------------------------------------------
+
+/// The exporter configuration: histogram buckets for every histogram (so
+/// they render as Prometheus histograms, not summaries).
+pub fn builder() -> Result<PrometheusBuilder, BuildError> {
+    let full = |name: &str| Matcher::Full(name.to_owned());
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(full(STORE_BATCH_SIZE), &SIZE_BUCKETS)?
+        .set_buckets_for_metric(full(BRIDGE_PUBLISH_BATCH_SIZE), &SIZE_BUCKETS)?
+        .set_buckets_for_metric(full(STORE_COMMIT_LATENCY), &COMMIT_BUCKETS)?
+        .set_buckets_for_metric(full(BROADCAST_LATENCY), &BROADCAST_BUCKETS)
+}
+
+/// Installs the process-wide recorder on the first call; every call returns
+/// the handle that renders it. Several gateways in one process (tests) share it.
+///
+/// If another recorder was installed first (not by this function), a warning
+/// is logged and the handle renders only what is described here.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(install_once).clone()
+}
+
+fn install_once() -> PrometheusHandle {
+    let builder = builder().unwrap_or_else(|e| {
+        // Unreachable: every bucket list above is a non-empty constant.
+        tracing::error!(error = %e, "metrics buckets rejected; histograms render as summaries");
+        PrometheusBuilder::new()
+    });
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    if let Err(e) = metrics::set_global_recorder(recorder) {
+        tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will miss it");
+    }
+    describe();
+    handle
+}
+
+/// Registers the help text of every metric with the current recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(MESSAGES_RECEIVED, "Client messages received, by type.");
+    describe_counter!(ERRORS_SENT, "Error replies sent, by error kind.");
+    describe_counter!(
+        RATE_LIMITED,
+        "Client messages dropped by a rate limit, by kind."
+    );
+    describe_counter!(EVENTS_DELIVERED, "Events queued on sockets.");
+    describe_counter!(CONNECTIONS_OPENED, "WebSocket sessions opened.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "WebSocket sessions closed, by close code."
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Open WebSocket sessions.");
+    describe_counter!(HANDSHAKES_REJECTED, "Handshakes refused, by reason.");
+    describe_counter!(SLOW_CONSUMERS, "Sockets closed as slow consumers (1013).");
+    describe_counter!(HANDOFFS, "Sockets received from another shard.");
+    describe_histogram!(
+        BROADCAST_LATENCY,
+        "Seconds from receipt of a message to its event's last local socket enqueue."
+    );
+    describe_histogram!(STORE_BATCH_SIZE, "Messages per store transaction.");
+    describe_histogram!(STORE_COMMIT_LATENCY, "Seconds per store transaction.");
+    describe_counter!(STORE_FAILURES, "Messages whose store write failed.");
+    describe_gauge!(BRIDGE_CONNECTED, "1 while the Redis bridge is connected.");
+    describe_histogram!(
+        BRIDGE_PUBLISH_BATCH_SIZE,
+        "Events per bridge publish pipeline."
+    );
+    describe_gauge!(
+        BRIDGE_QUEUE_DEPTH,
+        "Events waiting to be published to the bridge."
+    );
+    describe_counter!(BRIDGE_DROPPED, "Events the bridge dropped.");
+}
+
+// ---------------------------------------------------------------------------
+// Per-shard metrics
+// ---------------------------------------------------------------------------
+
+/// A per-shard count: incremented on the hot path, added to its cached
+/// counter handle at flush.
+struct Tally {
+    pending: Cell<u64>,
+    counter: Counter,
+}
+
+impl Tally {
+    fn new(counter: Counter) -> Self {
+        Self {
+            pending: Cell::new(0),
+            counter,
+        }
+    }
+
+    #[inline]
+    fn add(&self, n: u64) {
+        self.pending.set(self.pending.get().wrapping_add(n));
+    }
+
+    fn flush(&self) {
+        let n = self.pending.replace(0);
+        if n > 0 {
+            self.counter.increment(n);
+        }
+    }
+}
+
+/// One shard's metrics. Lives on the shard thread (`!Send`); every method
+/// but [`flush`](Self::flush) and the gauge/histogram setters is a `Cell`
+/// increment.
+pub struct ShardMetrics {
+    received: [Tally; MESSAGE_KINDS.len()],
+    errors: [Tally; ReplyError::ALL.len()],
+    rate_limited: [Tally; RATE_LIMIT_KINDS.len()],
+    delivered: Tally,
+    opened: Tally,
+    /// Indexed like [`CLOSE_CODES`], then `other`.
+    closed: [Tally; CLOSE_CODES.len() + 1],
+    /// Indexed like [`HANDSHAKE_REASONS`], then `other`.
+    rejected: [Tally; HANDSHAKE_REASONS.len() + 1],
+    slow_consumers: Tally,
+    handoffs: Tally,
+    open: Gauge,
+    broadcast_latency: Histogram,
+}
+
+impl ShardMetrics {
+    /// Registers shard `shard`'s series with the current recorder (all at 0,
+    /// so rates work from the first scrape) and caches their handles.
+    pub fn new(shard: usize) -> Self {
+        let s = shard.to_string();
+        let plain = |name: &'static str| Tally::new(metrics::counter!(name, "shard" => s.clone()));
+        let close = |i: usize| CLOSE_CODES.get(i).map_or(OTHER, |c| close_label(*c));
+        let reason = |i: usize| HANDSHAKE_REASONS.get(i).copied().unwrap_or(OTHER);
+        Self {
+            received: labelled(MESSAGES_RECEIVED, &s, "type", |i| MESSAGE_KINDS[i]),
+            errors: labelled(ERRORS_SENT, &s, "kind", |i| ReplyError::ALL[i].kind()),
+            rate_limited: labelled(RATE_LIMITED, &s, "kind", |i| RATE_LIMIT_KINDS[i]),
+            delivered: plain(EVENTS_DELIVERED),
+            opened: plain(CONNECTIONS_OPENED),
+            closed: labelled(CONNECTIONS_CLOSED, &s, "code", close),
+            rejected: labelled(HANDSHAKES_REJECTED, &s, "reason", reason),
+            slow_consumers: plain(SLOW_CONSUMERS),
+            handoffs: plain(HANDOFFS),
+            open: metrics::gauge!(CONNECTIONS_OPEN, "shard" => s.clone()),
+            broadcast_latency: metrics::histogram!(BROADCAST_LATENCY, "shard" => s.clone()),
+        }
+    }
+
+    /// A client message of `kind` (one of [`MESSAGE_KINDS`]; anything else
+    /// counts as `invalid`).
+    #[inline]
+    pub fn message_received(&self, kind: &'static str) {
+        let i = index_of(&MESSAGE_KINDS, kind).unwrap_or(MESSAGE_KINDS.len() - 1);
+        self.received[i].add(1);
+    }
+
+    /// An error reply sent.
+    #[inline]
+    pub fn error_sent(&self, e: ReplyError) {
+        // `ReplyError::ALL` lists the variants in declaration order (tested).
+        if let Some(t) = self.errors.get(e as usize) {
+            t.add(1);
+        }
+    }
+
+    /// A message dropped by a rate limit; `kind` is one of
+    /// [`RATE_LIMIT_KINDS`] (`chat`, `typing`; anything else counts as `typing`).
+    #[inline]
+    pub fn rate_limited(&self, kind: &'static str) {
+        debug_assert!(
+            RATE_LIMIT_KINDS.contains(&kind),
+            "unknown rate-limit kind {kind}"
+        );
+        let i = index_of(&RATE_LIMIT_KINDS, kind).unwrap_or(1);
+        self.rate_limited[i].add(1);
+    }
+
+    /// `n` sockets got an event queued.
+    #[inline]
+    pub fn delivered(&self, n: usize) {
+        self.delivered.add(n as u64);
+    }
+
+    /// A WebSocket session opened.
+    #[inline]
+    pub fn connection_opened(&self) {
+        self.opened.add(1);
+    }
+
+    /// A WebSocket session closed with `code` (sent or received).
+    pub fn connection_closed(&self, code: u16) {
+        let i = CLOSE_CODES
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(CLOSE_CODES.len());
+        self.closed[i].add(1);
+    }
+
+    /// A handshake refused; `reason` is one of [`HANDSHAKE_REASONS`] (else `other`).
+    pub fn handshake_rejected(&self, reason: &'static str) {
+        let i = index_of(&HANDSHAKE_REASONS, reason).unwrap_or(HANDSHAKE_REASONS.len());
+        self.rejected[i].add(1);
+    }
+
+    /// A socket closed as a slow consumer.
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.add(1);
+    }
+
+    /// A socket received from another shard.
+    pub fn handoff(&self) {
+        self.handoffs.add(1);
+    }
+
+    /// The shard's open sessions now (an atomic store; call on change or per tick).
+    pub fn set_open_connections(&self, n: usize) {
+        self.open.set(n as f64);
+    }
+
+    /// One broadcast: receipt to the last local socket enqueue.
+    pub fn broadcast_latency(&self, d: Duration) {
+        self.broadcast_latency.record(d.as_secs_f64());
+    }
+
+    /// Adds the counts since the last flush to the shared counters. Call
+    /// about once a second and at shutdown (dropping also flushes).
+    pub fn flush(&self) {
+        let groups: [&[Tally]; 5] = [
+            &self.received,
+            &self.errors,
+            &self.rate_limited,
+            &self.closed,
+            &self.rejected,
+        ];
+        groups.iter().flat_map(|g| g.iter()).for_each(Tally::flush);
+        for t in [
+            &self.delivered,
+            &self.opened,
+            &self.slow_consumers,
+            &self.handoffs,
+        ] {
+            t.flush();
+        }
+    }
+}
+
+impl Drop for ShardMetrics {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// `code`'s label: the known codes as text, else `other`.
+fn close_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        1013 => "1013",
+        4001 => "4001",
+        4003 => "4003",
+        _ => OTHER,
+    }
+}
+
+#[inline]
+fn index_of(set: &[&str], value: &str) -> Option<usize> {
+    set.iter().position(|v| *v == value)
+}
+
+/// `N` counters `name{shard, key=label(i)}` for `i` in `0..N` (`from_fn`
+/// keeps every `i` below `N`, the length of the label set).
+fn labelled<const N: usize>(
+    name: &'static str,
+    shard: &str,
+    key: &'static str,
+    label: impl Fn(usize) -> &'static str,
+) -> [Tally; N] {
+    std::array::from_fn(|i| {
+        Tally::new(metrics::counter!(name, "shard" => shard.to_owned(), key => label(i)))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Store and bridge (per batch, any thread)
+// ---------------------------------------------------------------------------
+
+/// One store transaction of `size` messages that took `commit`, of which
+/// `failed` messages were not stored (a failed transaction: `failed == size`).
+pub fn store_batch(size: usize, commit: Duration, failed: usize) {
+    metrics::histogram!(STORE_BATCH_SIZE).record(size as f64);
+    metrics::histogram!(STORE_COMMIT_LATENCY).record(commit.as_secs_f64());
+    if failed > 0 {
+        metrics::counter!(STORE_FAILURES).increment(failed as u64);
+    }
+}
+
+/// The bridge's connection state.
+pub fn bridge_connected(connected: bool) {
+    metrics::gauge!(BRIDGE_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// One publish pipeline of `n` events.
+pub fn bridge_publish_batch(n: usize) {
+    metrics::histogram!(BRIDGE_PUBLISH_BATCH_SIZE).record(n as f64);
+}
+
+/// Events waiting to be published.
+pub fn bridge_queue_depth(n: usize) {
+    metrics::gauge!(BRIDGE_QUEUE_DEPTH).set(n as f64);
+}
+
+/// `n` events dropped by the bridge.
+pub fn bridge_dropped(n: usize) {
+    metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    fn recorder() -> (PrometheusRecorder, PrometheusHandle) {
+        let r = builder().unwrap().build_recorder();
+        let h = r.handle();
+        (r, h)
+    }
+
+    /// The rendered lines whose name starts with `prefix`, sorted (series
+    /// of one family render in hash order).
+    fn lines(text: &str, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn reply_error_discriminants_index_all() {
+        for (i, e) in ReplyError::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn close_labels_cover_every_close_reason() {
+        for c in CLOSE_CODES {
+            assert_eq!(close_label(c), c.to_string());
+        }
+        assert_eq!(close_label(1005), "other");
+    }
+
+    #[test]
+    fn nothing_moves_before_flush() {
+        let (r, h) = recorder();
+        let m = metrics::with_local_recorder(&r, || ShardMetrics::new(3));
+        m.message_received("typing");
+        m.delivered(7);
+        let text = h.render();
+        assert!(text.contains(r#"chatgate_messages_received_total{shard="3",type="typing"} 0"#));
+        assert!(text.contains(r#"chatgate_events_delivered_total{shard="3"} 0"#));
+        m.flush();
+        let text = h.render();
+        assert!(text.contains(r#"chatgate_messages_received_total{shard="3",type="typing"} 1"#));
+        assert!(text.contains(r#"chatgate_events_delivered_total{shard="3"} 7"#));
+    }
+
+    #[test]
+    fn scripted_session_renders_exact_counts() {
+        let (r, h) = recorder();
+        let m = metrics::with_local_recorder(&r, || {
+            describe();
+            ShardMetrics::new(0)
+        });
+        // Two sessions; one sends 3 chats, a typing, garbage and a chat over the limit.
+        m.connection_opened();
+        m.connection_opened();
+        m.set_open_connections(2);
+        for _ in 0..3 {
+            m.message_received("chat_message");
+        }
+        m.message_received("typing");
+        m.message_received("invalid");
+        m.error_sent(ReplyError::InvalidJson);
+        m.message_received("chat_message");
+        m.rate_limited("chat");
+        m.error_sent(ReplyError::RateLimited);
+        m.delivered(2);
+        m.delivered(2);
+        m.delivered(2);
+        m.handshake_rejected("429");
+        m.handshake_rejected("timeout");
+        m.handshake_rejected("not-a-reason");
+        m.handoff();
+        m.slow_consumer();
+        m.connection_closed(1013);
+        m.connection_closed(1000);
+        m.connection_closed(3999);
+        m.set_open_connections(0);
+        m.broadcast_latency(Duration::from_micros(300));
+        m.flush();
+        m.flush(); // a second flush adds nothing
+        let text = h.render();
+        let shard = r#"{shard="0""#;
+        let received = lines(&text, "chatgate_messages_received_total");
+        assert_eq!(
+            received,
+            [
+                format!("chatgate_messages_received_total{shard},type=\"chat_message\"}} 4"),
+                format!("chatgate_messages_received_total{shard},type=\"delete_message\"}} 0"),
+                format!("chatgate_messages_received_total{shard},type=\"invalid\"}} 1"),
+                format!("chatgate_messages_received_total{shard},type=\"typing\"}} 1"),
+            ]
+        );
+        let expect = [
+            r#"chatgate_errors_sent_total{shard="0",kind="invalid_json"} 1"#,
+            r#"chatgate_errors_sent_total{shard="0",kind="rate_limited"} 1"#,
+            r#"chatgate_errors_sent_total{shard="0",kind="send_failed"} 0"#,
+            r#"chatgate_messages_rate_limited_total{shard="0",kind="chat"} 1"#,
+            r#"chatgate_messages_rate_limited_total{shard="0",kind="typing"} 0"#,
+            r#"chatgate_events_delivered_total{shard="0"} 6"#,
+            r#"chatgate_connections_opened_total{shard="0"} 2"#,
+            r#"chatgate_connections_closed_total{shard="0",code="1000"} 1"#,
+            r#"chatgate_connections_closed_total{shard="0",code="1013"} 1"#,
+            r#"chatgate_connections_closed_total{shard="0",code="other"} 1"#,
+            r#"chatgate_connections_closed_total{shard="0",code="1001"} 0"#,
+            r#"chatgate_connections_open{shard="0"} 0"#,
+            r#"chatgate_handshakes_rejected_total{shard="0",reason="429"} 1"#,
+            r#"chatgate_handshakes_rejected_total{shard="0",reason="timeout"} 1"#,
+            r#"chatgate_handshakes_rejected_total{shard="0",reason="other"} 1"#,
+            r#"chatgate_handshakes_rejected_total{shard="0",reason="403"} 0"#,
+            r#"chatgate_slow_consumer_closes_total{shard="0"} 1"#,
+            r#"chatgate_handoffs_total{shard="0"} 1"#,
+            r#"chatgate_broadcast_latency_seconds_bucket{shard="0",le="0.00025"} 0"#,
+            r#"chatgate_broadcast_latency_seconds_bucket{shard="0",le="0.0005"} 1"#,
+            r#"chatgate_broadcast_latency_seconds_bucket{shard="0",le="+Inf"} 1"#,
+            r#"chatgate_broadcast_latency_seconds_count{shard="0"} 1"#,
+            "# TYPE chatgate_broadcast_latency_seconds histogram",
+            "# TYPE chatgate_connections_open gauge",
+            "# TYPE chatgate_handoffs_total counter",
+            "# HELP chatgate_handoffs_total Sockets received from another shard.",
+        ];
+        let all: Vec<&str> = text.lines().collect();
+        for line in expect {
+            assert!(all.contains(&line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn shards_are_separate_series() {
+        let (r, h) = recorder();
+        let (a, b) =
+            metrics::with_local_recorder(&r, || (ShardMetrics::new(0), ShardMetrics::new(1)));
+        a.handoff();
+        b.handoff();
+        b.handoff();
+        drop(a); // dropping flushes
+        b.flush();
+        assert_eq!(
+            lines(&h.render(), "chatgate_handoffs_total"),
+            [
+                r#"chatgate_handoffs_total{shard="0"} 1"#,
+                r#"chatgate_handoffs_total{shard="1"} 2"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn store_and_bridge_helpers_render() {
+        let (r, h) = recorder();
+        metrics::with_local_recorder(&r, || {
+            store_batch(3, Duration::from_millis(2), 0);
+            store_batch(100, Duration::from_millis(30), 100);
+            bridge_connected(true);
+            bridge_publish_batch(5);
+            bridge_queue_depth(12);
+            bridge_dropped(4);
+        });
+        let text = h.render();
+        let all: Vec<&str> = text.lines().collect();
+        for line in [
+            r#"chatgate_store_batch_size_bucket{le="2"} 0"#,
+            r#"chatgate_store_batch_size_bucket{le="4"} 1"#,
+            r#"chatgate_store_batch_size_bucket{le="128"} 2"#,
+            "chatgate_store_batch_size_sum 103",
+            "chatgate_store_batch_size_count 2",
+            r#"chatgate_store_commit_latency_seconds_bucket{le="0.0025"} 1"#,
+            r#"chatgate_store_commit_latency_seconds_bucket{le="0.05"} 2"#,
+            "chatgate_store_failures_total 100",
+            "chatgate_bridge_connected 1",
+            r#"chatgate_bridge_publish_batch_size_bucket{le="8"} 1"#,
+            "chatgate_bridge_queue_depth 12",
+            "chatgate_bridge_dropped_events_total 4",
+        ] {
+            assert!(all.contains(&line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn install_is_idempotent() {
+        let a = install();
+        let b = install();
+        metrics::counter!("chatgate_install_test_total").increment(1);
+        assert!(a.render().contains("chatgate_install_test_total 1"));
+        assert!(b.render().contains("chatgate_install_test_total 1"));
+    }
+}
