@@ -8,13 +8,13 @@
 //! Must never: start anything, or print secrets other than on purpose
 //! (`token` and the first-run demo tokens).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, IoDriver, JwtConfig, Limits, StoreConfig, Timeouts};
+use crate::config::{Config, IoDriver, JwtConfig, Limits, LimitsConfig, StoreConfig, Timeouts};
 
 /// chatgate: a WebSocket chat gateway, drop-in for a Django Channels chat backend.
 #[derive(Debug, Parser)]
@@ -87,6 +87,21 @@ pub struct CommonArgs {
         default_value = "chatgate.db"
     )]
     pub database: PathBuf,
+    /// PostgreSQL URL of the Django app's database (postgres://user@host:5432/db);
+    /// when set it replaces the embedded store.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the Postgres pool.
+    #[arg(long, global = true, env = "CHATGATE_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+    /// Worker threads of the side runtime (Postgres store, Redis bridge, admin listener).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_STORE_THREADS",
+        default_value_t = 1
+    )]
+    pub store_threads: usize,
     /// HS256 secret of the access tokens (Django's SECRET_KEY for simplejwt's
     /// default). Without it, the embedded store keeps a generated one in
     /// `<database>.secret`.
@@ -211,9 +226,91 @@ pub struct ServeArgs {
     /// How long a successful connect check (user, conversation) is cached per shard; 0s disables.
     #[arg(long, global = true, env = "CHATGATE_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub membership_cache_ttl: Duration,
+    /// Admin listener (/metrics, /healthz, /readyz); `off` disables it.
+    #[arg(long, global = true, env = "CHATGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = parse_admin_listen)]
+    pub admin_listen: AdminListen,
+    /// Proxies whose X-Real-IP / X-Forwarded-For are believed, comma-separated (e.g. nginx's 127.0.0.1).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Chat messages per user per second, sustained (over: `Rate limit exceeded`).
+    #[arg(long, global = true, env = "CHATGATE_CHAT_RATE", default_value_t = 10)]
+    pub chat_rate: u32,
+    /// Chat messages a user may send at once.
+    #[arg(long, global = true, env = "CHATGATE_CHAT_BURST", default_value_t = 20)]
+    pub chat_burst: u32,
+    /// Typing events per user per second, sustained.
+    #[arg(long, global = true, env = "CHATGATE_TYPING_RATE", default_value_t = 5)]
+    pub typing_rate: u32,
+    /// Typing events a user may send at once.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_TYPING_BURST",
+        default_value_t = 10
+    )]
+    pub typing_burst: u32,
+    /// Rate-limit rejections within the abuse window that close the socket with 1008.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_ABUSE_REJECTIONS",
+        default_value_t = 50
+    )]
+    pub abuse_rejections: u32,
+    /// The abuse window.
+    #[arg(long, global = true, env = "CHATGATE_ABUSE_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub abuse_window: Duration,
+    /// Open sockets per user (one more: close 1008 at connect).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_MAX_CONNS_PER_USER",
+        default_value_t = 32
+    )]
+    pub max_conns_per_user: u32,
+    /// Handshakes per client IP per second, sustained (IPv6: per /64; over: HTTP 429).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_HANDSHAKES_PER_IP",
+        default_value_t = 50
+    )]
+    pub handshakes_per_ip: u32,
+    /// Handshakes a client IP may make at once.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_HANDSHAKE_IP_BURST",
+        default_value_t = 100
+    )]
+    pub handshake_ip_burst: u32,
+    /// On SIGTERM, how long /readyz answers 503 before sockets close with 1001.
+    #[arg(long, global = true, env = "CHATGATE_DRAIN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_grace: Duration,
+    /// Close with 4001 when the token used at connect expires.
+    #[arg(long, global = true, env = "CHATGATE_ENFORCE_TOKEN_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enforce_token_expiry: bool,
     /// On a fresh embedded database, create two demo users and a conversation.
     #[arg(long, global = true, env = "CHATGATE_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
+}
+
+/// The admin listener address, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminListen(pub Option<SocketAddr>);
+
+fn parse_admin_listen(s: &str) -> Result<AdminListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(AdminListen(None));
+    }
+    s.parse()
+        .map(|a| AdminListen(Some(a)))
+        .map_err(|e| format!("{e}"))
 }
 
 /// A problem with the secret file.
@@ -226,12 +323,18 @@ pub enum SecretError {
     },
     #[error("the secret file {0} is empty")]
     Empty(PathBuf),
+    #[error("--jwt-secret (CHATGATE_JWT_SECRET) is required with --database-url: use the Django app's signing key")]
+    Required,
 }
 
 impl Cli {
     /// The JWT settings, with the secret resolved (see [`resolve_secret`]).
     pub fn jwt(&self) -> Result<JwtConfig, SecretError> {
-        let secret = resolve_secret(self.common.jwt_secret.as_deref(), &self.common.database)?;
+        let given = self.common.jwt_secret.as_deref();
+        if given.is_none() && self.common.database_url.is_some() {
+            return Err(SecretError::Required);
+        }
+        let secret = resolve_secret(given, &self.common.database)?;
         Ok(JwtConfig {
             secret,
             leeway: self.common.jwt_leeway,
@@ -243,12 +346,17 @@ impl Cli {
     /// The gateway configuration (validated by `Gateway::start`).
     pub fn config(&self, jwt: JwtConfig) -> Config {
         let s = &self.serve;
-        let mut c = Config::new(
-            jwt,
-            StoreConfig::Sqlite {
+        let store = match &self.common.database_url {
+            Some(url) => StoreConfig::Postgres {
+                url: url.clone(),
+                pool_size: self.common.pool_size,
+            },
+            None => StoreConfig::Sqlite {
                 path: self.common.database.clone(),
             },
-        );
+        };
+        let mut c = Config::new(jwt, store);
+        c.store_threads = self.common.store_threads;
         c.listen = s.listen;
         if let Some(n) = s.shards {
             c.shards = n;
@@ -280,6 +388,21 @@ impl Cli {
         };
         c.store_batch_max = s.store_batch_max;
         c.membership_cache_ttl = s.membership_cache_ttl;
+        c.admin_listen = s.admin_listen.0;
+        c.trusted_proxies = s.trusted_proxies.clone();
+        c.rate_limits = LimitsConfig {
+            chat_per_sec: s.chat_rate,
+            chat_burst: s.chat_burst,
+            typing_per_sec: s.typing_rate,
+            typing_burst: s.typing_burst,
+            abuse_rejections: s.abuse_rejections,
+            abuse_window: s.abuse_window,
+            max_conns_per_user: s.max_conns_per_user,
+            handshakes_per_ip_per_sec: s.handshakes_per_ip,
+            handshake_ip_burst: s.handshake_ip_burst,
+        };
+        c.drain_grace = s.drain_grace;
+        c.enforce_token_expiry = s.enforce_token_expiry;
         c
     }
 }
@@ -343,6 +466,9 @@ mod tests {
         assert_eq!(c.timeouts.ping_interval, Duration::from_secs(30));
         assert_eq!(c.limits.max_message_bytes, 65536);
         assert_eq!(c.allowed_origins, vec!["localhost", "127.0.0.1", "[::1]"]);
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.rate_limits, LimitsConfig::default());
+        assert!(c.enforce_token_expiry);
         assert!(c.validate().is_ok());
     }
 
@@ -361,6 +487,12 @@ mod tests {
             "2m",
             "--allowed-origins",
             "*",
+            "--admin-listen",
+            "off",
+            "--trusted-proxies",
+            "127.0.0.1,::1",
+            "--chat-rate",
+            "3",
         ])
         .unwrap();
         let c = cli.config(JwtConfig::new("x"));
@@ -368,6 +500,9 @@ mod tests {
         assert_eq!(c.io_driver, IoDriver::Epoll);
         assert_eq!(c.timeouts.idle, Duration::from_secs(120));
         assert_eq!(c.allowed_origins, vec!["*"]);
+        assert_eq!(c.admin_listen, None);
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.rate_limits.chat_per_sec, 3);
     }
 
     #[test]
@@ -383,6 +518,27 @@ mod tests {
             matches!(cli.command, Some(Command::Conversation { action: ConversationAction::Create { ref members } }) if members == &[1, 2, 3])
         );
         assert!(Cli::try_parse_from(["chatgate", "user", "add"]).is_err());
+    }
+
+    #[test]
+    fn postgres_needs_an_explicit_secret() {
+        let cli = Cli::try_parse_from(["chatgate", "--database-url", "postgres://u@h/db"]).unwrap();
+        assert!(matches!(cli.jwt(), Err(SecretError::Required)));
+        let cli = Cli::try_parse_from([
+            "chatgate",
+            "--database-url",
+            "postgres://u@h/db",
+            "--jwt-secret",
+            "k",
+            "--pool-size",
+            "3",
+        ])
+        .unwrap();
+        let c = cli.config(cli.jwt().unwrap());
+        assert!(matches!(
+            c.store,
+            StoreConfig::Postgres { pool_size: 3, .. }
+        ));
     }
 
     #[test]

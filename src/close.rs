@@ -46,6 +46,22 @@ impl CloseReason {
         }
     }
 
+    /// The close code as text (a bounded metric label).
+    pub const fn code_label(self) -> &'static str {
+        match self {
+            Self::Normal => "1000",
+            Self::GoingAway => "1001",
+            Self::ProtocolError => "1002",
+            Self::InvalidPayload => "1007",
+            Self::Policy => "1008",
+            Self::TooBig => "1009",
+            Self::Internal => "1011",
+            Self::SlowConsumer => "1013",
+            Self::Unauthenticated => "4001",
+            Self::Forbidden => "4003",
+        }
+    }
+
     /// A bounded label for logs and metrics.
     pub const fn label(self) -> &'static str {
         match self {
@@ -83,6 +99,7 @@ mod tests {
         ];
         for (r, c) in all {
             assert_eq!(r.code(), c);
+            assert_eq!(r.code_label(), c.to_string());
         }
     }
 }

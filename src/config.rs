@@ -8,9 +8,11 @@
 //! Must never: read the environment or the command line itself, or hold any
 //! runtime state.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use crate::limits::LimitsConfig;
 
 /// Which io driver the shard runtimes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -148,6 +150,17 @@ pub struct Config {
     pub membership_cache_ttl: Duration,
     /// Worker threads of the side runtime (Postgres store, Redis bridge). Default 1.
     pub store_threads: usize,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default 127.0.0.1:9000; `None` disables.
+    pub admin_listen: Option<SocketAddr>,
+    /// Peers whose `X-Real-IP` / `X-Forwarded-For` are believed (nginx). Default none.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Per-user message and connection limits, per-IP handshake limit.
+    pub rate_limits: LimitsConfig,
+    /// Close with 4001 when the token used at connect expires. Default true.
+    pub enforce_token_expiry: bool,
+    /// On shutdown, how long `/readyz` answers 503 before sockets are closed
+    /// with 1001 (load balancers stop sending first). Default 5 s.
+    pub drain_grace: Duration,
 }
 
 /// A configuration value that cannot work.
@@ -172,17 +185,37 @@ impl Config {
             store_batch_max: 512,
             store_threads: 1,
             membership_cache_ttl: Duration::from_secs(5),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            trusted_proxies: Vec::new(),
+            rate_limits: LimitsConfig::default(),
+            enforce_token_expiry: true,
+            drain_grace: Duration::from_secs(5),
         }
     }
 
-    /// A config for tests: ephemeral port on 127.0.0.1, 2 shards.
+    /// A config for tests: ephemeral ports on 127.0.0.1, 2 shards, no drain
+    /// grace, rate and connection limits raised out of the way.
     pub fn for_tests(secret: &str, sqlite_path: PathBuf) -> Self {
         let mut c = Self::new(
             JwtConfig::new(secret),
             StoreConfig::Sqlite { path: sqlite_path },
         );
         c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.admin_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         c.shards = 2;
+        c.drain_grace = Duration::ZERO;
+        // Test clients all come from 127.0.0.1 and send as fast as they can:
+        // limits are out of the way unless a test sets them.
+        c.rate_limits = LimitsConfig {
+            chat_per_sec: 1_000_000,
+            chat_burst: 1_000_000,
+            typing_per_sec: 1_000_000,
+            typing_burst: 1_000_000,
+            max_conns_per_user: 100_000,
+            handshakes_per_ip_per_sec: 1_000_000,
+            handshake_ip_burst: 1_000_000,
+            ..LimitsConfig::default()
+        };
         c
     }
 
@@ -230,6 +263,9 @@ impl Config {
                 return bad("the Postgres pool size must be positive");
             }
         }
+        self.rate_limits
+            .validate()
+            .map_err(|e| ConfigError(format!("limits: {e}")))?;
         if self.allowed_origins.iter().any(|o| o.trim().is_empty()) {
             return bad("allowed origins must not contain an empty entry");
         }

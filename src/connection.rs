@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -26,23 +27,34 @@ use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error as WsError, Message};
 
+use crate::auth::VerifiedToken;
 use crate::close::CloseReason;
 use crate::frame::FrameBuf;
 use crate::handshake::{self, Upgrade};
 use crate::hub::Peer;
+use crate::limits::{ConnectionPermit, Verdict};
 use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::{self, ClientMessage, ReplyError};
 use crate::shard::{ShardCtx, TaskGuard};
-use crate::store::{InsertOutcome, InsertRequest, Origin};
+use crate::store::{InsertOutcome, InsertRequest, Origin, UserId};
 
 /// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
 /// zero-filled per socket. Bigger frames still fit (the buffer grows).
 const WS_READ_CHUNK: usize = 512;
 
-/// The result of checking the token and the membership.
+/// What an admitted socket holds for its whole life.
+struct Granted {
+    member: Rc<Member>,
+    /// Counts against the user's socket limit until dropped.
+    permit: ConnectionPermit,
+    /// When the token expires (closed with 4001 then, if enforced).
+    expires_at: Option<Instant>,
+}
+
+/// The result of checking the token, the membership and the limits.
 enum Admission {
-    Accept(Rc<Member>),
+    Accept(Granted),
     Refuse(CloseReason),
 }
 
@@ -59,30 +71,40 @@ pub async fn serve(
     let admission = monoio::time::timeout_at(deadline, admit(&ctx, &upgrade, peer_addr))
         .await
         .unwrap_or(Admission::Refuse(CloseReason::Internal));
-    let (member, refusal) = match admission {
-        Admission::Accept(m) => (Some(m), None),
+    let (granted, refusal) = match admission {
+        Admission::Accept(g) => (Some(g), None),
         Admission::Refuse(r) => (None, Some(r)),
     };
-    let user_id = member.as_ref().map_or(0, |m| m.user_id);
+    let user_id = granted.as_ref().map_or(0, |g| g.member.user_id);
     let peer = ctx
         .hub
         .new_peer(user_id, upgrade.conversation_id, bounds(&ctx));
     let mut head = handshake::switching_protocols(&upgrade.accept_key);
-    if member.is_some() {
+    if granted.is_some() {
         head.extend_from_slice(&ctx.established_frame);
     }
     let (res, _) = stream.write_all(head).await;
     if res.is_err() {
         return;
     }
-    let mut session = Session::new(ctx.clone(), stream, peer, member, leftover);
+    let mut session = Session::new(ctx.clone(), stream, peer_addr, peer, granted, leftover);
     match refusal {
-        Some(reason) => session.begin_close(reason),
+        Some(reason) => {
+            ctx.metrics.handshake_rejected(reason.code_label());
+            session.begin_close(reason);
+        }
         None if ctx.shutting_down.get() => session.begin_close(CloseReason::GoingAway),
-        None => ctx.hub.join(&session.peer),
+        None => {
+            ctx.metrics.connection_opened();
+            ctx.hub.join(&session.peer);
+        }
     }
     session.run().await;
     ctx.hub.leave(&session.peer);
+    if session.member.is_some() {
+        ctx.metrics
+            .connection_closed(session.close_code.unwrap_or(1006));
+    }
 }
 
 fn bounds(ctx: &ShardCtx) -> Bounds {
@@ -103,12 +125,49 @@ async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission
         }
     };
     let now = std::time::Instant::now();
-    if let Some(m) = ctx
+    let member = match ctx
         .membership
         .get(token.user_id, upgrade.conversation_id, now)
     {
-        return Admission::Accept(m);
+        Some(m) => m,
+        None => match lookup(ctx, &token, upgrade, peer, now).await {
+            Ok(m) => m,
+            Err(reason) => return Admission::Refuse(reason),
+        },
+    };
+    let Some(permit) = ctx.limits.try_acquire_connection(member.user_id) else {
+        tracing::warn!(%peer, user_id = member.user_id, "too many sockets for this user");
+        return Admission::Refuse(CloseReason::Policy);
+    };
+    Admission::Accept(Granted {
+        member,
+        permit,
+        expires_at: expiry(ctx, token.exp),
+    })
+}
+
+/// When a token that expires at `exp` (seconds since the epoch) stops being
+/// valid, as a monoio instant; `None` when expiry is not enforced.
+fn expiry(ctx: &ShardCtx, exp: u64) -> Option<Instant> {
+    if !ctx.config.enforce_token_expiry {
+        return None;
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let left = Duration::from_secs(exp.saturating_sub(now)) + ctx.config.jwt.leeway;
+    Some(Instant::now() + left)
+}
+
+/// Asks the store who the user is and whether they belong; caches a yes.
+async fn lookup(
+    ctx: &ShardCtx,
+    token: &VerifiedToken,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+    now: std::time::Instant,
+) -> Result<Rc<Member>, CloseReason> {
     let info = match ctx
         .store
         .connect_info(token.user_id, upgrade.conversation_id)
@@ -117,22 +176,22 @@ async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission
         Ok(info) => info,
         Err(e) => {
             tracing::warn!(%peer, user_id = token.user_id, error = %e, "membership lookup failed");
-            return Admission::Refuse(CloseReason::Internal);
+            return Err(CloseReason::Internal);
         }
     };
     match info.user {
         Some(u) if u.is_active && info.is_participant => {
             let m = Member::from_profile(&u);
             ctx.membership.insert(upgrade.conversation_id, &m, now);
-            Admission::Accept(m)
+            Ok(m)
         }
         Some(u) if u.is_active => {
             tracing::info!(%peer, user_id = u.id, conversation = upgrade.conversation_id, "not a participant");
-            Admission::Refuse(CloseReason::Forbidden)
+            Err(CloseReason::Forbidden)
         }
         _ => {
             tracing::info!(%peer, user_id = token.user_id, "unknown or inactive user");
-            Admission::Refuse(CloseReason::Unauthenticated)
+            Err(CloseReason::Unauthenticated)
         }
     }
 }
@@ -185,13 +244,48 @@ enum Action {
     Typing(bool),
 }
 
+impl Action {
+    /// The message-type label for metrics.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Reply(_) => "invalid",
+            Self::Store(_) => "chat_message",
+            Self::Delete(_) => "delete_message",
+            Self::Typing(_) => "typing",
+        }
+    }
+}
+
+/// The rate-limited kinds of message.
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Typing,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Typing => "typing",
+        }
+    }
+}
+
 struct Session {
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
+    /// The client's address (for logs).
+    addr: SocketAddr,
     ws: WebSocketContext,
     peer: Rc<Peer>,
+    /// Who is on the socket; `None` while refusing (4001/4003/1008).
     member: Option<Rc<Member>>,
+    _permit: Option<ConnectionPermit>,
+    expires_at: Option<Instant>,
     phase: Phase,
+    /// The close code sent or received, for the closed-connections metric.
+    close_code: Option<u16>,
     last_seen: Instant,
     next_ping: Instant,
 }
@@ -200,8 +294,9 @@ impl Session {
     fn new(
         ctx: Rc<ShardCtx>,
         stream: TcpStream,
+        addr: SocketAddr,
         peer: Rc<Peer>,
-        member: Option<Rc<Member>>,
+        granted: Option<Granted>,
         leftover: Vec<u8>,
     ) -> Self {
         let max = ctx.config.limits.max_message_bytes;
@@ -213,13 +308,21 @@ impl Session {
         let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(cfg));
         let now = Instant::now();
         let next_ping = now + ctx.config.timeouts.ping_interval;
+        let (member, permit, expires_at) = match granted {
+            Some(g) => (Some(g.member), Some(g.permit), g.expires_at),
+            None => (None, None, None),
+        };
         Self {
             ctx,
             stream,
+            addr,
             ws,
             peer,
             member,
+            _permit: permit,
+            expires_at,
             phase: Phase::Open,
+            close_code: None,
             last_seen: now,
             next_ping,
         }
@@ -264,9 +367,12 @@ impl Session {
     fn next_deadline(&self) -> Instant {
         match self.phase {
             Phase::Closing { deadline, .. } => deadline,
-            _ => self
-                .next_ping
-                .min(self.last_seen + self.ctx.config.timeouts.idle),
+            _ => {
+                let d = self
+                    .next_ping
+                    .min(self.last_seen + self.ctx.config.timeouts.idle);
+                self.expires_at.map_or(d, |e| d.min(e))
+            }
         }
     }
 
@@ -274,8 +380,12 @@ impl Session {
         let now = Instant::now();
         match self.phase {
             Phase::Closing { deadline, .. } if now >= deadline => self.phase = Phase::Done,
+            Phase::Open if self.expires_at.is_some_and(|e| now >= e) => {
+                tracing::info!(peer = %self.addr, user_id = self.peer.user_id, "token expired");
+                self.begin_close(CloseReason::Unauthenticated);
+            }
             Phase::Open if now >= self.last_seen + self.ctx.config.timeouts.idle => {
-                tracing::info!(user_id = self.peer.user_id, "idle timeout");
+                tracing::info!(peer = %self.addr, user_id = self.peer.user_id, "idle timeout");
                 self.begin_close(CloseReason::Normal);
             }
             Phase::Open if now >= self.next_ping => {
@@ -319,7 +429,12 @@ impl Session {
             match self.ws.read(&mut io) {
                 Ok(Message::Text(t)) => self.on_text(t.as_bytes()).await,
                 Ok(Message::Binary(_)) => self.reply(ReplyError::BinaryNotSupported),
-                Ok(_) => {} // ping (pong is queued by tungstenite), pong, close (reply queued)
+                Ok(Message::Close(frame)) => {
+                    // tungstenite queued the reply; remember the peer's code.
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    self.close_code.get_or_insert(code);
+                }
+                Ok(_) => {} // ping (pong is queued by tungstenite), pong
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     self.phase = Phase::Done;
@@ -345,7 +460,7 @@ impl Session {
             WsError::Protocol(_) => CloseReason::ProtocolError,
             _ => CloseReason::Internal,
         };
-        tracing::info!(user_id = self.peer.user_id, reason = reason.label(), error = %e, "closing on peer error");
+        tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, reason = reason.label(), error = %e, "closing on peer error");
         self.begin_close(reason);
         if let Phase::Closing { deadline, .. } = self.phase {
             self.phase = Phase::Closing {
@@ -356,7 +471,7 @@ impl Session {
     }
 
     async fn on_text(&mut self, payload: &[u8]) {
-        let Some(member) = &self.member else {
+        let Some(member) = self.member.clone() else {
             return; // not admitted: input is ignored while closing
         };
         if self.phase != Phase::Open {
@@ -368,37 +483,66 @@ impl Session {
             Ok(ClientMessage::Typing { is_typing }) => Action::Typing(is_typing),
             Err(e) => Action::Reply(e),
         };
+        self.ctx.metrics.message_received(action.kind());
         match action {
             Action::Reply(e) => self.reply(e),
             Action::Store(content) => {
-                let req = InsertRequest {
-                    conversation_id: self.peer.conversation_id,
-                    sender_id: member.user_id,
-                    content,
-                    origin: Origin {
-                        shard: self.ctx.id,
-                        conn: self.peer.conn_id,
-                        sender_json: member.sender_json.clone(),
-                    },
-                };
-                self.store(req).await;
+                if self.admitted_by_limit(Kind::Chat, member.user_id) {
+                    self.store(&member, content).await;
+                }
             }
             Action::Delete(id) => self.delete(id),
             Action::Typing(is_typing) => {
-                let mut f = FrameBuf::with_capacity(96);
-                protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
-                let frame = f.finish_text();
-                self.ctx.hub.broadcast_except_user(
-                    self.peer.conversation_id,
-                    member.user_id,
-                    &frame,
-                );
+                if self.admitted_by_limit(Kind::Typing, member.user_id) {
+                    self.typing(&member, is_typing);
+                }
             }
         }
     }
 
+    /// Applies the user's rate limit for `kind`: over it, the message is
+    /// dropped with `Rate limit exceeded`; sustained abuse closes with 1008.
+    fn admitted_by_limit(&mut self, kind: Kind, user: UserId) -> bool {
+        let limits = &self.ctx.limits;
+        let verdict = match kind {
+            Kind::Chat => limits.check_chat(user),
+            Kind::Typing => limits.check_typing(user),
+        };
+        match verdict {
+            Verdict::Allowed => return true,
+            Verdict::Limited => self.reply(ReplyError::RateLimited),
+            Verdict::Abusive => {
+                tracing::warn!(peer = %self.addr, user_id = user, kind = kind.label(), "rate-limit abuse, closing");
+                self.begin_close(CloseReason::Policy);
+            }
+        }
+        self.ctx.metrics.rate_limited(kind.label());
+        false
+    }
+
+    fn typing(&self, member: &Member, is_typing: bool) {
+        let mut f = FrameBuf::with_capacity(96);
+        protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
+        let frame = f.finish_text();
+        let d =
+            self.ctx
+                .hub
+                .broadcast_except_user(self.peer.conversation_id, member.user_id, &frame);
+        self.ctx.metrics.delivered(d.queued);
+    }
+
     /// Hands a message to the store; its outcome comes back through the shard inbox.
-    async fn store(&mut self, req: InsertRequest) {
+    async fn store(&mut self, member: &Member, content: String) {
+        let req = InsertRequest {
+            conversation_id: self.peer.conversation_id,
+            sender_id: member.user_id,
+            content,
+            origin: Origin {
+                shard: self.ctx.id,
+                conn: self.peer.conn_id,
+                sender_json: member.sender_json.clone(),
+            },
+        };
         let ctx = &self.ctx;
         ctx.pending_inserts.set(ctx.pending_inserts.get() + 1);
         let sent = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req)).await;
@@ -429,6 +573,7 @@ impl Session {
     }
 
     fn reply(&self, e: ReplyError) {
+        self.ctx.metrics.error_sent(e);
         let _ = self.peer.outbound.push(self.ctx.error_frame(e));
     }
 
@@ -439,8 +584,10 @@ impl Session {
         }
         if reason == CloseReason::SlowConsumer {
             self.peer.outbound.clear();
-            tracing::info!(user_id = self.peer.user_id, "slow consumer closed");
+            self.ctx.metrics.slow_consumer();
+            tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "slow consumer closed");
         }
+        self.close_code = Some(reason.code());
         self.ctx.hub.leave(&self.peer);
         let frame = CloseFrame {
             code: CloseCode::from(reason.code()),
@@ -498,7 +645,7 @@ impl Session {
                     return Err(e);
                 }
                 Err(_) => {
-                    tracing::info!(user_id = self.peer.user_id, "write stalled, closing");
+                    tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "write stalled, closing");
                     self.phase = Phase::Done;
                     return Err(io::ErrorKind::TimedOut.into());
                 }
@@ -534,7 +681,8 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
                     &req.content,
                     stored.timestamp,
                 );
-                ctx.hub.broadcast(req.conversation_id, &f.finish_text());
+                let d = ctx.hub.broadcast(req.conversation_id, &f.finish_text());
+                ctx.metrics.delivered(d.queued);
             }
             Err(e) => {
                 tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");

@@ -10,14 +10,17 @@
 //! shards are gone (that would keep the store from finishing).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admin::{self, AdminServer, AdminState, Readiness, ReadinessProbe};
 use crate::auth::Verifier;
 use crate::config::{Config, ConfigError};
+use crate::limits::{Limits, PRUNE_INTERVAL};
 pub use crate::shard::ShardStats;
 use crate::shard::{self, ShardMsg, ShardParts};
 use crate::side::SideRuntime;
@@ -46,33 +49,62 @@ pub enum GatewayError {
 
 /// A running gateway.
 pub struct Gateway {
-    /// Dropped last: the store and bridge run on it.
+    /// Dropped last: the store, the bridge and the admin listener run on it.
     side: Option<SideRuntime>,
     addr: SocketAddr,
+    admin: Option<AdminServer>,
     drivers: Vec<&'static str>,
-    inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    shutdown: ShutdownHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
     store: Option<StoreWorker>,
 }
 
-/// Triggers a graceful shutdown from anywhere (signal handler, tests).
+/// Triggers a graceful shutdown from anywhere (signal handler, tests):
+/// `/readyz` turns 503 at once; after the drain grace every shard stops
+/// accepting, closes its sockets with 1001 and exits.
 #[derive(Clone)]
 pub struct ShutdownHandle {
     inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    draining: Arc<AtomicBool>,
+    grace: Duration,
 }
 
 impl ShutdownHandle {
-    /// Asks every shard to stop accepting, close its sockets with 1001 and exit.
+    /// Starts the drain (idempotent); returns at once.
     pub fn trigger(&self) {
-        for inbox in &self.inboxes {
-            let _ = inbox.send(ShardMsg::Shutdown);
+        if self.draining.swap(true, Ordering::SeqCst) {
+            return;
         }
+        let inboxes = self.inboxes.clone();
+        let grace = self.grace;
+        let stop = move || {
+            std::thread::sleep(grace);
+            for inbox in &inboxes {
+                let _ = inbox.send(ShardMsg::Shutdown);
+            }
+        };
+        if grace.is_zero() {
+            stop();
+        } else if std::thread::Builder::new()
+            .name("chatgate-drain".into())
+            .spawn(stop)
+            .is_err()
+        {
+            for inbox in &self.inboxes {
+                let _ = inbox.send(ShardMsg::Shutdown);
+            }
+        }
+    }
+
+    /// Whether a drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
 impl Gateway {
-    /// Validates `config`, binds, starts the store and the shards; returns
-    /// once every shard is running.
+    /// Validates `config`, binds, starts the store, the admin listener and
+    /// the shards; returns once every shard is running.
     pub fn start(config: Config) -> Result<Self, GatewayError> {
         config.validate()?;
         let listeners = bind_listeners(config.listen, config.shards)?;
@@ -85,28 +117,54 @@ impl Gateway {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
             .map(|_| mpsc::unbounded_channel())
             .unzip();
-        let side =
-            SideRuntime::start(config.store_threads).map_err(|source| GatewayError::Shard {
-                shard: usize::MAX,
-                source,
-            })?;
-        let (store, worker) = store::start(
+        let prometheus = crate::metrics::install();
+        let side = SideRuntime::start(config.store_threads).map_err(GatewayError::SideRuntime)?;
+        let (store, worker) = store::start_with_timeout(
             &config.store,
             config.store_batch_max,
+            config.timeouts.store,
             commit_sink(&inboxes),
             &side.handle(),
         )?;
+        let limits = Arc::new(
+            Limits::new(&config.rate_limits)
+                .map_err(|e| GatewayError::Config(ConfigError(format!("limits: {e}"))))?,
+        );
+        Limits::spawn_pruner(limits.clone(), &side.handle(), PRUNE_INTERVAL);
+        let shutdown = ShutdownHandle {
+            inboxes: inboxes.clone(),
+            draining: Arc::new(AtomicBool::new(false)),
+            grace: config.drain_grace,
+        };
+        let admin = match config.admin_listen {
+            Some(admin_addr) => {
+                let state = AdminState {
+                    metrics: prometheus,
+                    readiness: readiness_probe(store.readiness(), shutdown.draining.clone()),
+                };
+                let server = admin::start(admin_addr, &side.handle(), state).map_err(|source| {
+                    GatewayError::Bind {
+                        addr: admin_addr,
+                        source,
+                    }
+                })?;
+                Some(server)
+            }
+            None => None,
+        };
         let parts = ShardParts {
             verifier: Arc::new(Verifier::new(&config.jwt)),
             config: Arc::new(config),
             store,
-            inboxes: inboxes.clone(),
+            limits,
+            inboxes,
         };
         let mut gw = Self {
             side: Some(side),
             addr,
+            admin,
             drivers: Vec::new(),
-            inboxes,
+            shutdown,
             threads: Vec::new(),
             store: Some(worker),
         };
@@ -117,7 +175,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        tracing::info!(%addr, shards = gw.threads.len(), drivers = ?gw.drivers, "chatgate listening");
+        tracing::info!(%addr, admin = ?gw.admin_addr(), shards = gw.threads.len(), drivers = ?gw.drivers, "chatgate listening");
         Ok(gw)
     }
 
@@ -151,16 +209,20 @@ impl Gateway {
         &self.drivers
     }
 
+    /// The admin listener's address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
     /// A handle that triggers shutdown from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            inboxes: self.inboxes.clone(),
-        }
+        self.shutdown.clone()
     }
 
     /// Per-shard figures (asks each shard; call from outside the shards).
     pub fn shard_stats(&self) -> Vec<ShardStats> {
         let replies: Vec<_> = self
+            .shutdown
             .inboxes
             .iter()
             .map(|inbox| {
@@ -194,7 +256,10 @@ impl Gateway {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.inboxes.clear();
+        self.shutdown.inboxes.clear();
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         if let Some(store) = self.store.take() {
             store.join();
         }
@@ -210,6 +275,15 @@ impl Drop for Gateway {
             self.stop();
         }
     }
+}
+
+/// `/readyz`: the store answers and the node is not draining.
+fn readiness_probe(store: store::Readiness, draining: Arc<AtomicBool>) -> ReadinessProbe {
+    Arc::new(move || Readiness {
+        store: store.is_ready(),
+        bridge: None,
+        draining: draining.load(Ordering::SeqCst),
+    })
 }
 
 /// Delivers store outcomes to the inbox of the shard that sent them.

@@ -35,6 +35,8 @@ pub enum Rejection {
     NotFound,
     #[error("request head too large")]
     HeadTooLarge,
+    #[error("too many handshakes from this address")]
+    TooManyRequests,
 }
 
 impl Rejection {
@@ -53,6 +55,9 @@ impl Rejection {
             Self::HeadTooLarge => {
                 b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             }
+            Self::TooManyRequests => {
+                b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nContent-Length: 18\r\nRetry-After: 1\r\nConnection: close\r\n\r\nToo Many Requests\n"
+            }
         }
     }
 
@@ -63,6 +68,18 @@ impl Rejection {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::HeadTooLarge => 431,
+            Self::TooManyRequests => 429,
+        }
+    }
+
+    /// The status as a bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadRequest => "400",
+            Self::Forbidden => "403",
+            Self::NotFound => "404",
+            Self::HeadTooLarge => "431",
+            Self::TooManyRequests => "429",
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
+//! - [`side`] — the side tokio runtime (store and bridge work off the shards).
+//! - [`bridge`] — cross-node conversations over Redis pub/sub (batched publishes, heartbeat, resubscribe).
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
@@ -24,6 +26,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bridge;
 pub mod cli;
 pub mod close;
 pub mod config;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chatgate::auth::mint_token;
 use chatgate::cli::{Cli, Command, ConversationAction, LogFormat, UserAction};
+use chatgate::store::postgres::Admin as PgAdmin;
 use chatgate::store::sqlite::Admin;
 use chatgate::{Gateway, GatewayError, JwtConfig};
 use clap::Parser;
@@ -52,11 +53,7 @@ fn init_logging(cli: &Cli) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         None | Some(Command::Serve) => serve(&cli, cli.jwt()?),
-        Some(Command::Migrate) => {
-            Admin::open(&cli.common.database).context("migrating the database")?;
-            println!("database {} is up to date", cli.common.database.display());
-            Ok(())
-        }
+        Some(Command::Migrate) => migrate(&cli),
         Some(Command::Token { user_id, ttl }) => {
             println!("{}", mint_token(&cli.jwt()?, *user_id, *ttl));
             Ok(())
@@ -69,30 +66,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     last_name,
                 },
         }) => {
-            let admin = Admin::open(&cli.common.database)?;
-            println!("{}", admin.create_user(username, first_name, last_name)?);
+            let id = match &cli.common.database_url {
+                Some(url) => PgAdmin::connect(url)?.create_user(username, first_name, last_name)?,
+                None => Admin::open(&cli.common.database)?
+                    .create_user(username, first_name, last_name)?,
+            };
+            println!("{id}");
             Ok(())
         }
         Some(Command::Conversation {
             action: ConversationAction::Create { members },
         }) => {
-            let admin = Admin::open(&cli.common.database)?;
-            println!("{}", admin.create_conversation(members)?);
+            let id = match &cli.common.database_url {
+                Some(url) => PgAdmin::connect(url)?.create_conversation(members)?,
+                None => Admin::open(&cli.common.database)?.create_conversation(members)?,
+            };
+            println!("{id}");
             Ok(())
         }
     }
 }
 
+fn migrate(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.common.database_url {
+        Some(url) => {
+            chatgate::store::postgres::migrate_blocking(url)
+                .context("migrating the Postgres database")?;
+            println!("the Postgres database is up to date");
+        }
+        None => {
+            Admin::open(&cli.common.database).context("migrating the database")?;
+            println!("database {} is up to date", cli.common.database.display());
+        }
+    }
+    Ok(())
+}
+
 fn serve(cli: &Cli, jwt: JwtConfig) -> anyhow::Result<()> {
     let config = cli.config(jwt.clone());
     config.validate()?;
-    let admin = Admin::open(&cli.common.database).context("opening the database")?;
-    let demo = if cli.serve.demo && admin.user_count()? == 0 {
-        Some(seed_demo(&admin)?)
-    } else {
-        None
+    // The embedded store is migrated and, when fresh, seeded with a demo;
+    // a Postgres database belongs to the Django app and is left as it is.
+    let demo = match &cli.common.database_url {
+        Some(_) => None,
+        None => {
+            let admin = Admin::open(&cli.common.database).context("opening the database")?;
+            if cli.serve.demo && admin.user_count()? == 0 {
+                Some(seed_demo(&admin)?)
+            } else {
+                None
+            }
+        }
     };
-    drop(admin);
     let gateway = Gateway::start(config)?;
     if let Some((conv, users)) = demo {
         print_demo(&jwt, gateway.local_addr(), conv, &users);

@@ -32,7 +32,9 @@ use crate::connection;
 use crate::frame;
 use crate::handshake::{self, Rejection, Upgrade};
 use crate::hub::Hub;
+use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
+use crate::metrics::ShardMetrics;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
 use crate::store::{InsertOutcome, StoreHandle};
@@ -80,6 +82,9 @@ pub struct ShardParts {
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
     pub store: StoreHandle,
+    /// Per-user and per-IP limits, shared by all shards (a user's sockets
+    /// may live on several shards).
+    pub limits: Arc<Limits>,
     /// Inboxes of all shards, indexed by shard id.
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
 }
@@ -90,7 +95,9 @@ pub struct ShardCtx {
     pub config: Arc<Config>,
     pub verifier: Arc<Verifier>,
     pub store: StoreHandle,
+    pub limits: Arc<Limits>,
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    pub metrics: ShardMetrics,
     pub hub: Hub,
     /// Recent admissions (user, conversation) → member, for `membership_cache_ttl`.
     pub membership: MembershipCache,
@@ -130,7 +137,9 @@ impl ShardCtx {
             config: parts.config,
             verifier: parts.verifier,
             store: parts.store,
+            limits: parts.limits,
             inboxes: parts.inboxes,
+            metrics: ShardMetrics::new(id),
             hub: Hub::new(),
             membership: MembershipCache::new(ttl),
             decoder: RefCell::new(Decoder::new()),
@@ -257,7 +266,7 @@ async fn shard_main(
     };
     let canceller = Canceller::new();
     let accept = monoio::spawn(accept_loop(ctx.clone(), listener, canceller.handle()));
-    monoio::spawn(housekeeping(ctx.clone()));
+    let chores = monoio::spawn(housekeeping(ctx.clone()));
     while let Some(msg) = inbox.recv().await {
         match msg {
             ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
@@ -272,14 +281,36 @@ async fn shard_main(
     canceller.cancel();
     accept.await;
     drain(&ctx, &mut inbox).await;
+    chores.await;
+    if ctx.tasks.get() > 0 {
+        tracing::warn!(
+            shard = id,
+            tasks = ctx.tasks.get(),
+            "connections still closing at exit"
+        );
+    }
+    tracing::debug!(
+        shard = id,
+        strong = Rc::strong_count(&ctx),
+        "shard context references at exit"
+    );
+    ctx.metrics.set_open_connections(ctx.hub.connections());
+    ctx.metrics.flush();
     tracing::debug!(shard = id, "shard stopped");
 }
 
-/// Periodic per-shard chores, once a second until shutdown.
+/// Periodic per-shard chores, once a second until shutdown (checked every
+/// 100 ms so the shard stops promptly).
 async fn housekeeping(ctx: Rc<ShardCtx>) {
+    let mut ticks = 0u32;
     while !ctx.shutting_down.get() {
-        monoio::time::sleep(Duration::from_secs(1)).await;
-        ctx.membership.prune(std::time::Instant::now());
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        ticks += 1;
+        if ticks % 10 == 0 {
+            ctx.membership.prune(std::time::Instant::now());
+            ctx.metrics.set_open_connections(ctx.hub.connections());
+            ctx.metrics.flush();
+        }
     }
 }
 
@@ -331,12 +362,23 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
     let (upgrade, leftover) = match head {
         Ok(Ok(Some(v))) => v,
         Ok(Ok(None)) => return, // peer went away
-        Ok(Err(rejection)) => return reject(&mut stream, peer, rejection).await,
+        Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
         Err(_) => {
-            tracing::debug!(%peer, "handshake timed out");
+            ctx.metrics.handshake_rejected("timeout");
+            tracing::info!(%peer, "handshake timed out");
             return;
         }
     };
+    let client_ip = client_ip(
+        peer,
+        upgrade.forwarded_for.as_deref(),
+        &ctx.config.trusted_proxies,
+    );
+    if !ctx.limits.check_handshake(client_ip) {
+        return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
+    }
+    // From here on, logs name the client (behind a trusted proxy: its real address).
+    let peer = SocketAddr::new(client_ip, peer.port());
     let owner = shard_for(upgrade.conversation_id, ctx.inboxes.len());
     if owner == ctx.id {
         drop(_task);
@@ -356,6 +398,7 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
 
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
     ctx.handoffs_in.set(ctx.handoffs_in.get() + 1);
+    ctx.metrics.handoff();
     debug_assert_eq!(
         shard_for(h.upgrade.conversation_id, ctx.inboxes.len()),
         ctx.id
@@ -399,7 +442,8 @@ async fn read_head(
     }
 }
 
-async fn reject(stream: &mut TcpStream, peer: SocketAddr, rejection: Rejection) {
+async fn reject(ctx: &ShardCtx, stream: &mut TcpStream, peer: SocketAddr, rejection: Rejection) {
+    ctx.metrics.handshake_rejected(rejection.label());
     tracing::info!(%peer, status = rejection.status(), reason = %rejection, "handshake rejected");
     let _ = monoio::time::timeout(
         Duration::from_secs(1),

@@ -2,8 +2,10 @@
 //!
 //! Owns the request vocabulary between shards and the storage backend
 //! ([`StoreRequest`]), the handle shards use to send requests
-//! ([`StoreHandle`]), and backend selection. Backends: embedded SQLite on a
-//! dedicated thread (`store/sqlite.rs`).
+//! ([`StoreHandle`]), the readiness flag backends publish ([`Readiness`]),
+//! and backend selection. Backends: embedded SQLite on a dedicated thread
+//! (`store/sqlite.rs`), PostgreSQL through a pool on the side runtime
+//! (`store/postgres.rs`).
 //!
 //! Writes are group-committed: the backend takes every insert waiting when a
 //! batch starts (up to `batch_max`), commits them in one transaction with their
@@ -15,9 +17,12 @@
 //! Must never: be called in a way that blocks a shard thread. Shards only
 //! `send` on the bounded channel (async) and await oneshot replies.
 
+pub mod postgres;
 pub mod sqlite;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -132,17 +137,59 @@ pub enum DeleteError {
     Store(#[from] StoreError),
 }
 
+/// Whether the backend can currently reach its database. The backend sets
+/// it; shards, the gateway and the admin listener read it. Cloning shares
+/// the flag (an `Arc<AtomicBool>`: one writer, the backend; many readers).
+#[derive(Clone, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// A flag starting at `ready`.
+    pub fn new(ready: bool) -> Self {
+        Self(Arc::new(AtomicBool::new(ready)))
+    }
+
+    /// The current state.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets the state; returns the previous one (so callers log transitions once).
+    pub fn set(&self, ready: bool) -> bool {
+        self.0.swap(ready, Ordering::AcqRel)
+    }
+}
+
 /// The shards' side of the store: a bounded channel (backpressure) to the
-/// backend. Cloned into every shard; `Send + Sync`.
+/// backend, plus the backend's readiness flag. Cloned into every shard;
+/// `Send + Sync`.
 #[derive(Clone, Debug)]
 pub struct StoreHandle {
     tx: mpsc::Sender<StoreRequest>,
+    ready: Readiness,
 }
 
 impl StoreHandle {
-    /// Wraps the sending side of the store's request channel.
+    /// Wraps the sending side of the store's request channel, for a backend
+    /// that is always ready (the embedded store).
     pub fn new(tx: mpsc::Sender<StoreRequest>) -> Self {
-        Self { tx }
+        Self::with_readiness(tx, Readiness::new(true))
+    }
+
+    /// Wraps the request channel of a backend that publishes its readiness.
+    pub fn with_readiness(tx: mpsc::Sender<StoreRequest>, ready: Readiness) -> Self {
+        Self { tx, ready }
+    }
+
+    /// Whether the backend can currently reach its database.
+    pub fn is_ready(&self) -> bool {
+        self.ready.is_ready()
+    }
+
+    /// The readiness flag alone: lets a holder watch the store without
+    /// keeping it running (a [`StoreHandle`] keeps the backend alive).
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// Looks up the user and their membership.
@@ -186,21 +233,59 @@ impl StoreHandle {
 /// A running store backend. Dropping every [`StoreHandle`] makes it finish
 /// the requests already queued and stop; [`StoreWorker::join`] waits for that.
 pub struct StoreWorker {
-    thread: Option<std::thread::JoinHandle<()>>,
+    done: Option<Done>,
+}
+
+/// What [`StoreWorker::join`] waits on.
+enum Done {
+    /// The backend's own thread (SQLite), and the signal that tells it to
+    /// close its request channel (what is queued still commits).
+    Thread {
+        thread: std::thread::JoinHandle<()>,
+        close: oneshot::Sender<()>,
+    },
+    /// A task on the side runtime.
+    Task {
+        /// The task holds the sender and drops it when it ends (or when the
+        /// runtime drops it): `recv` then returns.
+        done: std::sync::mpsc::Receiver<()>,
+        /// Tells the task to close its request channel: what is queued is
+        /// still committed, nothing new is accepted.
+        close: oneshot::Sender<()>,
+    },
 }
 
 impl StoreWorker {
     /// Wraps the backend's thread.
-    pub fn from_thread(thread: std::thread::JoinHandle<()>) -> Self {
+    pub fn from_thread(thread: std::thread::JoinHandle<()>, close: oneshot::Sender<()>) -> Self {
         Self {
-            thread: Some(thread),
+            done: Some(Done::Thread { thread, close }),
+        }
+    }
+
+    /// Wraps a backend task: it holds the sender of `done` and drops it
+    /// when it has finished; `close` asks it to stop accepting requests.
+    pub fn from_task(done: std::sync::mpsc::Receiver<()>, close: oneshot::Sender<()>) -> Self {
+        Self {
+            done: Some(Done::Task { done, close }),
         }
     }
 
     /// Waits until the backend has committed everything queued and stopped.
+    /// A task backend is first told to close its request channel, so a
+    /// handle that outlives its shard cannot keep it running. Blocks: call
+    /// it from outside every runtime, once the shards are gone.
     pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.done.take() {
+            Some(Done::Thread { thread, close }) => {
+                let _ = close.send(());
+                let _ = thread.join();
+            }
+            Some(Done::Task { done, close }) => {
+                let _ = close.send(());
+                let _ = done.recv();
+            }
+            None => {}
         }
     }
 }
@@ -208,21 +293,34 @@ impl StoreWorker {
 /// Capacity of the shards → store request channel.
 pub const REQUEST_QUEUE: usize = 8192;
 
-/// Opens the configured backend, migrating an embedded database on first use.
-/// Backends that need async I/O run on `side`.
+/// Default of `Config::timeouts.store`, used by [`start`].
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`start_with_timeout`] with the default store timeout (5 s).
 pub fn start(
     config: &StoreConfig,
     batch_max: usize,
     sink: CommitSink,
     side: &tokio::runtime::Handle,
 ) -> Result<(StoreHandle, StoreWorker), StoreError> {
+    start_with_timeout(config, batch_max, DEFAULT_STORE_TIMEOUT, sink, side)
+}
+
+/// Opens the configured backend, migrating an embedded database on first use.
+/// Backends that need async I/O run on `side`. A request the backend cannot
+/// complete within `timeout` fails with [`StoreError::Timeout`] (Postgres;
+/// SQLite relies on its busy timeout).
+pub fn start_with_timeout(
+    config: &StoreConfig,
+    batch_max: usize,
+    timeout: Duration,
+    sink: CommitSink,
+    side: &tokio::runtime::Handle,
+) -> Result<(StoreHandle, StoreWorker), StoreError> {
     match config {
         StoreConfig::Sqlite { path } => sqlite::start(path, batch_max, sink),
-        StoreConfig::Postgres { .. } => {
-            let _ = side;
-            Err(StoreError::Database(
-                "the Postgres store is not built yet".into(),
-            ))
+        StoreConfig::Postgres { url, pool_size } => {
+            postgres::start(url, *pool_size, batch_max, timeout, sink, side)
         }
     }
 }

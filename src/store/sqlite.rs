@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     CommitSink, ConnectInfo, ConversationId, DeleteError, InsertOutcome, InsertRequest, MessageId,
@@ -167,11 +167,13 @@ fn spawn_worker(
         rx,
         batch_max: batch_max.max(1),
         sink,
+        idle_runtime: None,
     };
+    let (close_tx, close_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("chatgate-sqlite".into())
-        .spawn(move || worker.run())
-        .map(StoreWorker::from_thread)
+        .spawn(move || worker.run(close_rx))
+        .map(|thread| StoreWorker::from_thread(thread, close_tx))
         .map_err(|e| StoreError::Database(format!("cannot start the store thread: {e}")))
 }
 
@@ -181,20 +183,66 @@ struct Worker {
     rx: mpsc::Receiver<StoreRequest>,
     batch_max: usize,
     sink: CommitSink,
+    /// Waits for a request or the close signal while idle (no I/O driver).
+    idle_runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn idle_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime without drivers builds")
 }
 
 impl Worker {
-    /// One batch per wake-up; returns once every handle is dropped and the
-    /// queue is empty.
-    fn run(mut self) {
-        while let Some(first) = self.rx.blocking_recv() {
+    /// One batch per wake-up; returns once every handle is dropped, or
+    /// `close` fired, and the queue is empty.
+    fn run(mut self, close: oneshot::Receiver<()>) {
+        let mut close = Some(close);
+        while let Some(first) = self.next_request(&mut close) {
             let inserts = self.collect(first);
             if !inserts.is_empty() {
                 let outcomes = commit_batch(&mut self.conn, inserts);
                 deliver(&self.sink, outcomes);
             }
         }
-        tracing::debug!("sqlite store: every handle dropped, worker stopped");
+        tracing::debug!("sqlite store: worker stopped");
+    }
+
+    /// Waits for the next request. Once `close` fires the channel is closed:
+    /// what is already queued is still returned, then `None`.
+    fn next_request(&mut self, close: &mut Option<oneshot::Receiver<()>>) -> Option<StoreRequest> {
+        loop {
+            let Some(signal) = close.as_mut() else {
+                return self.rx.blocking_recv();
+            };
+            if signal.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
+                // Closed on purpose, or the worker handle is gone: stop taking requests.
+                *close = None;
+                self.rx.close();
+                continue;
+            }
+            match self.rx.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // Idle: block until a request or the close signal (whichever first).
+            let rt = self.idle_runtime.get_or_insert_with(idle_runtime);
+            let rx = &mut self.rx;
+            let got = rt.block_on(async {
+                tokio::select! {
+                    r = rx.recv() => Some(r),
+                    _ = signal => None,
+                }
+            });
+            match got {
+                Some(r) => return r,
+                None => {
+                    *close = None;
+                    self.rx.close();
+                }
+            }
+        }
     }
 
     /// Answers connects and deletes at once and gathers the inserts among

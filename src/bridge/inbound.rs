@@ -1,0 +1,241 @@
+//! What the subscriber does with one received pub/sub message: decide whether
+//! it becomes a [`RemoteEvent`] for this node.
+//!
+//! Owns the receive-side rules: the channel must be one of ours and match the
+//! envelope's conversation; this node's own events are dropped (a node never
+//! delivers its own event twice: the shard already fanned it out locally);
+//! and an event a peer re-sent after a failed pipeline (sequence at or below
+//! the last one seen from that peer instance) is dropped as a duplicate, so
+//! per (origin node, conversation) delivery stays once and in order.
+//!
+//! Pure code, no I/O. Must never: panic on foreign input, or pass on an event
+//! whose origin is this node.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::envelope::{self, EnvelopeError};
+use super::RemoteEvent;
+
+/// The outcome for one received message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// From another node: hand it to the owning shard.
+    Deliver(RemoteEvent),
+    /// Published by this node.
+    Own,
+    /// Already delivered (a peer's retry after a failed pipeline).
+    Duplicate,
+    /// Not a valid envelope on one of our channels.
+    Malformed(Malformed),
+}
+
+/// Why a message was rejected.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("channel is not a conversation channel of this prefix")]
+    ForeignChannel,
+    #[error("envelope conversation {envelope} does not match channel conversation {channel}")]
+    ConversationMismatch { channel: i64, envelope: i64 },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// Receive-side state of one bridge.
+#[derive(Debug)]
+pub struct Inbound {
+    own_node: Vec<u8>,
+    channel_prefix: String,
+    /// Per origin node: (instance, last sequence delivered). One entry per
+    /// peer node id, replaced when that node restarts.
+    last_seen: HashMap<Vec<u8>, (u64, u64)>,
+}
+
+impl Inbound {
+    /// `own_node` is this node's id; `channel_prefix` is `"{prefix}:conv:"`.
+    pub fn new(own_node: &str, channel_prefix: String) -> Self {
+        Self {
+            own_node: own_node.as_bytes().to_vec(),
+            channel_prefix,
+            last_seen: HashMap::new(),
+        }
+    }
+
+    /// Judges one message received on `channel`.
+    pub fn accept(&mut self, channel: &[u8], message: Vec<u8>) -> Verdict {
+        match self.judge(channel, message) {
+            Ok(verdict) => verdict,
+            Err(why) => Verdict::Malformed(why),
+        }
+    }
+
+    fn judge(&mut self, channel: &[u8], message: Vec<u8>) -> Result<Verdict, Malformed> {
+        let channel_conv = self.channel_conversation(channel)?;
+        let (header, payload_at) = envelope::decode(&message)?;
+        if header.conversation_id != channel_conv {
+            return Err(Malformed::ConversationMismatch {
+                channel: channel_conv,
+                envelope: header.conversation_id,
+            });
+        }
+        if header.node_id == self.own_node.as_slice() {
+            return Ok(Verdict::Own);
+        }
+        if !self.advance(header.node_id, header.instance, header.seq) {
+            return Ok(Verdict::Duplicate);
+        }
+        let event = RemoteEvent {
+            conversation_id: header.conversation_id,
+            except_user: header.except_user,
+            payload: Bytes::from(message).slice(payload_at..),
+        };
+        Ok(Verdict::Deliver(event))
+    }
+
+    /// The conversation id in `"{prefix}:conv:{id}"`.
+    fn channel_conversation(&self, channel: &[u8]) -> Result<i64, Malformed> {
+        channel
+            .strip_prefix(self.channel_prefix.as_bytes())
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.parse().ok())
+            .ok_or(Malformed::ForeignChannel)
+    }
+
+    /// Records `seq` from `(node, instance)`; false if it was seen already.
+    fn advance(&mut self, node: &[u8], instance: u64, seq: u64) -> bool {
+        match self.last_seen.get_mut(node) {
+            Some((seen_instance, last)) if *seen_instance == instance => {
+                if seq <= *last {
+                    return false;
+                }
+                *last = seq;
+            }
+            Some(entry) => *entry = (instance, seq),
+            None => {
+                self.last_seen.insert(node.to_vec(), (instance, seq));
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope::Header;
+    use super::*;
+
+    const PREFIX: &str = "p:conv:";
+
+    fn message(node: &str, instance: u64, seq: u64, conv: i64, payload: &str) -> Vec<u8> {
+        let header = Header {
+            node_id: node.as_bytes(),
+            instance,
+            seq,
+            conversation_id: conv,
+            except_user: Some(5),
+        };
+        let mut out = Vec::new();
+        envelope::encode(&header, payload.as_bytes(), &mut out);
+        out
+    }
+
+    fn inbound() -> Inbound {
+        Inbound::new("me", PREFIX.to_string())
+    }
+
+    #[test]
+    fn delivers_a_peer_event_with_its_payload() {
+        let mut inb = inbound();
+        let verdict = inb.accept(b"p:conv:7", message("peer", 1, 1, 7, "{\"a\":1}"));
+        assert_eq!(
+            verdict,
+            Verdict::Deliver(RemoteEvent {
+                conversation_id: 7,
+                except_user: Some(5),
+                payload: Bytes::from_static(b"{\"a\":1}"),
+            })
+        );
+    }
+
+    #[test]
+    fn drops_its_own_events() {
+        let mut inb = inbound();
+        assert_eq!(
+            inb.accept(b"p:conv:7", message("me", 1, 1, 7, "{}")),
+            Verdict::Own
+        );
+    }
+
+    #[test]
+    fn drops_replayed_sequences_but_keeps_new_ones() {
+        let mut inb = inbound();
+        for seq in 1..=3 {
+            let v = inb.accept(b"p:conv:7", message("peer", 1, seq, 7, "{}"));
+            assert!(matches!(v, Verdict::Deliver(_)));
+        }
+        // The peer retried a batch that had partly gone through.
+        assert_eq!(
+            inb.accept(b"p:conv:7", message("peer", 1, 2, 7, "{}")),
+            Verdict::Duplicate
+        );
+        assert!(matches!(
+            inb.accept(b"p:conv:8", message("peer", 1, 4, 8, "{}")),
+            Verdict::Deliver(_)
+        ));
+    }
+
+    #[test]
+    fn a_restarted_peer_starts_a_new_sequence() {
+        let mut inb = inbound();
+        inb.accept(b"p:conv:7", message("peer", 1, 100, 7, "{}"));
+        assert!(matches!(
+            inb.accept(b"p:conv:7", message("peer", 2, 1, 7, "{}")),
+            Verdict::Deliver(_)
+        ));
+    }
+
+    #[test]
+    fn sequences_are_tracked_per_peer() {
+        let mut inb = inbound();
+        inb.accept(b"p:conv:7", message("a", 1, 100, 7, "{}"));
+        assert!(matches!(
+            inb.accept(b"p:conv:7", message("b", 1, 1, 7, "{}")),
+            Verdict::Deliver(_)
+        ));
+    }
+
+    #[test]
+    fn rejects_foreign_channels_and_mismatches() {
+        let mut inb = inbound();
+        let m = || message("peer", 1, 1, 7, "{}");
+        assert_eq!(
+            inb.accept(b"other:conv:7", m()),
+            Verdict::Malformed(Malformed::ForeignChannel)
+        );
+        assert_eq!(
+            inb.accept(b"p:conv:x", m()),
+            Verdict::Malformed(Malformed::ForeignChannel)
+        );
+        assert_eq!(
+            inb.accept(b"p:conv:8", m()),
+            Verdict::Malformed(Malformed::ConversationMismatch {
+                channel: 8,
+                envelope: 7
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        let mut inb = inbound();
+        assert_eq!(
+            inb.accept(b"p:conv:7", b"hello".to_vec()),
+            Verdict::Malformed(Malformed::Envelope(EnvelopeError::UnknownVersion(b'h')))
+        );
+        assert!(matches!(
+            inb.accept(b"p:conv:7", Vec::new()),
+            Verdict::Malformed(_)
+        ));
+    }
+}

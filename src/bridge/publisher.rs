@@ -1,0 +1,183 @@
+//! The publisher task: drains the outgoing queue into Redis in pipelines.
+//!
+//! Owns the publishing connection (a `MultiplexedConnection`). Each turn it
+//! takes everything queued (up to `batch_max`), wraps each event in an
+//! envelope and sends them as one pipeline of `PUBLISH`es — one round trip
+//! per burst. While idle it pings on the heartbeat. A failed pipeline or
+//! ping drops the connection: the batch goes back to the front of the queue
+//! (kept unless the queue overflows meanwhile) and the task reconnects with
+//! backoff. On shutdown it publishes what is queued for at most ~1 s.
+//!
+//! Must never: reorder events (one pipeline in flight at a time), or hold the
+//! queue lock across an await.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use super::envelope::{self, Header};
+use super::link::{bounded, Backoff, Clients, LinkError};
+use super::queue::Queued;
+use super::{lock, stopped, Shared, FLUSH_GRACE};
+
+/// Runs until shutdown.
+pub(super) async fn run(shared: Arc<Shared>, clients: Arc<Clients>, stop: watch::Receiver<bool>) {
+    let mut publisher = Publisher {
+        batch: Vec::with_capacity(shared.config.batch_max),
+        backoff: Backoff::new(shared.config.backoff_max),
+        shared,
+        clients,
+        stop,
+    };
+    publisher.run().await;
+    publisher.shared.mark_flushed();
+}
+
+struct Publisher {
+    shared: Arc<Shared>,
+    clients: Arc<Clients>,
+    stop: watch::Receiver<bool>,
+    backoff: Backoff,
+    /// The batch being published; empty between turns.
+    batch: Vec<Queued>,
+}
+
+impl Publisher {
+    async fn run(&mut self) {
+        let mut delay = Duration::ZERO;
+        while let Some(mut conn) = self.connect(delay).await {
+            self.set_up(true);
+            let since = Instant::now();
+            let outcome = self.serve(&mut conn).await;
+            self.set_up(false);
+            match outcome {
+                Ok(()) => return self.flush(&mut conn).await,
+                Err(error) => {
+                    tracing::warn!(%error, "bridge: publishing connection lost, reconnecting");
+                    self.shared
+                        .stats
+                        .reconnects_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    if since.elapsed() >= self.shared.config.heartbeat {
+                        self.backoff.reset();
+                    }
+                    delay = self.backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// Waits `delay`, then connects, retrying with backoff; `None` on stop.
+    async fn connect(&mut self, mut delay: Duration) -> Option<MultiplexedConnection> {
+        loop {
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match self.clients.publisher().await {
+                Ok(conn) => {
+                    tracing::info!("bridge: publishing connection up");
+                    return Some(conn);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "bridge: publisher connect failed");
+                    delay = self.backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// Publishes until the connection fails (`Err`) or shutdown (`Ok`).
+    async fn serve(&mut self, conn: &mut MultiplexedConnection) -> Result<(), LinkError> {
+        let period = self.shared.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            if *self.stop.borrow() {
+                return Ok(());
+            }
+            if self.take_batch() {
+                self.send_batch(conn, self.clients.timeout()).await?;
+                continue;
+            }
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return Ok(()),
+                _ = self.shared.wake.notified() => {}
+                _ = heartbeat.tick() => self.clients.ping(conn).await?,
+            }
+        }
+    }
+
+    /// Publishes what is queued, for at most [`FLUSH_GRACE`].
+    async fn flush(&mut self, conn: &mut MultiplexedConnection) {
+        let deadline = Instant::now() + FLUSH_GRACE;
+        while self.take_batch() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.send_batch(conn, left).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Moves the next batch out of the queue; false if nothing is queued.
+    fn take_batch(&mut self) -> bool {
+        let max = self.shared.config.batch_max;
+        lock(&self.shared.queue).take_batch(max, &mut self.batch);
+        !self.batch.is_empty()
+    }
+
+    /// Sends the batch as one pipeline. On failure the batch goes back to the
+    /// front of the queue.
+    async fn send_batch(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        limit: Duration,
+    ) -> Result<(), LinkError> {
+        let pipe = self.pipeline();
+        match bounded(limit, "PUBLISH pipeline", pipe.query_async::<()>(conn)).await {
+            Ok(()) => {
+                self.shared.stats.record_batch(self.batch.len());
+                self.batch.clear();
+                Ok(())
+            }
+            Err(error) => {
+                lock(&self.shared.queue).requeue_front(&mut self.batch);
+                Err(error)
+            }
+        }
+    }
+
+    /// One `PUBLISH {prefix}:conv:{id} <envelope>` per event, replies ignored.
+    fn pipeline(&self) -> redis::Pipeline {
+        let config = &self.shared.config;
+        let mut pipe = redis::pipe();
+        let mut channel = String::new();
+        let mut message = Vec::new();
+        for queued in &self.batch {
+            let event = &queued.event;
+            channel.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(channel, "{}:conv:{}", config.prefix, event.conversation_id);
+            message.clear();
+            let header = Header {
+                node_id: config.node_id.as_bytes(),
+                instance: self.shared.instance,
+                seq: queued.seq,
+                conversation_id: event.conversation_id,
+                except_user: event.except_user,
+            };
+            envelope::encode(&header, &event.payload, &mut message);
+            pipe.publish(channel.as_str(), message.as_slice()).ignore();
+        }
+        pipe
+    }
+
+    fn set_up(&self, up: bool) {
+        self.shared.stats.publisher_up.store(up, Ordering::Relaxed);
+    }
+}

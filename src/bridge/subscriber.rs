@@ -1,0 +1,296 @@
+//! The subscriber task: holds the node's conversation channels on Redis and
+//! hands other nodes' events to [`Deliver`].
+//!
+//! Owns the subscribing connection (a RESP3 `MultiplexedConnection`: pub/sub
+//! messages arrive as pushes on an unbounded channel the redis driver feeds),
+//! the [`Subscriptions`] set, and the [`Inbound`] filter. It applies the
+//! shards' subscribe/unsubscribe requests (also while disconnected, so the
+//! set is right when it reconnects), `UNSUBSCRIBE`s lingering channels when
+//! due, pings on the heartbeat, and on any failure — a `Disconnection` push,
+//! a failed command or heartbeat — reconnects with backoff and resubscribes
+//! to the whole set.
+//!
+//! Must never: call [`Deliver`] for this node's own events, or subscribe a
+//! channel twice per node.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::inbound::{Inbound, Verdict};
+use super::link::{bounded, Backoff, Clients, LinkError};
+use super::subscriptions::Subscriptions;
+use super::{stopped, Deliver, Shared, SubCommand};
+
+/// Channels per `SUBSCRIBE` when resubscribing a large set.
+const SUBSCRIBE_CHUNK: usize = 1000;
+
+type Pushes = mpsc::UnboundedReceiver<PushInfo>;
+
+/// Runs until shutdown.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    clients: Arc<Clients>,
+    commands: mpsc::UnboundedReceiver<SubCommand>,
+    stop: watch::Receiver<bool>,
+    deliver: Deliver,
+) {
+    let config = &shared.config;
+    let mut subscriber = Subscriber {
+        subs: Subscriptions::new(config.unsubscribe_linger),
+        inbound: Inbound::new(&config.node_id, config.channel_prefix()),
+        backoff: Backoff::new(config.backoff_max),
+        shared: Arc::clone(&shared),
+        clients,
+        commands,
+        stop,
+        deliver,
+    };
+    subscriber.run().await;
+}
+
+struct Subscriber {
+    shared: Arc<Shared>,
+    clients: Arc<Clients>,
+    commands: mpsc::UnboundedReceiver<SubCommand>,
+    stop: watch::Receiver<bool>,
+    deliver: Deliver,
+    subs: Subscriptions,
+    inbound: Inbound,
+    backoff: Backoff,
+}
+
+impl Subscriber {
+    async fn run(&mut self) {
+        let mut delay = Duration::ZERO;
+        while let Some((mut conn, mut pushes)) = self.connect(delay).await {
+            self.set_up(true);
+            let since = Instant::now();
+            let outcome = self.serve(&mut conn, &mut pushes).await;
+            self.set_up(false);
+            let Err(error) = outcome else { return };
+            tracing::warn!(%error, "bridge: subscribing connection lost, reconnecting");
+            self.shared
+                .stats
+                .reconnects_total
+                .fetch_add(1, Ordering::Relaxed);
+            if since.elapsed() >= self.shared.config.heartbeat {
+                self.backoff.reset();
+            }
+            delay = self.backoff.next_delay();
+        }
+    }
+
+    /// Waits `delay` (applying requests meanwhile), then connects and
+    /// subscribes the whole set, retrying with backoff; `None` on stop.
+    async fn connect(&mut self, mut delay: Duration) -> Option<(MultiplexedConnection, Pushes)> {
+        loop {
+            if !self.wait_offline(delay).await {
+                return None;
+            }
+            match self.open().await {
+                Ok(link) => {
+                    tracing::info!(
+                        channels = self.subs.len(),
+                        "bridge: subscribing connection up"
+                    );
+                    return Some(link);
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "bridge: subscriber connect failed");
+                    delay = self.backoff.next_delay();
+                }
+            }
+        }
+    }
+
+    /// Sleeps `delay` while keeping the set up to date; false on stop.
+    async fn wait_offline(&mut self, delay: Duration) -> bool {
+        let wake_at = tokio::time::Instant::now() + delay;
+        loop {
+            let due = self.subs.next_deadline();
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return false,
+                command = self.commands.recv() => match command {
+                    Some(command) => { self.apply(command); }
+                    None => return false,
+                },
+                _ = sleep_until(due) => { self.take_due(); }
+                _ = tokio::time::sleep_until(wake_at) => return true,
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<(MultiplexedConnection, Pushes), LinkError> {
+        let (tx, pushes) = mpsc::unbounded_channel();
+        let mut conn = self.clients.subscriber(tx).await?;
+        self.subscribe(&mut conn, &self.subs.all()).await?;
+        Ok((conn, pushes))
+    }
+
+    /// Serves until the connection fails (`Err`) or shutdown (`Ok`).
+    async fn serve(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        pushes: &mut Pushes,
+    ) -> Result<(), LinkError> {
+        let period = self.shared.config.heartbeat;
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let due = self.subs.next_deadline();
+            tokio::select! {
+                _ = stopped(&mut self.stop) => return Ok(()),
+                push = pushes.recv() => self.on_push(push.ok_or(LinkError::Closed)?)?,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_commands(conn, command).await?,
+                    None => return Ok(()),
+                },
+                _ = sleep_until(due) => {
+                    let gone = self.take_due();
+                    self.unsubscribe(conn, &gone).await?;
+                }
+                _ = heartbeat.tick() => self.clients.ping(conn).await?,
+            }
+        }
+    }
+
+    /// One push from the driver: a message, a confirmation, or the end.
+    fn on_push(&mut self, push: PushInfo) -> Result<(), LinkError> {
+        match push.kind {
+            PushKind::Message => self.on_message(push.data),
+            PushKind::Disconnection => return Err(LinkError::Closed),
+            _ => {} // (un)subscribe confirmations
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, data: Vec<Value>) {
+        let mut data = data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(message))) =
+            (data.next(), data.next())
+        else {
+            self.shared
+                .stats
+                .malformed_total
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match self.inbound.accept(&channel, message) {
+            Verdict::Deliver(event) => {
+                self.shared
+                    .stats
+                    .received_total
+                    .fetch_add(1, Ordering::Relaxed);
+                (self.deliver)(event);
+            }
+            Verdict::Own | Verdict::Duplicate => {}
+            Verdict::Malformed(why) => {
+                tracing::debug!(%why, "bridge: dropped a malformed message");
+                self.shared
+                    .stats
+                    .malformed_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Applies `first` and every request already waiting, then subscribes
+    /// the new channels in one command.
+    async fn on_commands(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        first: SubCommand,
+    ) -> Result<(), LinkError> {
+        let mut new = Vec::new();
+        new.extend(self.apply(first));
+        while let Ok(command) = self.commands.try_recv() {
+            new.extend(self.apply(command));
+        }
+        self.subscribe(conn, &new).await
+    }
+
+    /// Updates the set; returns a conversation that needs a `SUBSCRIBE`.
+    fn apply(&mut self, command: SubCommand) -> Option<i64> {
+        let new = match command {
+            SubCommand::Subscribe(id) => self.subs.want(id).then_some(id),
+            SubCommand::Unsubscribe(id) => {
+                self.subs.release(id, Instant::now());
+                None
+            }
+        };
+        self.count();
+        new
+    }
+
+    /// Removes the conversations whose linger ended; returns them.
+    fn take_due(&mut self) -> Vec<i64> {
+        let gone = self.subs.due(Instant::now());
+        self.count();
+        gone
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &mut MultiplexedConnection,
+        ids: &[i64],
+    ) -> Result<(), LinkError> {
+        for chunk in ids.chunks(SUBSCRIBE_CHUNK) {
+            let channels = self.channels(chunk);
+            bounded(
+                self.clients.timeout(),
+                "SUBSCRIBE",
+                conn.subscribe(channels),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        conn: &mut MultiplexedConnection,
+        ids: &[i64],
+    ) -> Result<(), LinkError> {
+        for chunk in ids.chunks(SUBSCRIBE_CHUNK) {
+            let channels = self.channels(chunk);
+            bounded(
+                self.clients.timeout(),
+                "UNSUBSCRIBE",
+                conn.unsubscribe(channels),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn channels(&self, ids: &[i64]) -> Vec<String> {
+        ids.iter()
+            .map(|id| self.shared.config.channel(*id))
+            .collect()
+    }
+
+    fn count(&self) {
+        self.shared
+            .stats
+            .subscriptions
+            .store(self.subs.len(), Ordering::Relaxed);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.shared.stats.subscriber_up.store(up, Ordering::Relaxed);
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}

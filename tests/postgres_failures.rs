@@ -1,0 +1,250 @@
+//! The Postgres store when the database is away: unreachable at start, lost
+//! mid-run (connections closed), or black-holed (connections open, nothing
+//! answers). A TCP proxy between the store and the real server is cut,
+//! stalled and restored; assertions on rows go to the server directly.
+//!
+//! Each test creates its own database (see `pg_support`); without a
+//! reachable Postgres the tests skip with a printed reason, or fail in CI.
+
+mod pg_support;
+
+use std::time::{Duration, Instant};
+
+use chatgate::store::{InsertOutcome, StoreError};
+use pg_support::proxy::{Mode, Proxy};
+use pg_support::{
+    gateway_config, insert, take, wait_for_outcomes, PgGateway, Read, Schema, TestDb, TestStore,
+};
+use serde_json::json;
+
+/// The store timeout of these tests.
+const TIMEOUT: Duration = Duration::from_secs(1);
+/// Scheduling slack on top of a timeout.
+const SLACK: Duration = Duration::from_millis(700);
+
+fn results(calls: Vec<(usize, Vec<InsertOutcome>)>) -> Vec<Result<i64, StoreError>> {
+    calls
+        .into_iter()
+        .flat_map(|(_, o)| o)
+        .map(|o| o.result.map(|m| m.id))
+        .collect()
+}
+
+/// Queues one insert and returns its result and how long it took.
+fn send_one(
+    store: &TestStore,
+    conv: i64,
+    sender: i64,
+    content: &str,
+) -> (Result<i64, StoreError>, Duration) {
+    let started = Instant::now();
+    store.queue(vec![insert(conv, sender, content, 0)]);
+    wait_for_outcomes(&store.delivered, 1, Duration::from_secs(15));
+    let took = started.elapsed();
+    let mut r = results(take(&store.delivered));
+    assert_eq!(r.len(), 1);
+    (r.remove(0), took)
+}
+
+#[test]
+fn store_starts_without_postgres_and_becomes_ready_when_it_appears() {
+    let Some(db) = TestDb::create("unreachable_at_start", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Cut);
+
+    let store = TestStore::start(&db.url_via(proxy.addr()), 64, TIMEOUT);
+    assert!(!store.handle().is_ready());
+    let started = Instant::now();
+    let lookup = store
+        .client_rt
+        .block_on(store.handle().connect_info(a, conv));
+    assert!(lookup.is_err(), "{lookup:?}");
+    assert!(started.elapsed() < TIMEOUT + SLACK);
+    let (sent, took) = send_one(&store, conv, a, "nobody home");
+    assert!(sent.is_err() && took < TIMEOUT + SLACK, "{sent:?} {took:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!store.handle().is_ready(), "the probe keeps failing");
+
+    proxy.open();
+    assert!(
+        store.wait_ready(Duration::from_secs(5)),
+        "the probe finds Postgres within seconds"
+    );
+    let info = store
+        .client_rt
+        .block_on(store.handle().connect_info(a, conv))
+        .expect("connect lookups work now");
+    assert!(info.is_participant);
+    let (sent, _) = send_one(&store, conv, a, "hello");
+    assert!(sent.is_ok(), "{sent:?}");
+    assert_eq!(db.messages(), 1);
+}
+
+#[test]
+fn lost_postgres_fails_the_batch_keeps_nothing_and_recovers_without_restart() {
+    let Some(db) = TestDb::create("lost_mid_run", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+    let store = TestStore::start(&db.url_via(proxy.addr()), 64, TIMEOUT);
+    let (first, _) = send_one(&store, conv, a, "before");
+    let first = first.expect("stored while Postgres is there");
+    assert!(store.handle().is_ready());
+
+    proxy.cut();
+    let (lost, took) = send_one(&store, conv, a, "lost");
+    assert!(lost.is_err(), "{lost:?}");
+    assert!(took < TIMEOUT + SLACK, "{took:?}");
+    assert!(!store.handle().is_ready());
+
+    proxy.open();
+    let (after, _) = send_one(&store, conv, a, "after");
+    let after = after.expect("the next message goes through without a restart");
+    assert!(after > first);
+    assert_eq!(db.messages(), 2, "nothing of the failed batch was kept");
+    assert_eq!(db.unread(conv, b), 2);
+    assert!(store.wait_ready(Duration::from_secs(3)));
+}
+
+#[test]
+fn stalled_postgres_fails_within_the_store_timeout_and_keeps_nothing() {
+    let Some(db) = TestDb::create("stalled", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+    let store = TestStore::start(&db.url_via(proxy.addr()), 64, TIMEOUT);
+    let (warm, _) = send_one(&store, conv, a, "before");
+    warm.expect("stored while Postgres answers");
+
+    proxy.stall();
+    // Two senders, the second while the first's batch hangs: each hears
+    // back within the store timeout of its own send.
+    let started = Instant::now();
+    store.queue(vec![insert(conv, a, "stuck 1", 0)]);
+    std::thread::sleep(Duration::from_millis(400));
+    let second_sent = Instant::now();
+    store.queue(vec![insert(conv, b, "stuck 2", 0)]);
+    wait_for_outcomes(&store.delivered, 1, TIMEOUT + SLACK);
+    assert!(started.elapsed() < TIMEOUT + SLACK);
+    wait_for_outcomes(&store.delivered, 2, TIMEOUT + SLACK);
+    assert!(second_sent.elapsed() < TIMEOUT + SLACK);
+    assert_eq!(
+        results(take(&store.delivered)),
+        vec![Err(StoreError::Timeout), Err(StoreError::Timeout)]
+    );
+    assert!(!store.handle().is_ready());
+
+    proxy.open();
+    let (after, _) = send_one(&store, conv, a, "after");
+    after.expect("the next message goes through without a restart");
+    std::thread::sleep(Duration::from_millis(300));
+    let contents = {
+        let admin = db.admin();
+        let rows = admin
+            .block_on(
+                admin
+                    .client()
+                    .query("SELECT content FROM chatapp_message ORDER BY id", &[]),
+            )
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(contents, ["before", "after"], "no partial rows");
+    assert_eq!(db.unread(conv, b), 2);
+}
+
+#[test]
+fn gateway_starts_without_postgres_and_admits_clients_once_it_appears() {
+    let Some(db) = TestDb::create("gateway_unreachable", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Cut);
+    let mut config = gateway_config(&db.url_via(proxy.addr()));
+    config.timeouts.store = TIMEOUT;
+    let gw = PgGateway::start(config);
+
+    match gw.open(conv, a).read(Duration::from_secs(10)) {
+        Read::Closed(Some(1011)) => {}
+        other => panic!("without Postgres a connect is refused with 1011: {other:?}"),
+    }
+
+    proxy.open();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        let mut c = gw.open(conv, a);
+        match c.read(Duration::from_secs(5)) {
+            Read::Json(v) if v["type"] == "connection_established" => break c,
+            other => assert!(
+                Instant::now() < deadline,
+                "still refused after Postgres came back: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    client.send_json(json!({"type": "chat_message", "content": "made it"}));
+    assert_eq!(client.recv_new_message()["content"], "made it");
+    assert_eq!(db.messages(), 1);
+}
+
+#[test]
+fn gateway_reports_failed_send_while_postgres_is_lost_then_recovers() {
+    let Some(db) = TestDb::create("gateway_lost", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+    let mut config = gateway_config(&db.url_via(proxy.addr()));
+    config.timeouts.store = TIMEOUT;
+    let gw = PgGateway::start(config);
+    let mut alice = gw.connect(conv, a);
+    let mut bob = gw.connect(conv, b);
+    alice.send_json(json!({"type": "chat_message", "content": "before"}));
+    assert_eq!(alice.recv_new_message()["content"], "before");
+    assert_eq!(bob.recv_new_message()["content"], "before");
+
+    proxy.cut();
+    let started = Instant::now();
+    alice.send_json(json!({"type": "chat_message", "content": "lost"}));
+    assert_eq!(
+        alice.recv_json(),
+        json!({"type": "error", "message": "Failed to send message"})
+    );
+    assert!(
+        started.elapsed() < TIMEOUT + SLACK,
+        "{:?}",
+        started.elapsed()
+    );
+    bob.expect_silence(Duration::from_millis(500));
+
+    proxy.open();
+    alice.send_json(json!({"type": "chat_message", "content": "after"}));
+    assert_eq!(alice.recv_new_message()["content"], "after");
+    assert_eq!(bob.recv_new_message()["content"], "after");
+    let contents = {
+        let admin = db.admin();
+        let rows = admin
+            .block_on(
+                admin
+                    .client()
+                    .query("SELECT content FROM chatapp_message ORDER BY id", &[]),
+            )
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(contents, ["before", "after"]);
+    assert_eq!(db.unread(conv, b), 2);
+}

@@ -1,0 +1,808 @@
+//! Shared harness of the integration tests: a real gateway on an ephemeral
+//! port (2 shards, a temporary SQLite file), provisioned users and
+//! conversations, a blocking WebSocket client with read timeouts, and raw
+//! TCP / raw frame helpers for the tests that must misbehave.
+//!
+//! Must never: reach into the gateway's internals. Everything a test checks
+//! goes over a socket, through `Gateway::shard_stats`, or through the
+//! database file the gateway writes.
+#![allow(dead_code)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chatgate::store::sqlite::Admin;
+use chatgate::{Config, Gateway, IoDriver, ShardStats};
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::{HeaderName, HeaderValue};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// The HS256 secret every test gateway verifies tokens with.
+pub const SECRET: &str = "integration-test-secret";
+/// How long any single read waits before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Expands each scenario `fn name(driver: IoDriver)` into
+/// `uring::name` (io driver Auto: io_uring where the kernel allows it) and
+/// `epoll::name` tests.
+macro_rules! on_both_drivers {
+    ($($name:ident),+ $(,)?) => {
+        mod uring {
+            $(#[test]
+            fn $name() {
+                super::$name(chatgate::IoDriver::Auto)
+            })+
+        }
+        mod epoll {
+            $(#[test]
+            fn $name() {
+                super::$name(chatgate::IoDriver::Epoll)
+            })+
+        }
+    };
+}
+
+/// A provisioned user with a valid access token.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub token: String,
+}
+
+impl User {
+    /// The `sender` object of `new_message`.
+    pub fn profile(&self) -> Value {
+        json!({
+            "id": self.id,
+            "username": self.username,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+        })
+    }
+}
+
+/// A running gateway on its own temporary database.
+pub struct TestGateway {
+    gateway: Option<Gateway>,
+    pub config: Config,
+    pub db_path: PathBuf,
+    admin: Admin,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Default test config (2 shards, 127.0.0.1:0), io driver Auto.
+    pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Default test config on the given io driver.
+    pub fn on(driver: IoDriver) -> Self {
+        Self::start_with(|c| c.io_driver = driver)
+    }
+
+    /// Default test config, adjusted by `adjust` before the gateway starts.
+    pub fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_prepared(|_| {}, adjust)
+    }
+
+    /// Like [`TestGateway::start_with`], on a database file `prepare` has
+    /// written to before the gateway first opens it.
+    pub fn start_prepared(
+        prepare: impl FnOnce(&rusqlite::Connection),
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("chat.sqlite3");
+        prepare(&rusqlite::Connection::open(&db_path).expect("create the database file"));
+        let mut config = Config::for_tests(SECRET, db_path.clone());
+        adjust(&mut config);
+        let gateway = Gateway::start(config.clone()).expect("gateway starts");
+        let drivers = gateway.drivers().to_vec();
+        assert_eq!(
+            drivers.len(),
+            config.shards,
+            "one runtime per shard: {drivers:?}"
+        );
+        match config.io_driver {
+            IoDriver::Epoll => assert!(drivers.iter().all(|d| *d == "epoll"), "{drivers:?}"),
+            IoDriver::Uring => assert!(drivers.iter().all(|d| *d == "io_uring"), "{drivers:?}"),
+            IoDriver::Auto => {}
+        }
+        let admin = Admin::open(&db_path).expect("admin opens the gateway's database");
+        TestGateway {
+            gateway: Some(gateway),
+            config,
+            db_path,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().expect("gateway is running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway().local_addr()
+    }
+
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.gateway().shard_stats()
+    }
+
+    /// Open WebSocket sessions per shard.
+    pub fn connections(&self) -> Vec<usize> {
+        self.stats().iter().map(|s| s.connections).collect()
+    }
+
+    /// Takes the running gateway out (e.g. to shut it down on another thread).
+    pub fn take_gateway(&mut self) -> Gateway {
+        self.gateway.take().expect("gateway is running")
+    }
+
+    /// Starts a new gateway on the same database file and config.
+    pub fn start_again(&mut self) {
+        assert!(self.gateway.is_none(), "shut the old gateway down first");
+        self.gateway = Some(Gateway::start(self.config.clone()).expect("gateway restarts"));
+    }
+
+    /// Graceful shutdown, on this thread.
+    pub fn shutdown(&mut self) {
+        self.take_gateway().shutdown();
+    }
+
+    // ---- provisioning -------------------------------------------------
+
+    /// A new active user `name` ("Name" "Tester") with a one-hour token.
+    pub fn user(&self, name: &str) -> User {
+        let mut first = name.to_string();
+        first[..1].make_ascii_uppercase();
+        let last = format!("{first}-Tester");
+        let id = self
+            .admin
+            .create_user(name, &first, &last)
+            .expect("create user");
+        User {
+            id,
+            username: name.to_string(),
+            first_name: first,
+            last_name: last,
+            token: self.token_for(id),
+        }
+    }
+
+    /// A user already in `auth_user` (e.g. inserted with SQL), with a token.
+    pub fn existing_user(&self, id: i64) -> User {
+        let (username, first_name, last_name) = self
+            .db()
+            .query_row(
+                "SELECT username, first_name, last_name FROM auth_user WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("auth_user row");
+        User {
+            id,
+            username,
+            first_name,
+            last_name,
+            token: self.token_for(id),
+        }
+    }
+
+    /// A new conversation with these participants.
+    pub fn conversation(&self, users: &[&User]) -> i64 {
+        let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
+        self.admin
+            .create_conversation(&ids)
+            .expect("create conversation")
+    }
+
+    /// A valid one-hour access token minted by the gateway's own code.
+    pub fn token_for(&self, user_id: i64) -> String {
+        chatgate::auth::mint_token(&self.config.jwt, user_id, Duration::from_secs(3600))
+    }
+
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    pub fn db(&self) -> &rusqlite::Connection {
+        self.admin.connection()
+    }
+
+    /// `(conversation_id, sender_id, content)` of a stored message.
+    pub fn message_row(&self, id: i64) -> Option<(i64, i64, String)> {
+        use rusqlite::OptionalExtension;
+        self.db()
+            .query_row(
+                "SELECT conversation_id, sender_id, content FROM chatapp_message WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .expect("query chatapp_message")
+    }
+
+    /// `(id, content)` of every stored message of a conversation, by id.
+    pub fn messages_of(&self, conversation: i64) -> Vec<(i64, String)> {
+        let mut st = self
+            .db()
+            .prepare(
+                "SELECT id, content FROM chatapp_message WHERE conversation_id = ?1 ORDER BY id",
+            )
+            .expect("prepare");
+        st.query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    pub fn unread(&self, conversation: i64, user: &User) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT unread_count FROM chatapp_conversationparticipant \
+                 WHERE conversation_id = ?1 AND user_id = ?2",
+                [conversation, user.id],
+                |r| r.get(0),
+            )
+            .expect("participant row")
+    }
+
+    /// Number of `chatapp_messagedeletion` rows for (message, user).
+    pub fn deletions(&self, message_id: i64, user: &User) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT COUNT(*) FROM chatapp_messagedeletion WHERE message_id = ?1 AND user_id = ?2",
+                [message_id, user.id],
+                |r| r.get(0),
+            )
+            .expect("count deletions")
+    }
+
+    // ---- WebSocket clients --------------------------------------------
+
+    /// A TCP connection to the gateway with read/write timeouts.
+    pub fn tcp(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr()).expect("tcp connect");
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A TCP connection whose receive buffer is set to `rcvbuf` bytes before
+    /// connecting (a slow reader fills up fast).
+    pub fn tcp_small_rcvbuf(&self, rcvbuf: usize) -> TcpStream {
+        let addr = self.addr();
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
+        sock.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        sock.connect(&addr.into()).expect("tcp connect");
+        let s: TcpStream = sock.into();
+        s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        s
+    }
+
+    /// `user` joins `conversation` over an already connected `stream`.
+    pub fn connect_over(&self, stream: TcpStream, conversation: i64, user: &User) -> Client {
+        let url = format!(
+            "ws://{}/ws/chat/{conversation}/?token={}",
+            self.addr(),
+            user.token
+        );
+        let (ws, _) = tungstenite::client::client(url, stream).expect("upgrade");
+        let mut c = Client { ws };
+        c.expect_established();
+        c
+    }
+
+    /// A WebSocket handshake on `path` (e.g. `/ws/chat/7/?token=..`) with
+    /// extra headers; the error when the server does not answer 101.
+    pub fn try_open(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tungstenite::Error> {
+        let mut req = format!("ws://{}{}", self.addr(), path)
+            .into_client_request()
+            .expect("request");
+        for (k, v) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        match tungstenite::client::client(req, self.tcp()) {
+            Ok((ws, _response)) => Ok(Client { ws }),
+            Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+            Err(tungstenite::HandshakeError::Interrupted(_)) => {
+                panic!("handshake on {path} timed out")
+            }
+        }
+    }
+
+    /// A completed upgrade (101) on `path`; nothing read yet.
+    pub fn open(&self, path: &str, headers: &[(&str, &str)]) -> Client {
+        self.try_open(path, headers)
+            .unwrap_or_else(|e| panic!("upgrade on {path} failed: {e:?}"))
+    }
+
+    /// Upgrade on `path` and assert the first frame is `connection_established`.
+    pub fn connect_path(&self, path: &str, headers: &[(&str, &str)]) -> Client {
+        let mut c = self.open(path, headers);
+        c.expect_established();
+        c
+    }
+
+    /// `user` joins `conversation` with a query token.
+    pub fn connect(&self, conversation: i64, user: &User) -> Client {
+        self.connect_path(
+            &format!("/ws/chat/{conversation}/?token={}", user.token),
+            &[],
+        )
+    }
+
+    /// Upgrade on `path`, then assert the server closes with `code`.
+    pub fn expect_rejected(&self, path: &str, headers: &[(&str, &str)], code: u16) {
+        let mut c = self.open(path, headers);
+        c.expect_close(code);
+    }
+
+    // ---- raw HTTP -------------------------------------------------------
+
+    /// Sends `request` bytes and returns the response head (up to the blank
+    /// line, or whatever arrived before the server closed).
+    pub fn raw_request(&self, request: &[u8]) -> String {
+        let mut s = self.tcp();
+        s.write_all(request).expect("write request");
+        read_head(&mut s).0
+    }
+
+    /// Status code the gateway answers an upgrade request on `path` with,
+    /// after applying header overrides (`None` removes a default header).
+    pub fn upgrade_status(&self, path: &str, overrides: &[(&str, Option<&str>)]) -> u16 {
+        let head = self.raw_request(upgrade_request(path, overrides).as_bytes());
+        status_of(&head)
+    }
+
+    /// A raw upgraded socket on `path`: the 101 head is consumed; returns the
+    /// socket and any bytes read past the head.
+    pub fn raw_upgrade(&self, path: &str) -> (TcpStream, Vec<u8>) {
+        let mut s = self.tcp();
+        s.write_all(upgrade_request(path, &[]).as_bytes()).unwrap();
+        let (head, rest) = read_head(&mut s);
+        assert_eq!(status_of(&head), 101, "raw upgrade on {path}: {head}");
+        (s, rest)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            if std::thread::panicking() {
+                // A failed test: do not risk a second panic in shutdown.
+                drop(g);
+            } else {
+                g.shutdown();
+            }
+        }
+    }
+}
+
+/// A blocking WebSocket client (tungstenite) with a 5 s read timeout. It
+/// answers WebSocket Pings by itself whenever it reads.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    /// The next message of any kind (pings included); panics on errors.
+    pub fn next_message(&mut self) -> Message {
+        match self.ws.read() {
+            Ok(m) => m,
+            Err(e) => panic!("reading from the gateway failed: {e:?}"),
+        }
+    }
+
+    /// The very next frame must be `connection_established`.
+    pub fn expect_established(&mut self) {
+        match self.next_message() {
+            Message::Text(t) => assert_eq!(
+                parse(&t),
+                json!({"type": "connection_established", "message": "Connected to chat"}),
+                "first frame"
+            ),
+            other => panic!("first frame must be connection_established, got {other:?}"),
+        }
+    }
+
+    /// The next JSON text message, skipping `{"type":"ping"}` and
+    /// WebSocket Ping/Pong.
+    pub fn recv_json(&mut self) -> Value {
+        loop {
+            match self.next_message() {
+                Message::Text(t) => {
+                    let v = parse(&t);
+                    if v != json!({"type": "ping"}) {
+                        return v;
+                    }
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a JSON text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message must be exactly `{"type":"error","message":msg}`.
+    pub fn expect_error(&mut self, msg: &str) {
+        assert_eq!(self.recv_json(), json!({"type": "error", "message": msg}));
+    }
+
+    /// The next message must be a `new_message`; returns its `message` object.
+    pub fn recv_new_message(&mut self) -> Value {
+        let v = self.recv_json();
+        assert_eq!(v["type"], "new_message", "expected new_message, got {v}");
+        v["message"].clone()
+    }
+
+    /// Reads until a close frame arrives; asserts its code. Returns the reason.
+    pub fn expect_close(&mut self, code: u16) -> String {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => {
+                    assert_eq!(
+                        u16::from(f.code),
+                        code,
+                        "close code (reason {:?})",
+                        f.reason
+                    );
+                    let _ = self.ws.flush(); // send our close reply
+                    return f.reason.to_string();
+                }
+                Ok(Message::Close(None)) => {
+                    panic!("expected close {code}, got a close frame without code")
+                }
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+                Ok(Message::Text(t)) if parse(&t) == json!({"type": "ping"}) => {}
+                Ok(other) => panic!("expected close {code}, got {other:?}"),
+                Err(e) => panic!("expected close {code}, the connection ended without it: {e:?}"),
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrives for `d`.
+    pub fn expect_silence(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
+                Ok(Message::Text(t)) if parse(&t) == json!({"type": "ping"}) => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("expected silence, the connection failed: {e:?}"),
+            }
+        }
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+    }
+
+    pub fn send(&mut self, m: Message) {
+        self.ws.send(m).expect("send");
+    }
+
+    pub fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string());
+    }
+
+    pub fn send_text(&mut self, s: &str) {
+        self.send(Message::text(s));
+    }
+
+    /// `{"type":"chat_message","content":content}`.
+    pub fn chat(&mut self, content: &str) {
+        self.send_json(json!({"type": "chat_message", "content": content}));
+    }
+
+    /// Writes bytes straight to the socket, bypassing tungstenite's framing.
+    pub fn send_raw_frame(&mut self, bytes: &[u8]) {
+        self.ws.flush().expect("flush");
+        self.ws.get_mut().write_all(bytes).expect("raw write");
+    }
+
+    pub fn close(&mut self, code: u16) {
+        self.ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            }))
+            .expect("send close");
+    }
+}
+
+/// Parses a text frame as JSON; panics with the text when it is not.
+pub fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}"))
+}
+
+// ---- raw frames -----------------------------------------------------------
+
+pub const OP_CONT: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
+
+/// A frame header: FIN, RSV bits (3 bits), opcode, declared payload length, mask key.
+pub fn frame_header(fin: bool, rsv: u8, opcode: u8, len: u64, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut h = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0xF)];
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 {
+        h.push(m | len as u8);
+    } else if len <= u64::from(u16::MAX) {
+        h.push(m | 126);
+        h.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        h.push(m | 127);
+        h.extend_from_slice(&len.to_be_bytes());
+    }
+    if let Some(k) = mask {
+        h.extend_from_slice(&k);
+    }
+    h
+}
+
+/// A complete frame; the payload is masked with `mask` when given.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut f = frame_header(fin, 0, opcode, payload.len() as u64, mask);
+    match mask {
+        Some(k) => f.extend(payload.iter().enumerate().map(|(i, b)| b ^ k[i % 4])),
+        None => f.extend_from_slice(payload),
+    }
+    f
+}
+
+/// A masked client frame (the only kind a client may send).
+pub fn masked(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    frame(fin, opcode, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
+}
+
+/// Parses one server (unmasked) frame from `buf`: `(fin, opcode, payload, consumed)`.
+pub fn parse_server_frame(buf: &[u8]) -> Option<(bool, u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0F);
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, mut at) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < at + len {
+        return None;
+    }
+    let payload = buf[at..at + len].to_vec();
+    at += len;
+    Some((fin, opcode, payload, at))
+}
+
+// ---- raw HTTP ---------------------------------------------------------------
+
+/// An upgrade request for `path` with the standard headers; `overrides`
+/// replace (`Some`) or remove (`None`) a header, or add a new one.
+pub fn upgrade_request(path: &str, overrides: &[(&str, Option<&str>)]) -> String {
+    let mut headers: Vec<(String, String)> = [
+        ("Host", "127.0.0.1"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        if let Some(v) = v {
+            headers.push((k.to_string(), v.to_string()));
+        }
+    }
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// Reads up to the end of an HTTP response head (or EOF / timeout). Returns
+/// the head and the bytes after it.
+pub fn read_head(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return (String::from_utf8_lossy(&buf).into_owned(), rest);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&buf).into_owned(), Vec::new()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The status code of an HTTP response head; 0 when there is none.
+pub fn status_of(head: &str) -> u16 {
+    head.strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads until the peer closes the TCP connection (EOF or reset) or
+/// `within` passes. Returns whether it closed, and everything read.
+pub fn wait_tcp_close(s: &mut TcpStream, within: Duration) -> (bool, Vec<u8>) {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (false, got);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => return (true, got),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (false, got)
+            }
+            Err(_) => return (true, got),
+        }
+    }
+}
+
+// ---- misc -------------------------------------------------------------------
+
+/// Polls `cond` until it holds or `within` passes (for state with no socket
+/// to read, such as `shard_stats`).
+pub fn eventually(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `get` until it returns `expected` or `within` passes; the failure
+/// shows the last value seen.
+pub fn eventually_eq<T: PartialEq + std::fmt::Debug>(
+    within: Duration,
+    what: &str,
+    expected: T,
+    mut get: impl FnMut() -> T,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = get();
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for: {what}: last {got:?}, expected {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts `ts` is `YYYY-MM-DDTHH:MM:SS(.ffffff)?Z` (microseconds only when
+/// not zero) and within a minute of now.
+pub fn assert_timestamp(ts: &str) {
+    let b = ts.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let base = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    let tail_ok = match b.len() {
+        20 => b[19] == b'Z',
+        27 => b[19] == b'.' && digits(20..26) && &ts[20..26] != "000000" && b[26] == b'Z',
+        _ => false,
+    };
+    assert!(
+        base && tail_ok,
+        "timestamp {ts:?} is not YYYY-MM-DDTHH:MM:SS(.ffffff)?Z"
+    );
+    let t = chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
+    let skew = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .abs();
+    assert!(skew < 60, "timestamp {ts} is {skew} s away from now");
+}
+
+/// Asserts `m` (the `message` of a `new_message`) is exactly what `sender`
+/// sending `content` must produce; returns its id.
+pub fn assert_new_message(m: &Value, sender: &User, content: &str) -> i64 {
+    let id = m["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("id must be an integer: {m}"));
+    assert!(id > 0 && id < (1 << 53), "id {id} out of range");
+    let ts = m["timestamp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("timestamp must be a string: {m}"));
+    assert_timestamp(ts);
+    assert_eq!(
+        *m,
+        json!({"id": id, "sender": sender.profile(), "content": content, "timestamp": ts})
+    );
+    id
+}
+
+/// Base64url without padding (for hand-made JWTs).
+pub fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Resident set size of this process (the gateway runs in it), bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
