@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bridge::BridgeConfig;
 use crate::config::{Config, IoDriver, JwtConfig, Limits, LimitsConfig, StoreConfig, Timeouts};
 
 /// chatgate: a WebSocket chat gateway, drop-in for a Django Channels chat backend.
@@ -226,6 +227,31 @@ pub struct ServeArgs {
     /// How long a successful connect check (user, conversation) is cached per shard; 0s disables.
     #[arg(long, global = true, env = "CHATGATE_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub membership_cache_ttl: Duration,
+    /// Redis for cross-node fan-out (redis://host:6379/); unset: the node runs alone.
+    #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id on the bridge (unique per Redis prefix); default: random.
+    #[arg(long, global = true, env = "CHATGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Redis channel prefix, so several deployments can share one Redis.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_REDIS_PREFIX",
+        default_value = "chatgate"
+    )]
+    pub redis_prefix: String,
+    /// Interval of the bridge's heartbeat PINGs.
+    #[arg(long, global = true, env = "CHATGATE_REDIS_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub redis_heartbeat: Duration,
+    /// Cross-node events queued while Redis is slow or down; past it the oldest are dropped.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_REDIS_QUEUE_MAX",
+        default_value_t = 100_000
+    )]
+    pub redis_queue_max: usize,
     /// Admin listener (/metrics, /healthz, /readyz); `off` disables it.
     #[arg(long, global = true, env = "CHATGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
@@ -402,6 +428,16 @@ impl Cli {
             handshake_ip_burst: s.handshake_ip_burst,
         };
         c.drain_grace = s.drain_grace;
+        c.bridge = s.redis_url.as_ref().map(|url| {
+            let mut b = BridgeConfig::new(url.clone());
+            if let Some(id) = &s.node_id {
+                b.node_id = id.clone();
+            }
+            b.prefix = s.redis_prefix.clone();
+            b.heartbeat = s.redis_heartbeat;
+            b.queue_max = s.redis_queue_max;
+            b
+        });
         c.enforce_token_expiry = s.enforce_token_expiry;
         c
     }

@@ -156,6 +156,8 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// Per-user message and connection limits, per-IP handshake limit.
     pub rate_limits: LimitsConfig,
+    /// Cross-node fan-out over Redis; `None` runs the node alone. Default none.
+    pub bridge: Option<crate::bridge::BridgeConfig>,
     /// Close with 4001 when the token used at connect expires. Default true.
     pub enforce_token_expiry: bool,
     /// On shutdown, how long `/readyz` answers 503 before sockets are closed
@@ -188,6 +190,7 @@ impl Config {
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
             trusted_proxies: Vec::new(),
             rate_limits: LimitsConfig::default(),
+            bridge: None,
             enforce_token_expiry: true,
             drain_grace: Duration::from_secs(5),
         }

@@ -96,11 +96,11 @@ pub async fn serve(
         None if ctx.shutting_down.get() => session.begin_close(CloseReason::GoingAway),
         None => {
             ctx.metrics.connection_opened();
-            ctx.hub.join(&session.peer);
+            ctx.join_member(&session.peer);
         }
     }
     session.run().await;
-    ctx.hub.leave(&session.peer);
+    ctx.leave_member(&session.peer);
     if session.member.is_some() {
         ctx.metrics
             .connection_closed(session.close_code.unwrap_or(1006));
@@ -524,11 +524,8 @@ impl Session {
         let mut f = FrameBuf::with_capacity(96);
         protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
         let frame = f.finish_text();
-        let d =
-            self.ctx
-                .hub
-                .broadcast_except_user(self.peer.conversation_id, member.user_id, &frame);
-        self.ctx.metrics.delivered(d.queued);
+        self.ctx
+            .fan_out(self.peer.conversation_id, Some(member.user_id), frame, true);
     }
 
     /// Hands a message to the store; its outcome comes back through the shard inbox.
@@ -588,7 +585,7 @@ impl Session {
             tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "slow consumer closed");
         }
         self.close_code = Some(reason.code());
-        self.ctx.hub.leave(&self.peer);
+        self.ctx.leave_member(&self.peer);
         let frame = CloseFrame {
             code: CloseCode::from(reason.code()),
             reason: "".into(),
@@ -681,8 +678,7 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
                     &req.content,
                     stored.timestamp,
                 );
-                let d = ctx.hub.broadcast(req.conversation_id, &f.finish_text());
-                ctx.metrics.delivered(d.queued);
+                ctx.fan_out(req.conversation_id, None, f.finish_text(), true);
             }
             Err(e) => {
                 tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");

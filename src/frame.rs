@@ -64,6 +64,18 @@ fn write_header(room: &mut [u8], first: u8, len: usize) -> usize {
     }
 }
 
+/// The payload of a frame built by [`FrameBuf::finish_text`] (a slice of
+/// the same buffer, no copy).
+pub fn payload_of(frame: &Bytes) -> Bytes {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return Bytes::new(),
+    };
+    frame.slice(header.min(frame.len())..)
+}
+
 /// Frames a whole payload as one text frame (copies it; for constants and tests).
 pub fn text(payload: &[u8]) -> Bytes {
     let mut f = FrameBuf::with_capacity(payload.len());
@@ -89,6 +101,14 @@ mod tests {
         for len in [0, 1, 125, 126, 127, 65535, 65536, 70000] {
             let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             assert_eq!(&text(&payload)[..], &reference(&payload)[..], "len {len}");
+        }
+    }
+
+    #[test]
+    fn payload_of_recovers_the_payload() {
+        for len in [0, 5, 125, 126, 65535, 65536, 70000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            assert_eq!(&payload_of(&text(&payload))[..], &payload[..], "len {len}");
         }
     }
 

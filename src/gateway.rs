@@ -19,8 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminServer, AdminState, Readiness, ReadinessProbe};
 use crate::auth::Verifier;
+use crate::bridge::{Bridge, BridgeConfig, BridgeState, Deliver, RemoteEvent};
 use crate::config::{Config, ConfigError};
 use crate::limits::{Limits, PRUNE_INTERVAL};
+use crate::routing::shard_for;
 pub use crate::shard::ShardStats;
 use crate::shard::{self, ShardMsg, ShardParts};
 use crate::side::SideRuntime;
@@ -57,6 +59,7 @@ pub struct Gateway {
     shutdown: ShutdownHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
     store: Option<StoreWorker>,
+    bridge: Option<Bridge>,
 }
 
 /// Triggers a graceful shutdown from anywhere (signal handler, tests):
@@ -131,6 +134,10 @@ impl Gateway {
                 .map_err(|e| GatewayError::Config(ConfigError(format!("limits: {e}"))))?,
         );
         Limits::spawn_pruner(limits.clone(), &side.handle(), PRUNE_INTERVAL);
+        let bridge = match &config.bridge {
+            Some(cfg) => Some(start_bridge(cfg.clone(), &side, &inboxes)?),
+            None => None,
+        };
         let shutdown = ShutdownHandle {
             inboxes: inboxes.clone(),
             draining: Arc::new(AtomicBool::new(false)),
@@ -140,7 +147,11 @@ impl Gateway {
             Some(admin_addr) => {
                 let state = AdminState {
                     metrics: prometheus,
-                    readiness: readiness_probe(store.readiness(), shutdown.draining.clone()),
+                    readiness: readiness_probe(
+                        store.readiness(),
+                        bridge.clone(),
+                        shutdown.draining.clone(),
+                    ),
                 };
                 let server = admin::start(admin_addr, &side.handle(), state).map_err(|source| {
                     GatewayError::Bind {
@@ -157,6 +168,7 @@ impl Gateway {
             config: Arc::new(config),
             store,
             limits,
+            bridge: bridge.clone(),
             inboxes,
         };
         let mut gw = Self {
@@ -167,6 +179,7 @@ impl Gateway {
             shutdown,
             threads: Vec::new(),
             store: Some(worker),
+            bridge,
         };
         for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             if let Err(e) = gw.start_shard(id, parts.clone(), listener, inbox) {
@@ -212,6 +225,11 @@ impl Gateway {
     /// The admin listener's address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// The Redis bridge's figures, when a bridge is configured.
+    pub fn bridge_state(&self) -> Option<BridgeState> {
+        self.bridge.as_ref().map(Bridge::state)
     }
 
     /// A handle that triggers shutdown from another thread.
@@ -260,6 +278,9 @@ impl Gateway {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
+        if let Some(bridge) = self.bridge.take() {
+            bridge.shutdown();
+        }
         if let Some(store) = self.store.take() {
             store.join();
         }
@@ -277,13 +298,48 @@ impl Drop for Gateway {
     }
 }
 
-/// `/readyz`: the store answers and the node is not draining.
-fn readiness_probe(store: store::Readiness, draining: Arc<AtomicBool>) -> ReadinessProbe {
+/// `/readyz`: the store answers, the bridge (if any) is connected, and the
+/// node is not draining.
+fn readiness_probe(
+    store: store::Readiness,
+    bridge: Option<Bridge>,
+    draining: Arc<AtomicBool>,
+) -> ReadinessProbe {
     Arc::new(move || Readiness {
         store: store.is_ready(),
-        bridge: None,
+        bridge: bridge.as_ref().map(|b| b.state().connected),
         draining: draining.load(Ordering::SeqCst),
     })
+}
+
+/// Starts the Redis bridge: events from other nodes go to the inbox of the
+/// shard that owns their conversation; its state is published as metrics.
+fn start_bridge(
+    cfg: BridgeConfig,
+    side: &SideRuntime,
+    inboxes: &[mpsc::UnboundedSender<ShardMsg>],
+) -> Result<Bridge, GatewayError> {
+    let inboxes = inboxes.to_vec();
+    let deliver: Deliver = Arc::new(move |event: RemoteEvent| {
+        let shard = shard_for(event.conversation_id, inboxes.len());
+        let _ = inboxes[shard].send(ShardMsg::Remote(event));
+    });
+    let bridge = Bridge::start(cfg, &side.handle(), deliver)
+        .map_err(|e| GatewayError::Config(ConfigError(e.to_string())))?;
+    let watched = bridge.clone();
+    side.handle().spawn(async move {
+        let mut dropped = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let s = watched.state();
+            crate::metrics::bridge_connected(s.connected);
+            crate::metrics::bridge_queue_depth(s.queue_depth);
+            crate::metrics::bridge_dropped(s.dropped_total.saturating_sub(dropped) as usize);
+            dropped = s.dropped_total;
+        }
+    });
+    Ok(bridge)
 }
 
 /// Delivers store outcomes to the inbox of the shard that sent them.

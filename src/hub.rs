@@ -66,30 +66,34 @@ impl Hub {
         })
     }
 
-    /// Makes `peer` a member of its conversation (it then receives broadcasts).
-    pub fn join(&self, peer: &Rc<Peer>) {
-        self.rooms
-            .borrow_mut()
-            .entry(peer.conversation_id)
-            .or_default()
-            .push(peer.clone());
+    /// Makes `peer` a member of its conversation (it then receives
+    /// broadcasts). True when it is the conversation's first member here.
+    pub fn join(&self, peer: &Rc<Peer>) -> bool {
+        let mut rooms = self.rooms.borrow_mut();
+        let members = rooms.entry(peer.conversation_id).or_default();
+        members.push(peer.clone());
         self.conns.borrow_mut().insert(peer.conn_id, peer.clone());
+        members.len() == 1
     }
 
-    /// Removes `peer`; a conversation without members is forgotten.
-    pub fn leave(&self, peer: &Rc<Peer>) {
+    /// Removes `peer`; a conversation without members is forgotten. True
+    /// when this removed the conversation's last member here.
+    pub fn leave(&self, peer: &Rc<Peer>) -> bool {
         if self.conns.borrow_mut().remove(&peer.conn_id).is_none() {
-            return;
+            return false;
         }
         let mut rooms = self.rooms.borrow_mut();
-        if let Some(members) = rooms.get_mut(&peer.conversation_id) {
-            if let Some(i) = members.iter().position(|m| Rc::ptr_eq(m, peer)) {
-                members.swap_remove(i);
-            }
-            if members.is_empty() {
-                rooms.remove(&peer.conversation_id);
-            }
+        let Some(members) = rooms.get_mut(&peer.conversation_id) else {
+            return false;
+        };
+        if let Some(i) = members.iter().position(|m| Rc::ptr_eq(m, peer)) {
+            members.swap_remove(i);
         }
+        let last = members.is_empty();
+        if last {
+            rooms.remove(&peer.conversation_id);
+        }
+        last
     }
 
     /// The member socket with this connection id, if still connected.
@@ -217,11 +221,14 @@ mod tests {
     fn leave_forgets_empty_conversations() {
         let hub = Hub::new();
         let a = hub.new_peer(1, 10, bounds());
-        hub.join(&a);
+        let b = hub.new_peer(2, 10, bounds());
+        assert!(hub.join(&a));
+        assert!(!hub.join(&b));
+        assert!(!hub.leave(&b));
         assert_eq!((hub.connections(), hub.conversations()), (1, 1));
         assert!(hub.peer(a.conn_id).is_some());
-        hub.leave(&a);
-        hub.leave(&a);
+        assert!(hub.leave(&a));
+        assert!(!hub.leave(&a));
         assert_eq!((hub.connections(), hub.conversations()), (0, 0));
         assert!(hub.peer(a.conn_id).is_none());
     }

@@ -26,18 +26,19 @@ use monoio::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Verifier;
+use crate::bridge::{Bridge, RemoteEvent};
 use crate::close::CloseReason;
 use crate::config::{Config, IoDriver};
 use crate::connection;
 use crate::frame;
 use crate::handshake::{self, Rejection, Upgrade};
-use crate::hub::Hub;
+use crate::hub::{Hub, Peer};
 use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
-use crate::store::{InsertOutcome, StoreHandle};
+use crate::store::{ConversationId, InsertOutcome, StoreHandle, UserId};
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -48,6 +49,8 @@ pub enum ShardMsg {
     Committed(Vec<InsertOutcome>),
     /// Report figures.
     Stats(oneshot::Sender<ShardStats>),
+    /// An event another node published for a conversation this shard owns.
+    Remote(RemoteEvent),
     /// Stop accepting, close every socket with 1001, drain, exit.
     Shutdown,
 }
@@ -85,6 +88,8 @@ pub struct ShardParts {
     /// Per-user and per-IP limits, shared by all shards (a user's sockets
     /// may live on several shards).
     pub limits: Arc<Limits>,
+    /// Cross-node fan-out, when Redis is configured.
+    pub bridge: Option<Bridge>,
     /// Inboxes of all shards, indexed by shard id.
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
 }
@@ -96,6 +101,7 @@ pub struct ShardCtx {
     pub verifier: Arc<Verifier>,
     pub store: StoreHandle,
     pub limits: Arc<Limits>,
+    pub bridge: Option<Bridge>,
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
     pub metrics: ShardMetrics,
     pub hub: Hub,
@@ -138,6 +144,7 @@ impl ShardCtx {
             verifier: parts.verifier,
             store: parts.store,
             limits: parts.limits,
+            bridge: parts.bridge,
             inboxes: parts.inboxes,
             metrics: ShardMetrics::new(id),
             hub: Hub::new(),
@@ -157,6 +164,51 @@ impl ShardCtx {
     /// The framed `{"type":"error",...}` reply for `e`.
     pub fn error_frame(&self, e: ReplyError) -> Bytes {
         self.error_frames[e as usize].clone()
+    }
+
+    /// Makes `peer` a member of its conversation; the node subscribes to the
+    /// conversation's cross-node channel with its first local member.
+    pub fn join_member(&self, peer: &Rc<Peer>) {
+        if self.hub.join(peer) {
+            if let Some(b) = &self.bridge {
+                b.subscribe(peer.conversation_id);
+            }
+        }
+    }
+
+    /// Removes `peer`; the node unsubscribes (after the bridge's linger) when
+    /// the conversation has no local member left.
+    pub fn leave_member(&self, peer: &Rc<Peer>) {
+        if self.hub.leave(peer) {
+            if let Some(b) = &self.bridge {
+                b.unsubscribe(peer.conversation_id);
+            }
+        }
+    }
+
+    /// Queues an event on every local member socket (skipping `except`'s
+    /// sockets) and publishes it for the other nodes unless it came from one.
+    pub fn fan_out(
+        &self,
+        conversation_id: ConversationId,
+        except: Option<UserId>,
+        frame: Bytes,
+        publish: bool,
+    ) {
+        let d = match except {
+            Some(user) => self
+                .hub
+                .broadcast_except_user(conversation_id, user, &frame),
+            None => self.hub.broadcast(conversation_id, &frame),
+        };
+        self.metrics.delivered(d.queued);
+        if let (true, Some(b)) = (publish, &self.bridge) {
+            b.publish(RemoteEvent {
+                conversation_id,
+                except_user: except,
+                payload: frame::payload_of(&frame),
+            });
+        }
     }
 
     /// Borrows a read buffer for one read.
@@ -271,6 +323,7 @@ async fn shard_main(
         match msg {
             ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
             ShardMsg::Committed(outcomes) => connection::deliver_committed(&ctx, outcomes),
+            ShardMsg::Remote(event) => deliver_remote(&ctx, event),
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(ctx.stats());
             }
@@ -394,6 +447,19 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
     });
     // If the owner is gone (shutting down) the message is dropped and the socket closed.
     let _ = ctx.inboxes[owner].send(msg);
+}
+
+/// Fans an event from another node out to this shard's member sockets.
+fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
+    debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
+    let mut f = frame::FrameBuf::with_capacity(event.payload.len());
+    f.payload().extend_from_slice(&event.payload);
+    ctx.fan_out(
+        event.conversation_id,
+        event.except_user,
+        f.finish_text(),
+        false,
+    );
 }
 
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {

@@ -142,6 +142,7 @@ impl Publisher {
         match bounded(limit, "PUBLISH pipeline", pipe.query_async::<()>(conn)).await {
             Ok(()) => {
                 self.shared.stats.record_batch(self.batch.len());
+                crate::metrics::bridge_publish_batch(self.batch.len());
                 self.batch.clear();
                 Ok(())
             }

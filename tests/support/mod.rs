@@ -126,6 +126,11 @@ impl TestGateway {
         }
     }
 
+    /// The running gateway (for figures such as `bridge_state`).
+    pub fn gateway_ref(&self) -> &Gateway {
+        self.gateway()
+    }
+
     fn gateway(&self) -> &Gateway {
         self.gateway.as_ref().expect("gateway is running")
     }
@@ -805,4 +810,121 @@ pub fn rss_bytes() -> u64 {
         .expect("VmRSS line");
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
+}
+
+// ---- operations: admin listener, client addresses, ports ---------------------
+
+impl TestGateway {
+    /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway()
+            .admin_addr()
+            .expect("the test config enables the admin listener")
+    }
+
+    /// A handle that starts the drain (`/readyz` 503, then 1001 after the grace).
+    pub fn shutdown_handle(&self) -> chatgate::gateway::ShutdownHandle {
+        self.gateway().shutdown_handle()
+    }
+}
+
+/// `GET path` on an HTTP/1.1 server that answers once and closes (the admin
+/// listener): `(status, body)`.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .expect("write request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status_of(head), body.to_owned())
+}
+
+/// A TCP connection to `addr` from local address `from` (e.g. 127.0.0.2: a
+/// second client IP on loopback), with the harness's timeouts.
+pub fn tcp_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    sock.bind(&SocketAddr::new(from, 0).into())
+        .unwrap_or_else(|e| panic!("bind to {from}: {e}"));
+    sock.connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect from {from} to {addr}: {e}"));
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// A WebSocket handshake for `path` over `stream` to `addr` (a gateway or a
+/// proxy in front of it) with extra headers; the error when the answer is
+/// not 101.
+pub fn ws_handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Client, tungstenite::Error> {
+    let mut req = format!("ws://{addr}{path}")
+        .into_client_request()
+        .expect("request");
+    for (k, v) in headers {
+        req.headers_mut().append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _response)) => Ok(Client { ws }),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => {
+            panic!("handshake on {path} via {addr} timed out")
+        }
+    }
+}
+
+/// The HTTP status a failed [`ws_handshake`] got (`None`: not an HTTP answer).
+pub fn refused_status(e: &tungstenite::Error) -> Option<u16> {
+    match e {
+        tungstenite::Error::Http(r) => Some(r.status().as_u16()),
+        _ => None,
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The path of a conversation's WebSocket with a query token.
+pub fn chat_path(conversation: i64, token: &str) -> String {
+    format!("/ws/chat/{conversation}/?token={token}")
+}
+
+/// Whether a test may skip for a missing tool: never in CI (`CI` set).
+pub fn skip_or_fail(tool: &str, install: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{tool} is required in CI ({install})"
+    );
+    eprintln!("skipped: {tool} not found ({install})");
+}
+
+/// `name` on PATH (or in /usr/sbin, /usr/bin), if installed.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -1,0 +1,283 @@
+//! Two gateway nodes sharing conversations over a real Redis: cross-node
+//! delivery exactly once and in order, typing across nodes, subscriptions
+//! only where members are, batching, and recovery from killed connections
+//! and from a Redis that is missing at start.
+
+#[macro_use]
+#[allow(unused_macros)]
+mod support;
+mod redis_support;
+
+use std::time::{Duration, Instant};
+
+use chatgate::bridge::BridgeConfig;
+use chatgate::{Config, Gateway};
+use redis_support::{client_id, kill_client, numsub, Proxy, RedisEnv};
+use serde_json::json;
+use support::*;
+
+/// Node A (a `TestGateway`) and node B (a second gateway on the same
+/// database), both bridged through `bridge(node)`.
+struct Cluster {
+    a: TestGateway,
+    b: Option<Gateway>,
+}
+
+impl Cluster {
+    fn start(bridge: impl Fn(&str) -> BridgeConfig) -> Cluster {
+        let a = TestGateway::start_with(|c| c.bridge = Some(bridge("a")));
+        let mut cfg_b: Config = a.config.clone();
+        cfg_b.bridge = Some(bridge("b"));
+        let b = Gateway::start(cfg_b).expect("node b starts");
+        Cluster { a, b: Some(b) }
+    }
+
+    fn b(&self) -> &Gateway {
+        self.b.as_ref().expect("node b runs")
+    }
+
+    /// A client on node B (the same protocol as `TestGateway::connect`).
+    fn connect_b(&self, conv: i64, user: &User) -> Client {
+        let stream = std::net::TcpStream::connect(self.b().local_addr()).expect("connect to b");
+        self.a.connect_over(stream, conv, user)
+    }
+
+    fn wait_connected(&self) {
+        wait_until(Duration::from_secs(10), "both bridges connected", || {
+            self.a
+                .gateway_ref()
+                .bridge_state()
+                .is_some_and(|s| s.connected)
+                && self.b().bridge_state().is_some_and(|s| s.connected)
+        });
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn env(test: &str) -> Option<RedisEnv> {
+    RedisEnv::start(test)
+}
+
+/// Sends one chat message on `from` and checks every client sees it once.
+fn round_trip(from: &mut Client, clients: &mut [&mut Client], content: &str) -> i64 {
+    from.chat(content);
+    let mine = from.recv_new_message();
+    assert_eq!(mine["content"], json!(content));
+    for c in clients.iter_mut() {
+        let m = c.recv_new_message();
+        assert_eq!(m, mine, "every socket gets the same new_message");
+    }
+    mine["id"].as_i64().expect("id")
+}
+
+#[test]
+fn a_message_reaches_every_socket_on_both_nodes_once_and_in_order() {
+    let Some(env) = env("cluster_once") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut a1 = cluster.a.connect(conv, &alice);
+    let mut a2 = cluster.a.connect(conv, &bob);
+    let mut b1 = cluster.connect_b(conv, &bob);
+    let mut b2 = cluster.connect_b(conv, &alice);
+    // B's subscription is asynchronous: wait until both nodes hold one.
+    let channel = env.channel(conv);
+    let mut admin = env.admin.clone();
+    wait_until(Duration::from_secs(5), "two subscriptions", || {
+        env.rt.block_on(numsub(&mut admin, &channel)) == 2
+    });
+    let mut last = 0;
+    for i in 0..20 {
+        let id = round_trip(
+            &mut a1,
+            &mut [&mut a2, &mut b1, &mut b2],
+            &format!("from a {i}"),
+        );
+        assert!(id > last, "ids increase in delivery order");
+        last = id;
+    }
+    let id = round_trip(&mut b1, &mut [&mut b2, &mut a1, &mut a2], "from b");
+    assert!(id > last);
+    for c in [&mut a1, &mut a2, &mut b1, &mut b2] {
+        c.expect_silence(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn typing_crosses_nodes_and_skips_the_typists_sockets_everywhere() {
+    let Some(env) = env("cluster_typing") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut alice_a = cluster.a.connect(conv, &alice);
+    let mut alice_b = cluster.connect_b(conv, &alice);
+    let mut bob_b = cluster.connect_b(conv, &bob);
+    let mut admin = env.admin.clone();
+    wait_until(Duration::from_secs(5), "two subscriptions", || {
+        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
+    });
+    alice_a.send_json(json!({"type": "typing", "is_typing": true}));
+    assert_eq!(
+        bob_b.recv_json(),
+        json!({"type": "typing", "user_id": alice.id, "username": "alice", "is_typing": true})
+    );
+    alice_a.expect_silence(Duration::from_millis(300));
+    alice_b.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_conversation_with_members_only_on_a_has_no_subscription_on_b() {
+    let Some(env) = env("cluster_nosub") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut a1 = cluster.a.connect(conv, &alice);
+    let mut a2 = cluster.a.connect(conv, &bob);
+    let mut admin = env.admin.clone();
+    wait_until(Duration::from_secs(5), "a's subscription", || {
+        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 1
+    });
+    round_trip(&mut a1, &mut [&mut a2], "local only");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        env.rt.block_on(numsub(&mut admin, &env.channel(conv))),
+        1,
+        "only node a subscribes"
+    );
+    assert_eq!(cluster.b().bridge_state().unwrap().subscriptions, 0);
+    assert_eq!(cluster.b().bridge_state().unwrap().received_total, 0);
+}
+
+#[test]
+fn a_thousand_messages_cross_in_order_in_few_round_trips() {
+    let Some(env) = env("cluster_burst") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut sender = cluster.a.connect(conv, &alice);
+    let mut remote = cluster.connect_b(conv, &bob);
+    let mut admin = env.admin.clone();
+    wait_until(Duration::from_secs(5), "two subscriptions", || {
+        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
+    });
+    let before = cluster.a.gateway_ref().bridge_state().unwrap();
+    const N: usize = 1000;
+    for i in 0..N {
+        sender.chat(&format!("m{i}"));
+    }
+    let mut last = 0;
+    for i in 0..N {
+        let m = remote.recv_new_message();
+        assert_eq!(
+            m["content"],
+            json!(format!("m{i}")),
+            "order on node b"
+        );
+        let id = m["id"].as_i64().unwrap();
+        assert!(id > last);
+        last = id;
+    }
+    let after = cluster.a.gateway_ref().bridge_state().unwrap();
+    let published = after.published_total - before.published_total;
+    let round_trips = after.batches_total - before.batches_total;
+    assert_eq!(published, N as u64);
+    assert!(
+        round_trips < N as u64 / 4,
+        "{round_trips} pipelines for {N} events"
+    );
+    assert!(after.max_batch_size > 1);
+    eprintln!(
+        "1000 events in {round_trips} pipelines, largest {}",
+        after.max_batch_size
+    );
+}
+
+#[test]
+fn killed_redis_connections_are_noticed_and_delivery_resumes() {
+    let Some(env) = env("cluster_kill") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut sender = cluster.a.connect(conv, &alice);
+    let mut remote = cluster.connect_b(conv, &bob);
+    let mut admin = env.admin.clone();
+    let channel = env.channel(conv);
+    wait_until(Duration::from_secs(5), "two subscriptions", || {
+        env.rt.block_on(numsub(&mut admin, &channel)) == 2
+    });
+    round_trip(&mut sender, &mut [&mut remote], "before");
+    let base = format!("{}:", env.prefix);
+    for name in [format!("{base}b:sub"), format!("{base}a:pub")] {
+        let id = env
+            .rt
+            .block_on(client_id(&mut admin, &name))
+            .unwrap_or_else(|| panic!("client {name}"));
+        assert_eq!(
+            env.rt.block_on(kill_client(&mut admin, id, None)),
+            1,
+            "killed {name}"
+        );
+    }
+    wait_until(Duration::from_secs(10), "b resubscribed", || {
+        env.rt.block_on(numsub(&mut admin, &channel)) == 2
+    });
+    cluster.wait_connected();
+    round_trip(&mut sender, &mut [&mut remote], "after");
+    assert!(cluster.b().bridge_state().unwrap().reconnects_total >= 1);
+}
+
+#[test]
+fn a_node_serves_locally_while_redis_is_missing_and_bridges_once_it_appears() {
+    let Some(env) = env("cluster_late") else {
+        return;
+    };
+    let proxy = env.rt.block_on(async { Proxy::start(&env.url).await });
+    let url = proxy.url();
+    let cluster = Cluster::start(|n| {
+        let mut c = env.config(n);
+        c.url = url.clone();
+        c
+    });
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let mut a1 = cluster.a.connect(conv, &alice);
+    let mut a2 = cluster.a.connect(conv, &bob);
+    assert!(!cluster.a.gateway_ref().bridge_state().unwrap().connected);
+    round_trip(&mut a1, &mut [&mut a2], "local while redis is away");
+    proxy.forward();
+    cluster.wait_connected();
+    let mut remote = cluster.connect_b(conv, &bob);
+    let mut admin = env.admin.clone();
+    wait_until(Duration::from_secs(10), "two subscriptions", || {
+        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
+    });
+    round_trip(&mut a1, &mut [&mut a2, &mut remote], "bridged");
+}
