@@ -258,6 +258,12 @@ impl Config {
         if self.store_batch_max == 0 {
             return bad("store batch size must be positive");
         }
+        if self.limits.outbound_max_frames < self.store_batch_max {
+            // One committed batch can queue that many frames on a member
+            // socket in a single turn: a smaller bound would close readers
+            // that keep up as slow consumers.
+            return bad("the outbound queue bound (frames) must be at least the store batch size");
+        }
         if self.store_threads == 0 || self.store_threads > 64 {
             return bad("store threads must be between 1 and 64");
         }

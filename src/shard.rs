@@ -322,7 +322,12 @@ async fn shard_main(
     while let Some(msg) = inbox.recv().await {
         match msg {
             ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
-            ShardMsg::Committed(outcomes) => connection::deliver_committed(&ctx, outcomes),
+            ShardMsg::Committed(outcomes) => {
+                connection::deliver_committed(&ctx, outcomes);
+                // Let the sockets' tasks write this batch before the next one
+                // is queued behind it (the queue bound is per turn).
+                yield_now().await;
+            }
             ShardMsg::Remote(event) => deliver_remote(&ctx, event),
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(ctx.stats());
@@ -350,6 +355,20 @@ async fn shard_main(
     ctx.metrics.set_open_connections(ctx.hub.connections());
     ctx.metrics.flush();
     tracing::debug!(shard = id, "shard stopped");
+}
+
+/// Gives every other ready task on this shard a turn.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Periodic per-shard chores, once a second until shutdown (checked every
