@@ -542,9 +542,14 @@ impl Session {
         };
         let ctx = &self.ctx;
         ctx.pending_inserts.set(ctx.pending_inserts.get() + 1);
+        self.peer
+            .receipts
+            .borrow_mut()
+            .push_back(std::time::Instant::now());
         let sent = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req)).await;
         if !matches!(sent, Ok(Ok(()))) {
             ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
+            self.peer.receipts.borrow_mut().pop_back();
             self.reply(ReplyError::SendFailed);
         }
     }
@@ -668,6 +673,10 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
     ctx.pending_inserts.set(ctx.pending_inserts.get() - done);
     for outcome in outcomes {
         let req = &outcome.request;
+        let sender = ctx.hub.peer(req.origin.conn);
+        let received = sender
+            .as_ref()
+            .and_then(|p| p.receipts.borrow_mut().pop_front());
         match outcome.result {
             Ok(stored) => {
                 let mut f = FrameBuf::with_capacity(160 + req.content.len());
@@ -679,10 +688,13 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
                     stored.timestamp,
                 );
                 ctx.fan_out(req.conversation_id, None, f.finish_text(), true);
+                if let Some(t) = received {
+                    ctx.metrics.broadcast_latency(t.elapsed());
+                }
             }
             Err(e) => {
                 tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");
-                if let Some(peer) = ctx.hub.peer(req.origin.conn) {
+                if let Some(peer) = sender {
                     let _ = peer.outbound.push(ctx.error_frame(ReplyError::SendFailed));
                 }
             }

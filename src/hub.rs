@@ -10,8 +10,9 @@
 //! (`shard_for(conversation, shards) == shard`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -25,6 +26,9 @@ pub struct Peer {
     pub user_id: UserId,
     pub conversation_id: ConversationId,
     pub outbound: Outbound,
+    /// When each of this socket's messages still at the store was received
+    /// (outcomes come back in order), for the broadcast-latency histogram.
+    pub receipts: RefCell<VecDeque<Instant>>,
 }
 
 /// Result of a broadcast.
@@ -63,6 +67,7 @@ impl Hub {
             user_id,
             conversation_id,
             outbound: Outbound::new(bounds),
+            receipts: RefCell::new(VecDeque::new()),
         })
     }
 

@@ -350,9 +350,11 @@ pub fn client_ip(peer: SocketAddr, forwarded: Option<&str>, trusted_proxies: &[I
     forwarded.and_then(parse_forwarded).unwrap_or(peer_ip)
 }
 
-/// The first entry of a forwarding header: `ip`, `[v6]`, `ip:port` or `[v6]:port`.
+/// The last entry of a forwarding header — the one the trusted proxy
+/// itself appended (earlier entries are whatever the client sent):
+/// `ip`, `[v6]`, `ip:port` or `[v6]:port`.
 fn parse_forwarded(value: &str) -> Option<IpAddr> {
-    let first = value.split(',').next()?.trim();
+    let first = value.rsplit(',').next()?.trim();
     let bare = first.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<IpAddr>()
         .or_else(|_| first.parse::<SocketAddr>().map(|s| s.ip()))
@@ -562,7 +564,7 @@ mod tests {
             ip("203.0.113.5")
         );
         assert_eq!(
-            client_ip(proxy, Some(" 203.0.113.5 , 10.0.0.1"), &trusted),
+            client_ip(proxy, Some(" 10.0.0.1 , 203.0.113.5"), &trusted),
             ip("203.0.113.5")
         );
         assert_eq!(

@@ -118,15 +118,17 @@ fn serve(cli: &Cli, jwt: JwtConfig) -> anyhow::Result<()> {
             }
         }
     };
+    // Catch SIGTERM/SIGINT before the listeners exist: a signal that arrives
+    // while the gateway starts is kept and drains it as soon as it runs.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
     let gateway = Gateway::start(config)?;
     if let Some((conv, users)) = demo {
         print_demo(&jwt, gateway.local_addr(), conv, &users);
     }
     let handle = gateway.shutdown_handle();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])?;
     std::thread::Builder::new()
         .name("chatgate-signals".into())
         .spawn(move || {

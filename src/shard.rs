@@ -446,11 +446,11 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
         upgrade.forwarded_for.as_deref(),
         &ctx.config.trusted_proxies,
     );
+    // From here on, logs name the client (behind a trusted proxy: its real address).
+    let peer = SocketAddr::new(client_ip, peer.port());
     if !ctx.limits.check_handshake(client_ip) {
         return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
     }
-    // From here on, logs name the client (behind a trusted proxy: its real address).
-    let peer = SocketAddr::new(client_ip, peer.port());
     let owner = shard_for(upgrade.conversation_id, ctx.inboxes.len());
     if owner == ctx.id {
         drop(_task);

@@ -290,6 +290,24 @@ impl StoreWorker {
     }
 }
 
+/// Hands a batch's outcomes to the sink, once per shard with that shard's
+/// outcomes in commit order, and records the batch's metrics.
+pub(crate) fn deliver(sink: &CommitSink, outcomes: Vec<InsertOutcome>, commit: Duration) {
+    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+    crate::metrics::store_batch(outcomes.len(), commit, failed);
+    let mut by_shard: std::collections::BTreeMap<usize, Vec<InsertOutcome>> =
+        std::collections::BTreeMap::new();
+    for outcome in outcomes {
+        by_shard
+            .entry(outcome.request.origin.shard)
+            .or_default()
+            .push(outcome);
+    }
+    for (shard, outcomes) in by_shard {
+        sink(shard, outcomes);
+    }
+}
+
 /// Capacity of the shards → store request channel.
 pub const REQUEST_QUEUE: usize = 8192;
 

@@ -191,11 +191,7 @@ fn a_thousand_messages_cross_in_order_in_few_round_trips() {
     let mut last = 0;
     for i in 0..N {
         let m = remote.recv_new_message();
-        assert_eq!(
-            m["content"],
-            json!(format!("m{i}")),
-            "order on node b"
-        );
+        assert_eq!(m["content"], json!(format!("m{i}")), "order on node b");
         let id = m["id"].as_i64().unwrap();
         assert!(id > last);
         last = id;

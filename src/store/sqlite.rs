@@ -13,13 +13,14 @@
 //! batch has committed; panic on what it reads — every SQLite failure
 //! becomes [`StoreError::Database`].
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
+
+use super::deliver;
 
 use super::{
     CommitSink, ConnectInfo, ConversationId, DeleteError, InsertOutcome, InsertRequest, MessageId,
@@ -201,8 +202,9 @@ impl Worker {
         while let Some(first) = self.next_request(&mut close) {
             let inserts = self.collect(first);
             if !inserts.is_empty() {
+                let started = std::time::Instant::now();
                 let outcomes = commit_batch(&mut self.conn, inserts);
-                deliver(&self.sink, outcomes);
+                deliver(&self.sink, outcomes, started.elapsed());
             }
         }
         tracing::debug!("sqlite store: worker stopped");
@@ -439,20 +441,6 @@ fn missing_reference(conn: &Connection, conversation_id: ConversationId) -> Stor
         Ok(false) => StoreError::Database("conversation not found".into()),
         Ok(true) => StoreError::Database("sender not found".into()),
         Err(e) => db_err(e),
-    }
-}
-
-/// Calls the sink once per shard, each shard's outcomes in commit order.
-fn deliver(sink: &CommitSink, outcomes: Vec<InsertOutcome>) {
-    let mut by_shard: BTreeMap<usize, Vec<InsertOutcome>> = BTreeMap::new();
-    for outcome in outcomes {
-        by_shard
-            .entry(outcome.request.origin.shard)
-            .or_default()
-            .push(outcome);
-    }
-    for (shard, outcomes) in by_shard {
-        sink(shard, outcomes);
     }
 }
 

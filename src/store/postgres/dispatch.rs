@@ -14,7 +14,7 @@
 //! requests); queue more than `2 × batch_max` inserts (then it stops
 //! reading and the bounded channel pushes back on the shards).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::batch::{self, Queued};
 use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
 use super::Shared;
-use crate::store::{CommitSink, InsertOutcome, StoreRequest};
+use crate::store::{deliver, CommitSink, InsertOutcome, StoreRequest};
 
 /// The batch being committed.
 type InFlight = Pin<Box<dyn Future<Output = Vec<InsertOutcome>> + Send>>;
@@ -63,12 +63,14 @@ impl Dispatcher {
     /// `StoreWorker::join`) and every queued insert has its outcome.
     pub(super) async fn run(mut self) {
         let mut in_flight: Option<InFlight> = None;
+        let mut started = std::time::Instant::now();
         let mut open = true;
         let mut close_pending = true;
         loop {
             if in_flight.is_none() && !self.pending.is_empty() {
                 let batch = self.take_batch();
                 in_flight = Some(Box::pin(batch::commit(self.shared.clone(), batch)));
+                started = std::time::Instant::now();
             }
             // Here either a batch is in flight, or nothing is queued and
             // (while open) the channel branch below is enabled.
@@ -79,7 +81,7 @@ impl Dispatcher {
             tokio::select! {
                 outcomes = finish(&mut in_flight), if in_flight.is_some() => {
                     in_flight = None;
-                    deliver(&self.sink, outcomes);
+                    deliver(&self.sink, outcomes, started.elapsed());
                 }
                 request = self.rx.recv(), if open && room => match request {
                     Some(request) => self.accept_burst(request),
@@ -163,19 +165,5 @@ async fn finish(in_flight: &mut Option<InFlight>) -> Vec<InsertOutcome> {
     match in_flight {
         Some(batch) => batch.await,
         None => std::future::pending().await,
-    }
-}
-
-/// Calls the sink once per shard, each shard's outcomes in commit order.
-fn deliver(sink: &CommitSink, outcomes: Vec<InsertOutcome>) {
-    let mut by_shard: BTreeMap<usize, Vec<InsertOutcome>> = BTreeMap::new();
-    for outcome in outcomes {
-        by_shard
-            .entry(outcome.request.origin.shard)
-            .or_default()
-            .push(outcome);
-    }
-    for (shard, outcomes) in by_shard {
-        sink(shard, outcomes);
     }
 }
