@@ -96,6 +96,11 @@ pub async fn serve(
         None if ctx.shutting_down.get() => session.begin_close(CloseReason::GoingAway),
         None => {
             ctx.metrics.connection_opened();
+            // Deliveries may now go straight to the socket (see outbound.rs).
+            session
+                .peer
+                .outbound
+                .attach(std::os::fd::AsRawFd::as_raw_fd(&session.stream));
             ctx.join_member(&session.peer);
         }
     }
@@ -591,6 +596,7 @@ impl Session {
         }
         self.close_code = Some(reason.code());
         self.ctx.leave_member(&self.peer);
+        self.peer.outbound.seal();
         let frame = CloseFrame {
             code: CloseCode::from(reason.code()),
             reason: "".into(),
@@ -639,7 +645,9 @@ impl Session {
                 _ => concat(&mut batch),
             };
             let stall = self.ctx.config.timeouts.write_stall;
+            self.peer.outbound.set_writing(true);
             let res = monoio::time::timeout(stall, self.stream.write_all(buf)).await;
+            self.peer.outbound.set_writing(false);
             match res {
                 Ok((Ok(_), _)) => {}
                 Ok((Err(e), _)) => {
@@ -653,6 +661,13 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The stream is closed right after this: no direct send may use its fd.
+        self.peer.outbound.detach();
     }
 }
 

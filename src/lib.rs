@@ -17,6 +17,7 @@
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
+//! - [`sockio`] — the direct non-blocking send of the fan-out fast path.
 //! - [`side`] — the side tokio runtime (store and bridge work off the shards).
 //! - [`bridge`] — cross-node conversations over Redis pub/sub (batched publishes, heartbeat, resubscribe).
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
@@ -43,6 +44,7 @@ pub mod protocol;
 pub mod routing;
 pub mod shard;
 pub mod side;
+pub mod sockio;
 pub mod store;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};

@@ -1,23 +1,29 @@
-//! A socket's bounded outbound queue.
+//! A socket's outbound path: direct sends and the bounded queue behind them.
 //!
 //! Owns the frames waiting to be written to one socket, the bounds (frames
 //! and bytes) and the wake-up of the socket's task. Anyone on the shard may
-//! push (fan-out, replies, timers); only the socket's own task drains it and
-//! writes. When a push would exceed a bound the queue is marked overflowed
-//! (the socket is then closed with 1013 by its task) and the frame is dropped:
+//! push (fan-out, replies, timers). When nothing is queued or being written,
+//! a push first tries a direct non-blocking send (`sockio::try_send`): the
+//! common delivery costs one syscall and no task wake-up. What does not fit
+//! is queued, and only the socket's own task drains the queue and writes.
+//! When a push would exceed a bound the queue is marked overflowed (the
+//! socket is then closed with 1013 by its task) and the frame is dropped:
 //! a slow consumer never stalls the shard or its neighbours.
 //!
-//! Must never: block, grow past its bounds, or be shared across threads
-//! (it is `!Send`: `Cell`/`RefCell` inside one shard).
+//! Must never: block, reorder frames (no direct send while anything is
+//! queued or in flight), send on an fd after `detach`, grow past its bounds,
+//! or be shared across threads (`Cell`/`RefCell` inside one shard).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
 use crate::close::CloseReason;
+use crate::sockio;
 
 /// The queue's bounds.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +45,22 @@ pub struct Outbound {
     /// slow consumer); the task acts on it at its next wake-up.
     close: Cell<Option<CloseReason>>,
     waker: RefCell<Option<Waker>>,
+    /// The socket, while its session owns it open (direct sends).
+    fd: Cell<Option<RawFd>>,
+    /// The session's task has bytes of this socket in flight.
+    writing: Cell<bool>,
+    /// The queue's first entry is the rest of a frame already partly sent:
+    /// it must be written before anything else, even a close frame.
+    partial_front: Cell<bool>,
+    /// Closing: data frames are no longer accepted.
+    sealed: Cell<bool>,
+}
+
+/// What a direct send did.
+enum Direct {
+    Sent,
+    Partial(Bytes),
+    NotSent(Bytes),
 }
 
 impl Outbound {
@@ -49,15 +71,69 @@ impl Outbound {
             bounds,
             close: Cell::new(None),
             waker: RefCell::new(None),
+            fd: Cell::new(None),
+            writing: Cell::new(false),
+            partial_front: Cell::new(false),
+            sealed: Cell::new(false),
+        }
+    }
+
+    /// Enables direct sends on `fd` (the session owns the open socket).
+    pub fn attach(&self, fd: RawFd) {
+        self.fd.set(Some(fd));
+    }
+
+    /// Disables direct sends; call before the socket is closed.
+    pub fn detach(&self) {
+        self.fd.set(None);
+    }
+
+    /// The close handshake started: from now on only control frames
+    /// (`push_control`) are written; data pushes are dropped.
+    pub fn seal(&self) {
+        self.sealed.set(true);
+        self.detach();
+    }
+
+    /// Marks the task's asynchronous write in flight (no direct send may
+    /// overtake it) or finished.
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.set(writing);
+    }
+
+    /// Sends `frame` at once if nothing is queued or in flight.
+    fn send_direct(&self, frame: Bytes) -> Direct {
+        let Some(fd) = self.fd.get() else {
+            return Direct::NotSent(frame);
+        };
+        if self.writing.get() || !self.frames.borrow().is_empty() {
+            return Direct::NotSent(frame);
+        }
+        match sockio::try_send(fd, &frame) {
+            Ok(n) if n == frame.len() => Direct::Sent,
+            Ok(0) => Direct::NotSent(frame),
+            Ok(n) => Direct::Partial(frame.slice(n..)),
+            // WouldBlock or a broken socket: the task finds out on its write.
+            Err(_) => Direct::NotSent(frame),
         }
     }
 
     /// Queues a frame within the bounds. On overflow the frame is dropped,
     /// a 1013 close is requested and `Err(Overflow)` returned.
     pub fn push(&self, frame: Bytes) -> Result<(), Overflow> {
-        if self.close.get().is_some() {
+        if self.close.get().is_some() || self.sealed.get() {
             return Ok(()); // closing: nothing more is sent but the close frame
         }
+        let frame = match self.send_direct(frame) {
+            Direct::Sent => return Ok(()),
+            Direct::Partial(rest) => {
+                // A frame already begun must be completed, bounds or not.
+                self.partial_front.set(true);
+                self.push_control(rest);
+                return Ok(());
+            }
+            Direct::NotSent(frame) => frame,
+        };
         let len = frame.len();
         let mut q = self.frames.borrow_mut();
         if q.len() >= self.bounds.max_frames || self.bytes.get() + len > self.bounds.max_bytes {
@@ -103,12 +179,16 @@ impl Outbound {
         let mut q = self.frames.borrow_mut();
         out.extend(q.drain(..));
         self.bytes.set(0);
+        self.partial_front.set(false);
     }
 
-    /// Drops every queued frame (before a slow-consumer close).
+    /// Drops every queued frame (before a slow-consumer close), except the
+    /// rest of a frame already partly sent.
     pub fn clear(&self) {
-        self.frames.borrow_mut().clear();
-        self.bytes.set(0);
+        let mut q = self.frames.borrow_mut();
+        let keep = if self.partial_front.get() { 1 } else { 0 };
+        q.truncate(keep);
+        self.bytes.set(q.iter().map(Bytes::len).sum());
     }
 
     /// Frames waiting.
@@ -201,5 +281,56 @@ mod tests {
         assert!(fut.as_mut().poll(&mut cx).is_pending());
         o.push(Bytes::from_static(b"x")).unwrap();
         assert!(fut.as_mut().poll(&mut cx).is_ready());
+    }
+
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, s)
+    }
+
+    #[test]
+    fn direct_send_skips_the_queue_and_keeps_order() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (tx, mut rx) = socket_pair();
+        let o = q(10, 1000);
+        o.attach(tx.as_raw_fd());
+        o.push(Bytes::from_static(b"one")).unwrap();
+        assert!(o.is_empty(), "sent directly");
+        o.set_writing(true);
+        o.push(Bytes::from_static(b"two")).unwrap();
+        o.set_writing(false);
+        o.push(Bytes::from_static(b"three")).unwrap();
+        assert_eq!(o.len(), 2, "queued behind the write in flight, in order");
+        let mut got = [0u8; 3];
+        rx.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"one");
+        o.seal();
+        o.push(Bytes::from_static(b"late")).unwrap();
+        assert_eq!(
+            o.len(),
+            2,
+            "nothing but control frames after the close began"
+        );
+    }
+
+    #[test]
+    fn a_partly_sent_frame_survives_a_slow_consumer_clear() {
+        use std::os::fd::AsRawFd;
+        let (tx, _rx) = socket_pair();
+        let o = q(4, 1 << 30);
+        o.attach(tx.as_raw_fd());
+        let big = Bytes::from(vec![1u8; 64 << 20]);
+        o.push(big).unwrap();
+        assert_eq!(o.len(), 1, "the rest of the frame is queued");
+        o.push(Bytes::from_static(b"next")).unwrap();
+        o.clear();
+        assert_eq!(
+            o.len(),
+            1,
+            "the partial frame is kept, the next one dropped"
+        );
     }
 }

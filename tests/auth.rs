@@ -1,18 +1,20 @@
 //! PROTOCOL.md §1, authentication and membership: every unauthenticated case
 //! is upgraded and then closed with 4001, non-members with 4003; valid
 //! simplejwt access tokens (numeric or string `user_id`) connect.
+//!
+//! Every scenario runs on SQLite (both io drivers) and on Postgres, both on a
+//! database chatgate migrated and on Django's own DDL (`on_every_store!`).
 
 #[macro_use]
 mod support;
 
 use std::time::Duration;
 
-use chatgate::IoDriver;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use support::*;
 
-on_both_drivers!(
+on_every_store!(
     lib_minted_token_connects,
     no_token_closes_4001,
     garbage_token_closes_4001,
@@ -54,13 +56,13 @@ fn token(claims: &Value) -> String {
 }
 
 /// alice in a conversation with bob; returns (gateway, alice, conversation).
-fn setup(driver: IoDriver) -> (TestGateway, User, i64) {
-    let (gw, alice, _, conv) = setup_pair(driver);
+fn setup(on: Target) -> (TestGateway, User, i64) {
+    let (gw, alice, _, conv) = setup_pair(on);
     (gw, alice, conv)
 }
 
-fn setup_pair(driver: IoDriver) -> (TestGateway, User, User, i64) {
-    let gw = TestGateway::on(driver);
+fn setup_pair(on: Target) -> (TestGateway, User, User, i64) {
+    let gw = TestGateway::on_target(on);
     let alice = gw.user("alice");
     let bob = gw.user("bob");
     let conv = gw.conversation(&[&alice, &bob]);
@@ -71,8 +73,8 @@ fn with_token(conv: i64, token: &str) -> String {
     format!("/ws/chat/{conv}/?token={token}")
 }
 
-fn lib_minted_token_connects(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn lib_minted_token_connects(on: Target) {
+    let (gw, alice, conv) = setup(on);
     gw.connect(conv, &alice);
     // A token we sign ourselves with simplejwt's claims works the same.
     gw.connect_path(
@@ -81,8 +83,8 @@ fn lib_minted_token_connects(driver: IoDriver) {
     );
 }
 
-fn no_token_closes_4001(driver: IoDriver) {
-    let (gw, _, conv) = setup(driver);
+fn no_token_closes_4001(on: Target) {
+    let (gw, _, conv) = setup(on);
     gw.expect_rejected(&format!("/ws/chat/{conv}/"), &[], 4001);
     gw.expect_rejected(&format!("/ws/chat/{conv}/?token="), &[], 4001);
     gw.expect_rejected(&format!("/ws/chat/{conv}/?other=1"), &[], 4001);
@@ -93,15 +95,15 @@ fn no_token_closes_4001(driver: IoDriver) {
     );
 }
 
-fn garbage_token_closes_4001(driver: IoDriver) {
-    let (gw, _, conv) = setup(driver);
+fn garbage_token_closes_4001(on: Target) {
+    let (gw, _, conv) = setup(on);
     for t in ["abc", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9"] {
         gw.expect_rejected(&with_token(conv, t), &[], 4001);
     }
 }
 
-fn bad_signature_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn bad_signature_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     let t = sign(
         Algorithm::HS256,
         b"some other secret",
@@ -116,16 +118,16 @@ fn bad_signature_closes_4001(driver: IoDriver) {
     gw.expect_rejected(&with_token(conv, &t), &[], 4001);
 }
 
-fn other_algorithm_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn other_algorithm_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     for alg in [Algorithm::HS512, Algorithm::HS384] {
         let t = sign(alg, SECRET.as_bytes(), &access_claims(json!(alice.id)));
         gw.expect_rejected(&with_token(conv, &t), &[], 4001);
     }
 }
 
-fn alg_none_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn alg_none_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     let claims = b64url(access_claims(json!(alice.id)).to_string().as_bytes());
     for header in [
         r#"{"alg":"none","typ":"JWT"}"#,
@@ -144,8 +146,8 @@ fn alg_none_closes_4001(driver: IoDriver) {
     gw.expect_rejected(&with_token(conv, &t), &[], 4001);
 }
 
-fn expired_token_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn expired_token_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     let mut c = access_claims(json!(alice.id));
     c["exp"] = json!(now_secs() - 3600);
     gw.expect_rejected(&with_token(conv, &token(&c)), &[], 4001);
@@ -153,9 +155,8 @@ fn expired_token_closes_4001(driver: IoDriver) {
     gw.expect_rejected(&with_token(conv, &token(&c)), &[], 4001);
 }
 
-fn leeway_applies_to_exp(driver: IoDriver) {
-    let gw = TestGateway::start_with(|c| {
-        c.io_driver = driver;
+fn leeway_applies_to_exp(on: Target) {
+    let gw = TestGateway::start_on(on, |c| {
         c.jwt.leeway = Duration::from_secs(60);
     });
     let alice = gw.user("alice");
@@ -167,8 +168,8 @@ fn leeway_applies_to_exp(driver: IoDriver) {
     gw.expect_rejected(&with_token(conv, &token(&c)), &[], 4001);
 }
 
-fn refresh_token_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn refresh_token_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     for tt in [
         json!("refresh"),
         json!("sliding"),
@@ -182,8 +183,8 @@ fn refresh_token_closes_4001(driver: IoDriver) {
     }
 }
 
-fn missing_claims_close_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn missing_claims_close_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     for claim in ["user_id", "token_type", "exp"] {
         let mut c = access_claims(json!(alice.id));
         c.as_object_mut().unwrap().remove(claim);
@@ -199,25 +200,21 @@ fn missing_claims_close_4001(driver: IoDriver) {
     }
 }
 
-fn unknown_user_closes_4001(driver: IoDriver) {
-    let (gw, _, conv) = setup(driver);
+fn unknown_user_closes_4001(on: Target) {
+    let (gw, _, conv) = setup(on);
     gw.expect_rejected(&with_token(conv, &gw.token_for(999_999)), &[], 4001);
 }
 
-fn inactive_user_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
-    gw.admin()
-        .set_user_active(alice.id, false)
-        .expect("deactivate");
+fn inactive_user_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
+    gw.set_user_active(alice.id, false);
     gw.expect_rejected(&with_token(conv, &alice.token), &[], 4001);
-    gw.admin()
-        .set_user_active(alice.id, true)
-        .expect("reactivate");
+    gw.set_user_active(alice.id, true);
     gw.connect(conv, &alice);
 }
 
-fn string_user_id_connects(driver: IoDriver) {
-    let (gw, alice, bob, conv) = setup_pair(driver);
+fn string_user_id_connects(on: Target) {
+    let (gw, alice, bob, conv) = setup_pair(on);
     let t = token(&access_claims(json!(alice.id.to_string())));
     let mut a = gw.connect_path(&with_token(conv, &t), &[]);
     let mut b = gw.connect(conv, &bob);
@@ -225,8 +222,8 @@ fn string_user_id_connects(driver: IoDriver) {
     assert_new_message(&b.recv_new_message(), &alice, "string id");
 }
 
-fn non_numeric_user_id_closes_4001(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn non_numeric_user_id_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
     for uid in [
         json!("abc"),
         json!(""),
@@ -238,9 +235,8 @@ fn non_numeric_user_id_closes_4001(driver: IoDriver) {
     }
 }
 
-fn configured_claim_names_are_used(driver: IoDriver) {
-    let gw = TestGateway::start_with(|c| {
-        c.io_driver = driver;
+fn configured_claim_names_are_used(on: Target) {
+    let gw = TestGateway::start_on(on, |c| {
         c.jwt.user_id_claim = "uid".into();
         c.jwt.token_type_claim = "kind".into();
     });
@@ -260,22 +256,18 @@ fn configured_claim_names_are_used(driver: IoDriver) {
     gw.connect(conv, &alice);
 }
 
-fn not_a_participant_closes_4003(driver: IoDriver) {
-    let (gw, _, conv) = setup(driver);
+fn not_a_participant_closes_4003(on: Target) {
+    let (gw, _, conv) = setup(on);
     let mallory = gw.user("mallory");
     gw.expect_rejected(&with_token(conv, &mallory.token), &[], 4003);
     // Added as a participant, the same token connects.
-    gw.admin()
-        .add_participant(conv, mallory.id)
-        .expect("add participant");
+    gw.add_participant(conv, mallory.id);
     gw.connect(conv, &mallory);
 }
 
-fn missing_conversation_closes_4003(driver: IoDriver) {
-    let (gw, alice, conv) = setup(driver);
+fn missing_conversation_closes_4003(on: Target) {
+    let (gw, alice, conv) = setup(on);
     gw.expect_rejected(&with_token(conv + 1000, &alice.token), &[], 4003);
-    gw.admin()
-        .delete_conversation(conv)
-        .expect("delete conversation");
+    gw.delete_conversation(conv);
     gw.expect_rejected(&with_token(conv, &alice.token), &[], 4003);
 }

@@ -1,17 +1,19 @@
 //! PROTOCOL.md §2–5 over real sockets: `chat_message`, `delete_message`,
 //! `typing`, the error replies (the socket stays open), isolation between
 //! conversations, ordering, and the close handshake.
+//!
+//! Every scenario runs on SQLite (both io drivers) and on Postgres, both on a
+//! database chatgate migrated and on Django's own DDL (`on_every_store!`).
 
 #[macro_use]
 mod support;
 
 use std::time::Duration;
 
-use chatgate::IoDriver;
 use serde_json::{json, Value};
 use support::*;
 
-on_both_drivers!(
+on_every_store!(
     new_message_reaches_every_socket_including_sender,
     content_is_stripped_like_python,
     empty_content_is_rejected,
@@ -44,8 +46,8 @@ struct Room {
     conv: i64,
 }
 
-fn room(driver: IoDriver) -> Room {
-    let gw = TestGateway::on(driver);
+fn room(on: Target) -> Room {
+    let gw = TestGateway::on_target(on);
     let alice = gw.user("alice");
     let bob = gw.user("bob");
     let conv = gw.conversation(&[&alice, &bob]);
@@ -78,8 +80,8 @@ fn chat_roundtrip(
     id
 }
 
-fn new_message_reaches_every_socket_including_sender(driver: IoDriver) {
-    let r = room(driver);
+fn new_message_reaches_every_socket_including_sender(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut a2 = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
@@ -109,8 +111,8 @@ fn new_message_reaches_every_socket_including_sender(driver: IoDriver) {
     assert_eq!(a.recv_new_message(), m);
 }
 
-fn content_is_stripped_like_python(driver: IoDriver) {
-    let r = room(driver);
+fn content_is_stripped_like_python(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     for (sent, stored) in [
@@ -139,8 +141,8 @@ fn content_is_stripped_like_python(driver: IoDriver) {
     }
 }
 
-fn empty_content_is_rejected(driver: IoDriver) {
-    let r = room(driver);
+fn empty_content_is_rejected(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     for msg in [
@@ -161,8 +163,8 @@ fn empty_content_is_rejected(driver: IoDriver) {
     );
 }
 
-fn content_length_limit_counts_code_points(driver: IoDriver) {
-    let r = room(driver);
+fn content_length_limit_counts_code_points(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     for ch in ["a", "é", "€", "𝄞"] {
@@ -186,8 +188,8 @@ fn content_length_limit_counts_code_points(driver: IoDriver) {
     chat_roundtrip(&r.alice, &mut a, &mut [&mut b], "short");
 }
 
-fn nul_or_non_string_content_is_invalid(driver: IoDriver) {
-    let r = room(driver);
+fn nul_or_non_string_content_is_invalid(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     for msg in [
@@ -205,8 +207,8 @@ fn nul_or_non_string_content_is_invalid(driver: IoDriver) {
     chat_roundtrip(&r.alice, &mut a, &mut [&mut b], "still open");
 }
 
-fn stored_message_increments_unread_for_others(driver: IoDriver) {
-    let r = room(driver);
+fn stored_message_increments_unread_for_others(on: Target) {
+    let r = room(on);
     let carol = r.gw.user("carol");
     let outsider = r.gw.user("dave");
     let conv = r.gw.conversation(&[&r.alice, &r.bob, &carol]);
@@ -251,8 +253,8 @@ fn stored_message_increments_unread_for_others(driver: IoDriver) {
     );
 }
 
-fn delete_replies_only_to_this_socket(driver: IoDriver) {
-    let r = room(driver);
+fn delete_replies_only_to_this_socket(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut a2 = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
@@ -273,8 +275,8 @@ fn delete_replies_only_to_this_socket(driver: IoDriver) {
     b.expect_silence(QUIET);
 }
 
-fn delete_accepts_decimal_string_and_is_idempotent(driver: IoDriver) {
-    let r = room(driver);
+fn delete_accepts_decimal_string_and_is_idempotent(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let id = chat_roundtrip(&r.alice, &mut a, &mut [], "twice");
     a.send_json(json!({"type": "delete_message", "message_id": id.to_string()}));
@@ -295,8 +297,8 @@ fn delete_accepts_decimal_string_and_is_idempotent(driver: IoDriver) {
     assert_eq!(r.gw.deletions(id, &r.alice), 1, "one deletion row");
 }
 
-fn delete_without_id_is_rejected(driver: IoDriver) {
-    let r = room(driver);
+fn delete_without_id_is_rejected(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let id = chat_roundtrip(&r.alice, &mut a, &mut [], "keep");
     for msg in [
@@ -312,8 +314,8 @@ fn delete_without_id_is_rejected(driver: IoDriver) {
     chat_roundtrip(&r.alice, &mut a, &mut [], "still open");
 }
 
-fn delete_of_bad_or_foreign_message_fails(driver: IoDriver) {
-    let r = room(driver);
+fn delete_of_bad_or_foreign_message_fails(on: Target) {
+    let r = room(on);
     let carol = r.gw.user("carol");
     let dave = r.gw.user("dave");
     let foreign_conv = r.gw.conversation(&[&carol, &dave]);
@@ -353,8 +355,8 @@ fn delete_of_bad_or_foreign_message_fails(driver: IoDriver) {
     );
 }
 
-fn any_participant_may_delete_for_themselves(driver: IoDriver) {
-    let r = room(driver);
+fn any_participant_may_delete_for_themselves(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     let id = chat_roundtrip(&r.alice, &mut a, &mut [&mut b], "alice's words");
@@ -383,8 +385,8 @@ fn typing(user: &User, is_typing: bool) -> Value {
     json!({"type": "typing", "user_id": user.id, "username": user.username, "is_typing": is_typing})
 }
 
-fn typing_reaches_only_other_users(driver: IoDriver) {
-    let r = room(driver);
+fn typing_reaches_only_other_users(on: Target) {
+    let r = room(on);
     let carol = r.gw.user("carol");
     let conv = r.gw.conversation(&[&r.alice, &r.bob, &carol]);
     let mut a = r.gw.connect(conv, &r.alice);
@@ -425,16 +427,16 @@ fn typing_reaches_only_other_users(driver: IoDriver) {
     assert_eq!(r.gw.messages_of(conv).len(), 2, "typing is not stored");
 }
 
-fn typing_defaults_to_false(driver: IoDriver) {
-    let r = room(driver);
+fn typing_defaults_to_false(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     a.send_json(json!({"type": "typing"}));
     assert_eq!(b.recv_json(), typing(&r.alice, false));
 }
 
-fn typing_with_non_bool_is_invalid(driver: IoDriver) {
-    let r = room(driver);
+fn typing_with_non_bool_is_invalid(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     for v in [
@@ -465,8 +467,8 @@ fn each_text_gets_error(r: &Room, texts: &[&str], msg: &str) {
     }
 }
 
-fn invalid_json_keeps_socket_open(driver: IoDriver) {
-    let r = room(driver);
+fn invalid_json_keeps_socket_open(on: Target) {
+    let r = room(on);
     each_text_gets_error(
         &r,
         &[
@@ -481,8 +483,8 @@ fn invalid_json_keeps_socket_open(driver: IoDriver) {
     );
 }
 
-fn unknown_message_type_keeps_socket_open(driver: IoDriver) {
-    let r = room(driver);
+fn unknown_message_type_keeps_socket_open(on: Target) {
+    let r = room(on);
     each_text_gets_error(
         &r,
         &[
@@ -503,8 +505,8 @@ fn unknown_message_type_keeps_socket_open(driver: IoDriver) {
     );
 }
 
-fn binary_frame_is_rejected_and_socket_stays(driver: IoDriver) {
-    let r = room(driver);
+fn binary_frame_is_rejected_and_socket_stays(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
     let json_bytes = json!({"type": "chat_message", "content": "binary"}).to_string();
@@ -523,8 +525,8 @@ fn binary_frame_is_rejected_and_socket_stays(driver: IoDriver) {
     chat_roundtrip(&r.alice, &mut a, &mut [&mut b], "text still works");
 }
 
-fn conversations_are_isolated(driver: IoDriver) {
-    let gw = TestGateway::on(driver);
+fn conversations_are_isolated(on: Target) {
+    let gw = TestGateway::on_target(on);
     let alice = gw.user("alice");
     let bob = gw.user("bob");
     let carol = gw.user("carol");
@@ -562,8 +564,8 @@ fn conversations_are_isolated(driver: IoDriver) {
     assert_eq!(c_bc.recv_json(), error("Failed to delete message"));
 }
 
-fn two_hundred_messages_arrive_in_order(driver: IoDriver) {
-    let r = room(driver);
+fn two_hundred_messages_arrive_in_order(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     let mut a2 = r.gw.connect(r.conv, &r.alice);
     let mut b = r.gw.connect(r.conv, &r.bob);
@@ -602,8 +604,8 @@ fn two_hundred_messages_arrive_in_order(driver: IoDriver) {
     assert_eq!(r.gw.unread(r.conv, &r.alice), 0);
 }
 
-fn client_close_gets_1000_back(driver: IoDriver) {
-    let r = room(driver);
+fn client_close_gets_1000_back(on: Target) {
+    let r = room(on);
     let mut a = r.gw.connect(r.conv, &r.alice);
     a.close(1000);
     a.expect_close(1000);

@@ -96,17 +96,7 @@ impl TestDb {
     /// reason) when Postgres is unreachable outside CI.
     pub fn create(test: &str, schema: Schema) -> Option<TestDb> {
         init_logging();
-        let server = match Admin::connect(&format!("{}/postgres", server_url())) {
-            Ok(server) => server,
-            Err(e) if in_ci() => panic!("Postgres unreachable at {} in CI: {e}", server_url()),
-            Err(e) => {
-                eprintln!(
-                    "SKIPPED {test}: Postgres unreachable at {} ({e}); set CI=true to make this a failure",
-                    server_url()
-                );
-                return None;
-            }
-        };
+        let server = connect_server(test)?;
         let name = unique_name(test);
         server
             .block_on(
@@ -194,6 +184,32 @@ impl Drop for TestDb {
     }
 }
 
+/// A connection to the server's `postgres` database; `None` (after printing
+/// why `test` skips) when Postgres is unreachable outside CI; a panic in CI.
+fn connect_server(test: &str) -> Option<Admin> {
+    match Admin::connect(&format!("{}/postgres", server_url())) {
+        Ok(server) => Some(server),
+        Err(e) if in_ci() => panic!("Postgres unreachable at {} in CI: {e}", server_url()),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED {test}: Postgres unreachable at {} ({e}); set CI=true to make this a failure",
+                server_url()
+            );
+            None
+        }
+    }
+}
+
+/// Whether Postgres answers: `false` (after printing why `test` skips)
+/// outside CI, a panic in CI. For tests that must decide before creating
+/// their database.
+pub fn reachable(test: &str) -> bool {
+    init_logging();
+    connect_server(test).is_some()
+}
+
+/// A database name unique to this process and call. Postgres cuts names at
+/// 63 bytes: the test part is short enough that the unique suffix survives.
 fn unique_name(test: &str) -> String {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let nanos = std::time::SystemTime::now()
@@ -203,7 +219,7 @@ fn unique_name(test: &str) -> String {
     let test: String = test
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .take(30)
+        .take(24)
         .collect();
     format!(
         "chatgate_test_{test}_{}_{}_{nanos}",

@@ -1,12 +1,17 @@
 //! Shared harness of the integration tests: a real gateway on an ephemeral
-//! port (2 shards, a temporary SQLite file), provisioned users and
-//! conversations, a blocking WebSocket client with read timeouts, and raw
-//! TCP / raw frame helpers for the tests that must misbehave.
+//! port (2 shards, a temporary SQLite file by default, or a fresh Postgres
+//! database of its own), provisioned users and conversations, a blocking
+//! WebSocket client with read timeouts, and raw TCP / raw frame helpers for
+//! the tests that must misbehave.
 //!
 //! Must never: reach into the gateway's internals. Everything a test checks
 //! goes over a socket, through `Gateway::shard_stats`, or through the
-//! database file the gateway writes.
+//! database the gateway writes.
 #![allow(dead_code)]
+
+/// The Postgres test databases (one per gateway, dropped with it).
+#[path = "../pg_support/mod.rs"]
+pub mod pg_support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +19,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chatgate::store::sqlite::Admin;
-use chatgate::{Config, Gateway, IoDriver, ShardStats};
+use chatgate::{Config, Gateway, IoDriver, ShardStats, StoreConfig};
+use pg_support::{Schema, TestDb};
 use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::{HeaderName, HeaderValue};
@@ -29,6 +35,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Expands each scenario `fn name(driver: IoDriver)` into
 /// `uring::name` (io driver Auto: io_uring where the kernel allows it) and
 /// `epoll::name` tests.
+#[allow(unused_macros)] // files that run on one driver only do not use it
 macro_rules! on_both_drivers {
     ($($name:ident),+ $(,)?) => {
         mod uring {
@@ -44,6 +51,101 @@ macro_rules! on_both_drivers {
             })+
         }
     };
+}
+
+/// Expands each scenario `fn name(on: Target)` into `uring::name` and
+/// `epoll::name` (SQLite, io driver Auto / Epoll), `postgres::name` (a fresh
+/// Postgres database set up by chatgate's `migrate`) and `django::name` (a
+/// fresh Postgres database holding only the DDL Django generated, no
+/// `migrate`), both Postgres variants on the default io driver. A Postgres
+/// variant prints why it skips and passes when Postgres is unreachable,
+/// unless `CI` is set: then it fails.
+#[allow(unused_macros)] // files that run on SQLite only do not use it
+macro_rules! on_every_store {
+    ($($name:ident),+ $(,)?) => {
+        mod uring {
+            $(#[test]
+            fn $name() {
+                super::$name(crate::support::Target::sqlite(chatgate::IoDriver::Auto))
+            })+
+        }
+        mod epoll {
+            $(#[test]
+            fn $name() {
+                super::$name(crate::support::Target::sqlite(chatgate::IoDriver::Epoll))
+            })+
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                let test = concat!("postgres::", stringify!($name));
+                if let Some(on) = crate::support::Target::postgres(test) {
+                    super::$name(on)
+                }
+            })+
+        }
+        mod django {
+            $(#[test]
+            fn $name() {
+                let test = concat!("django::", stringify!($name));
+                if let Some(on) = crate::support::Target::django(test) {
+                    super::$name(on)
+                }
+            })+
+        }
+    };
+}
+
+/// Which database a [`TestGateway`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh Postgres database set up by chatgate's `migrate`.
+    Postgres,
+    /// A fresh Postgres database holding the DDL Django generated
+    /// (tests/fixtures/django-schema.sql), without `migrate`.
+    PostgresDjango,
+}
+
+/// Where a scenario runs: the io driver and the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub driver: IoDriver,
+    pub store: StoreKind,
+}
+
+impl Target {
+    /// SQLite on `driver`.
+    pub fn sqlite(driver: IoDriver) -> Self {
+        Target {
+            driver,
+            store: StoreKind::Sqlite,
+        }
+    }
+
+    /// Postgres (migrated) on the default io driver; `None` after printing
+    /// why `test` skips when Postgres is unreachable outside CI (in CI it
+    /// panics).
+    pub fn postgres(test: &str) -> Option<Self> {
+        Self::on_postgres(test, StoreKind::Postgres)
+    }
+
+    /// Postgres with Django's own schema, like [`Target::postgres`].
+    pub fn django(test: &str) -> Option<Self> {
+        Self::on_postgres(test, StoreKind::PostgresDjango)
+    }
+
+    fn on_postgres(test: &str, store: StoreKind) -> Option<Self> {
+        pg_support::reachable(test).then_some(Target {
+            driver: IoDriver::default(),
+            store,
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.store != StoreKind::Sqlite
+    }
 }
 
 /// A provisioned user with a valid access token.
@@ -68,12 +170,23 @@ impl User {
     }
 }
 
+/// The database of a [`TestGateway`], with a connection of the test's own.
+enum Db {
+    Sqlite(Admin),
+    /// Dropped (with `DROP DATABASE`) when the gateway is.
+    Postgres(TestDb),
+}
+
 /// A running gateway on its own temporary database.
 pub struct TestGateway {
     gateway: Option<Gateway>,
     pub config: Config,
+    /// The SQLite file (on Postgres: a path in the temporary directory that
+    /// nothing uses).
     pub db_path: PathBuf,
-    admin: Admin,
+    store: StoreKind,
+    /// Declared after `gateway`: the database outlives the gateway.
+    database: Db,
     _dir: tempfile::TempDir,
 }
 
@@ -93,6 +206,51 @@ impl TestGateway {
         Self::start_prepared(|_| {}, adjust)
     }
 
+    /// Default test config on `on`'s io driver and store.
+    pub fn on_target(on: Target) -> Self {
+        Self::start_on(on, |_| {})
+    }
+
+    /// Like [`TestGateway::start_with`] on `on`'s store, with `on`'s io
+    /// driver set before `adjust` runs. On Postgres: a fresh database of its
+    /// own (named after the test thread), dropped with the gateway; returns
+    /// once `/readyz` says ready (when the admin listener is enabled).
+    pub fn start_on(on: Target, adjust: impl FnOnce(&mut Config)) -> Self {
+        let schema = match on.store {
+            StoreKind::Sqlite => {
+                return Self::start_with(|c| {
+                    c.io_driver = on.driver;
+                    adjust(c)
+                })
+            }
+            StoreKind::Postgres => Schema::Migrated,
+            StoreKind::PostgresDjango => Schema::Django,
+        };
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("gateway")
+            .to_string();
+        let db = TestDb::create(&test, schema)
+            .unwrap_or_else(|| panic!("{test}: Postgres is unreachable (see above)"));
+        let url = db.url.clone();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unused = dir.path().join("unused.sqlite3");
+        let gw = Self::launch(dir, unused, on.store, Some(Db::Postgres(db)), |c| {
+            c.io_driver = on.driver;
+            c.store = StoreConfig::Postgres { url, pool_size: 4 };
+            adjust(c)
+        });
+        if let Some(admin) = gw.gateway().admin_addr() {
+            eventually_eq(
+                Duration::from_secs(10),
+                "/readyz on a gateway on Postgres",
+                200,
+                || http_get(admin, "/readyz").0,
+            );
+        }
+        gw
+    }
+
     /// Like [`TestGateway::start_with`], on a database file `prepare` has
     /// written to before the gateway first opens it.
     pub fn start_prepared(
@@ -102,6 +260,19 @@ impl TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let db_path = dir.path().join("chat.sqlite3");
         prepare(&rusqlite::Connection::open(&db_path).expect("create the database file"));
+        Self::launch(dir, db_path, StoreKind::Sqlite, None, adjust)
+    }
+
+    /// Starts the gateway on the test config (SQLite at `db_path` unless
+    /// `adjust` says otherwise) and checks its io drivers; `database` is the
+    /// test's connection to it (`None`: open the SQLite file afterwards).
+    fn launch(
+        dir: tempfile::TempDir,
+        db_path: PathBuf,
+        store: StoreKind,
+        database: Option<Db>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::for_tests(SECRET, db_path.clone());
         adjust(&mut config);
         let gateway = Gateway::start(config.clone()).expect("gateway starts");
@@ -116,12 +287,15 @@ impl TestGateway {
             IoDriver::Uring => assert!(drivers.iter().all(|d| *d == "io_uring"), "{drivers:?}"),
             IoDriver::Auto => {}
         }
-        let admin = Admin::open(&db_path).expect("admin opens the gateway's database");
+        let database = database.unwrap_or_else(|| {
+            Db::Sqlite(Admin::open(&db_path).expect("admin opens the gateway's database"))
+        });
         TestGateway {
             gateway: Some(gateway),
             config,
             db_path,
-            admin,
+            store,
+            database,
             _dir: dir,
         }
     }
@@ -166,15 +340,21 @@ impl TestGateway {
 
     // ---- provisioning -------------------------------------------------
 
+    /// Which store this gateway runs on.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store
+    }
+
     /// A new active user `name` ("Name" "Tester") with a one-hour token.
     pub fn user(&self, name: &str) -> User {
         let mut first = name.to_string();
         first[..1].make_ascii_uppercase();
         let last = format!("{first}-Tester");
-        let id = self
-            .admin
-            .create_user(name, &first, &last)
-            .expect("create user");
+        let id = match &self.database {
+            Db::Sqlite(admin) => admin.create_user(name, &first, &last),
+            Db::Postgres(db) => db.admin().create_user(name, &first, &last),
+        }
+        .expect("create user");
         User {
             id,
             username: name.to_string(),
@@ -186,14 +366,25 @@ impl TestGateway {
 
     /// A user already in `auth_user` (e.g. inserted with SQL), with a token.
     pub fn existing_user(&self, id: i64) -> User {
-        let (username, first_name, last_name) = self
-            .db()
-            .query_row(
-                "SELECT username, first_name, last_name FROM auth_user WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .expect("auth_user row");
+        let (username, first_name, last_name) = match &self.database {
+            Db::Sqlite(admin) => admin
+                .connection()
+                .query_row(
+                    "SELECT username, first_name, last_name FROM auth_user WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .expect("auth_user row"),
+            Db::Postgres(_) => {
+                let r = self.pg_row(
+                    "SELECT username::text, first_name::text, last_name::text \
+                     FROM auth_user WHERE id = $1::bigint",
+                    &[&id],
+                );
+                let r = r.expect("auth_user row");
+                (r.get(0), r.get(1), r.get(2))
+            }
+        };
         User {
             id,
             username,
@@ -206,9 +397,39 @@ impl TestGateway {
     /// A new conversation with these participants.
     pub fn conversation(&self, users: &[&User]) -> i64 {
         let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
-        self.admin
-            .create_conversation(&ids)
-            .expect("create conversation")
+        match &self.database {
+            Db::Sqlite(admin) => admin.create_conversation(&ids),
+            Db::Postgres(db) => db.admin().create_conversation(&ids),
+        }
+        .expect("create conversation")
+    }
+
+    /// Activates or deactivates a user (on either store).
+    pub fn set_user_active(&self, user_id: i64, active: bool) {
+        match &self.database {
+            Db::Sqlite(admin) => admin.set_user_active(user_id, active),
+            Db::Postgres(db) => db.admin().set_user_active(user_id, active),
+        }
+        .unwrap_or_else(|e| panic!("set user {user_id} active={active}: {e}"))
+    }
+
+    /// Adds a participant with no unread messages (on either store).
+    pub fn add_participant(&self, conversation: i64, user_id: i64) {
+        match &self.database {
+            Db::Sqlite(admin) => admin.add_participant(conversation, user_id),
+            Db::Postgres(db) => db.admin().add_participant(conversation, user_id),
+        }
+        .unwrap_or_else(|e| panic!("add user {user_id} to conversation {conversation}: {e}"))
+    }
+
+    /// Deletes a conversation with its participants, messages and deletions
+    /// (on either store).
+    pub fn delete_conversation(&self, conversation: i64) {
+        match &self.database {
+            Db::Sqlite(admin) => admin.delete_conversation(conversation),
+            Db::Postgres(db) => db.admin().delete_conversation(conversation),
+        }
+        .unwrap_or_else(|e| panic!("delete conversation {conversation}: {e}"))
     }
 
     /// A valid one-hour access token minted by the gateway's own code.
@@ -216,61 +437,149 @@ impl TestGateway {
         chatgate::auth::mint_token(&self.config.jwt, user_id, Duration::from_secs(3600))
     }
 
+    /// The SQLite admin; panics on Postgres (use [`TestGateway::pg_admin`],
+    /// or the store-neutral helpers such as [`TestGateway::set_user_active`]).
     pub fn admin(&self) -> &Admin {
-        &self.admin
+        match &self.database {
+            Db::Sqlite(admin) => admin,
+            Db::Postgres(_) => panic!("admin(): this gateway runs on Postgres, not SQLite"),
+        }
     }
 
+    /// The Postgres admin of this gateway's database; panics on SQLite.
+    pub fn pg_admin(&self) -> &chatgate::store::postgres::Admin {
+        self.pg_db().admin()
+    }
+
+    /// This gateway's Postgres test database; panics on SQLite.
+    pub fn pg_db(&self) -> &TestDb {
+        match &self.database {
+            Db::Postgres(db) => db,
+            Db::Sqlite(_) => panic!("pg_db(): this gateway runs on SQLite, not Postgres"),
+        }
+    }
+
+    /// The SQLite connection; panics on Postgres.
     pub fn db(&self) -> &rusqlite::Connection {
-        self.admin.connection()
+        self.admin().connection()
+    }
+
+    /// At most one row of a query on this gateway's Postgres database.
+    fn pg_row(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Option<tokio_postgres::Row> {
+        let admin = self.pg_admin();
+        admin
+            .block_on(admin.client().query_opt(sql, params))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    }
+
+    /// Every row of a query on this gateway's Postgres database.
+    fn pg_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let admin = self.pg_admin();
+        admin
+            .block_on(admin.client().query(sql, params))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
     }
 
     /// `(conversation_id, sender_id, content)` of a stored message.
     pub fn message_row(&self, id: i64) -> Option<(i64, i64, String)> {
         use rusqlite::OptionalExtension;
-        self.db()
-            .query_row(
-                "SELECT conversation_id, sender_id, content FROM chatapp_message WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .expect("query chatapp_message")
+        match &self.database {
+            Db::Sqlite(admin) => admin
+                .connection()
+                .query_row(
+                    "SELECT conversation_id, sender_id, content FROM chatapp_message WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .expect("query chatapp_message"),
+            Db::Postgres(_) => self
+                .pg_row(
+                    "SELECT conversation_id::bigint, sender_id::bigint, content \
+                     FROM chatapp_message WHERE id = $1::bigint",
+                    &[&id],
+                )
+                .map(|r| (r.get(0), r.get(1), r.get(2))),
+        }
     }
 
     /// `(id, content)` of every stored message of a conversation, by id.
     pub fn messages_of(&self, conversation: i64) -> Vec<(i64, String)> {
-        let mut st = self
-            .db()
-            .prepare(
-                "SELECT id, content FROM chatapp_message WHERE conversation_id = ?1 ORDER BY id",
-            )
-            .expect("prepare");
-        st.query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
+        match &self.database {
+            Db::Sqlite(admin) => {
+                let mut st = admin
+                    .connection()
+                    .prepare(
+                        "SELECT id, content FROM chatapp_message WHERE conversation_id = ?1 ORDER BY id",
+                    )
+                    .expect("prepare");
+                st.query_map([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows")
+            }
+            Db::Postgres(_) => self
+                .pg_rows(
+                    "SELECT id::bigint, content FROM chatapp_message \
+                     WHERE conversation_id = $1::bigint ORDER BY id",
+                    &[&conversation],
+                )
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        }
     }
 
     pub fn unread(&self, conversation: i64, user: &User) -> i64 {
-        self.db()
-            .query_row(
-                "SELECT unread_count FROM chatapp_conversationparticipant \
-                 WHERE conversation_id = ?1 AND user_id = ?2",
-                [conversation, user.id],
-                |r| r.get(0),
-            )
-            .expect("participant row")
+        match &self.database {
+            Db::Sqlite(admin) => admin
+                .connection()
+                .query_row(
+                    "SELECT unread_count FROM chatapp_conversationparticipant \
+                     WHERE conversation_id = ?1 AND user_id = ?2",
+                    [conversation, user.id],
+                    |r| r.get(0),
+                )
+                .expect("participant row"),
+            Db::Postgres(_) => self
+                .pg_row(
+                    "SELECT unread_count::bigint FROM chatapp_conversationparticipant \
+                     WHERE conversation_id = $1::bigint AND user_id = $2::bigint",
+                    &[&conversation, &user.id],
+                )
+                .expect("participant row")
+                .get(0),
+        }
     }
 
     /// Number of `chatapp_messagedeletion` rows for (message, user).
     pub fn deletions(&self, message_id: i64, user: &User) -> i64 {
-        self.db()
-            .query_row(
-                "SELECT COUNT(*) FROM chatapp_messagedeletion WHERE message_id = ?1 AND user_id = ?2",
-                [message_id, user.id],
-                |r| r.get(0),
-            )
-            .expect("count deletions")
+        match &self.database {
+            Db::Sqlite(admin) => admin
+                .connection()
+                .query_row(
+                    "SELECT COUNT(*) FROM chatapp_messagedeletion WHERE message_id = ?1 AND user_id = ?2",
+                    [message_id, user.id],
+                    |r| r.get(0),
+                )
+                .expect("count deletions"),
+            Db::Postgres(_) => self
+                .pg_row(
+                    "SELECT count(*)::bigint FROM chatapp_messagedeletion \
+                     WHERE message_id = $1::bigint AND user_id = $2::bigint",
+                    &[&message_id, &user.id],
+                )
+                .expect("a count")
+                .get(0),
+        }
     }
 
     // ---- WebSocket clients --------------------------------------------
