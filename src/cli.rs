@@ -252,6 +252,9 @@ pub struct ServeArgs {
         default_value_t = 100_000
     )]
     pub redis_queue_max: usize,
+    /// Most events per Redis publish pipeline (1 = one round trip per event).
+    #[arg(long, global = true, env = "CHATGATE_REDIS_BATCH_MAX", default_value_t = 1024)]
+    pub redis_batch_max: usize,
     /// Admin listener (/metrics, /healthz, /readyz); `off` disables it.
     #[arg(long, global = true, env = "CHATGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
@@ -436,6 +439,7 @@ impl Cli {
             b.prefix = s.redis_prefix.clone();
             b.heartbeat = s.redis_heartbeat;
             b.queue_max = s.redis_queue_max;
+            b.batch_max = s.redis_batch_max;
             b
         });
         c.enforce_token_expiry = s.enforce_token_expiry;
