@@ -1,0 +1,349 @@
+//! Command-line flags of `chatgate-bench`, and their conversion into the
+//! scenarios' parameters.
+//!
+//! Owns the `clap` definitions (store and secret flags mirror the
+//! gateway's, with the same environment variables, so a plan prepared with
+//! the gateway's settings mints tokens the gateway accepts) and
+//! [`execute`], which runs a subcommand and returns its rendered report.
+//!
+//! Must never: print (the binary prints what [`execute`] returns).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::conns::{self, ConnsSpec};
+use super::fanout::{self, FanoutSpec};
+use super::net::parse_targets;
+use super::plan::{self, Plan, PrepareSpec, StoreTarget};
+use super::runner::ConnectOptions;
+use super::storm::{self, StormSpec};
+use super::LoadgenError;
+use crate::cli::{resolve_secret, SecretError};
+use crate::config::JwtConfig;
+
+/// chatgate-bench: provision a load-test plan, then drive a gateway with it.
+#[derive(Debug, Parser)]
+#[command(name = "chatgate-bench", version, about)]
+pub struct BenchCli {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Create C conversations of M fresh users each; write their tokens to a plan file.
+    Prepare(PrepareArgs),
+    /// Every plan member connected; K senders per conversation at an open-loop rate.
+    Fanout(FanoutArgs),
+    /// Open N idle authenticated sockets and hold them (heartbeats, RSS per connection).
+    Conns(ConnsArgs),
+    /// Connect, wait for admission, close — N times with C at once (handshakes/s).
+    Storm(StormArgs),
+}
+
+/// Flags of `prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Conversations to create.
+    #[arg(long)]
+    pub conversations: usize,
+    /// Fresh users per conversation.
+    #[arg(long)]
+    pub members: usize,
+    /// Embedded SQLite database of the gateway (as its `--database`).
+    #[arg(long, env = "CHATGATE_DATABASE", default_value = "chatgate.db")]
+    pub database: PathBuf,
+    /// PostgreSQL URL of the gateway's store (as its `--database-url`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// HS256 secret (as the gateway's `--jwt-secret`); without it, the one
+    /// kept in `<database>.secret`, exactly as the gateway resolves it.
+    #[arg(long, env = "CHATGATE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Name of the user-id claim (as the gateway's flag).
+    #[arg(long, env = "CHATGATE_JWT_USER_ID_CLAIM", default_value = "user_id")]
+    pub jwt_user_id_claim: String,
+    /// Name of the token-type claim (as the gateway's flag).
+    #[arg(
+        long,
+        env = "CHATGATE_JWT_TOKEN_TYPE_CLAIM",
+        default_value = "token_type"
+    )]
+    pub jwt_token_type_claim: String,
+    /// Token lifetime, e.g. 1h, 24h.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Gateway URL written into the plan (`url_base`).
+    #[arg(long, default_value = "ws://127.0.0.1:8000")]
+    pub url_base: String,
+    /// Username prefix (usernames: `<prefix>_<run>_<conversation>_<member>`).
+    #[arg(long, default_value = "lt")]
+    pub prefix: String,
+    /// Plan file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Flags shared by the scenarios.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Plan file written by `prepare`.
+    #[arg(long)]
+    pub plan: PathBuf,
+    /// Gateway URL(s), comma-separated (member j of a conversation uses
+    /// URL j mod count). Default: the plan's `url_base`.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Source addresses to bind, comma-separated, used in turn (each gives
+    /// about 28,000 ephemeral ports), e.g. 127.0.0.2,127.0.0.3.
+    #[arg(long, value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+    /// Load threads (one monoio runtime each).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Handshakes in flight at once, per thread, while connecting.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Longest one connect plus upgrade may take.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Longest connecting every socket may take.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub connect_phase_timeout: Duration,
+    /// Gateway process id(s), comma-separated: RSS read from /proc before and after.
+    #[arg(long, value_delimiter = ',')]
+    pub gateway_pid: Vec<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Flags of `fanout`.
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Senders per conversation (its first K members).
+    #[arg(long, default_value_t = 1)]
+    pub senders_per_conv: usize,
+    /// Messages per second over all senders (open loop).
+    #[arg(long)]
+    pub rate: f64,
+    /// Measured sending time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Sending before the measurement starts.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
+    /// Longest wait for the last deliveries after sending stops.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain: Duration,
+    /// Pad each message's content to at least this many bytes.
+    #[arg(long, default_value_t = 0)]
+    pub content_bytes: usize,
+    /// Use only the plan's first N conversations.
+    #[arg(long)]
+    pub conversations: Option<usize>,
+    /// Use only the first M members of each conversation.
+    #[arg(long)]
+    pub members: Option<usize>,
+}
+
+/// Flags of `conns`.
+#[derive(Debug, Args)]
+pub struct ConnsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Sockets to open (socket i uses plan member i mod members).
+    #[arg(long)]
+    pub count: usize,
+    /// How long to hold them once connected.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// The gateway's --ping-interval: each socket must see hold/interval heartbeats.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub expect_ping_interval: Option<Duration>,
+}
+
+/// Flags of `storm`.
+#[derive(Debug, Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Handshakes to attempt.
+    #[arg(long)]
+    pub count: usize,
+    /// Clients at once (over all threads).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// A subcommand's result: the rendered report and whether its checks held.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: String,
+    pub ok: bool,
+}
+
+/// Runs a subcommand.
+pub fn execute(cli: BenchCli) -> Result<Outcome, LoadgenError> {
+    match cli.command {
+        BenchCommand::Prepare(a) => prepare(a),
+        BenchCommand::Fanout(a) => {
+            let (plan, opts) = load(&a.connect)?;
+            let plan = plan.subset(a.conversations, a.members);
+            let spec = FanoutSpec {
+                senders_per_conv: a.senders_per_conv,
+                rate: a.rate,
+                warmup: a.warmup,
+                duration: a.duration,
+                drain: a.drain,
+                content_bytes: a.content_bytes,
+                gateway_pids: a.connect.gateway_pid.clone(),
+                progress: !a.connect.quiet,
+            };
+            let r = fanout::run(&plan, opts, spec)?;
+            render(&r, r.text(), r.ok, a.connect.json)
+        }
+        BenchCommand::Conns(a) => {
+            let (plan, opts) = load(&a.connect)?;
+            let spec = ConnsSpec {
+                count: a.count,
+                hold: a.hold,
+                expect_ping_interval: a.expect_ping_interval,
+                gateway_pids: a.connect.gateway_pid.clone(),
+                progress: !a.connect.quiet,
+            };
+            let r = conns::run(&plan, opts, spec)?;
+            render(&r, r.text(), r.ok, a.connect.json)
+        }
+        BenchCommand::Storm(a) => {
+            let (plan, opts) = load(&a.connect)?;
+            let spec = StormSpec {
+                count: a.count,
+                concurrency: a.concurrency,
+            };
+            let r = storm::run(&plan, opts, spec)?;
+            render(&r, r.text(), r.ok, a.connect.json)
+        }
+    }
+}
+
+fn prepare(a: PrepareArgs) -> Result<Outcome, LoadgenError> {
+    if a.jwt_secret.is_none() && a.database_url.is_some() {
+        return Err(SecretError::Required.into());
+    }
+    let jwt = JwtConfig {
+        secret: resolve_secret(a.jwt_secret.as_deref(), &a.database)?,
+        leeway: Duration::ZERO,
+        user_id_claim: a.jwt_user_id_claim,
+        token_type_claim: a.jwt_token_type_claim,
+    };
+    let target = match a.database_url {
+        Some(url) => StoreTarget::Postgres(url),
+        None => StoreTarget::Sqlite(a.database),
+    };
+    let spec = PrepareSpec {
+        conversations: a.conversations,
+        members: a.members,
+        prefix: a.prefix,
+        ttl: a.ttl,
+        url_base: a.url_base,
+    };
+    let plan = plan::prepare(&target, &jwt, &spec)?;
+    plan.save(&a.out)?;
+    Ok(Outcome {
+        report: format!(
+            "prepared run {}: {} conversations x {} members ({} users), tokens valid {}; plan written to {}",
+            plan.run,
+            spec.conversations,
+            spec.members,
+            plan.member_count(),
+            humantime::format_duration(spec.ttl),
+            a.out.display()
+        ),
+        ok: true,
+    })
+}
+
+/// Reads the plan and builds the connection options.
+fn load(a: &ConnectArgs) -> Result<(Plan, ConnectOptions), LoadgenError> {
+    let plan = Plan::load(&a.plan)?;
+    let urls = a.url.clone().unwrap_or_else(|| plan.url_base.clone());
+    let opts = ConnectOptions {
+        targets: parse_targets(&urls)?,
+        source_ips: a.source_ips.clone(),
+        threads: a.threads,
+        concurrency: a.connect_concurrency,
+        timeout: a.connect_timeout,
+        phase_timeout: a.connect_phase_timeout,
+    };
+    Ok((plan, opts))
+}
+
+fn render<R: serde::Serialize>(
+    report: &R,
+    text: String,
+    ok: bool,
+    json: bool,
+) -> Result<Outcome, LoadgenError> {
+    let report = if json {
+        serde_json::to_string_pretty(report).expect("reports serialize")
+    } else {
+        text
+    };
+    Ok(Outcome { report, ok })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let cli = BenchCli::try_parse_from([
+            "chatgate-bench",
+            "fanout",
+            "--plan",
+            "p.json",
+            "--rate",
+            "1000",
+            "--source-ips",
+            "127.0.0.2,127.0.0.3",
+            "--gateway-pid",
+            "12",
+            "--duration",
+            "3s",
+        ])
+        .unwrap();
+        let BenchCommand::Fanout(a) = cli.command else {
+            panic!("not fanout")
+        };
+        assert_eq!(a.connect.source_ips.len(), 2);
+        assert_eq!(a.connect.gateway_pid, vec![12]);
+        assert_eq!(a.duration, Duration::from_secs(3));
+        assert_eq!(a.warmup, Duration::from_secs(2));
+        assert_eq!(a.senders_per_conv, 1);
+        assert!(BenchCli::try_parse_from(["chatgate-bench", "conns", "--plan", "p"]).is_err());
+        let cli = BenchCli::try_parse_from([
+            "chatgate-bench",
+            "prepare",
+            "--conversations",
+            "2",
+            "--members",
+            "3",
+            "--out",
+            "p.json",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, BenchCommand::Prepare(ref p) if p.ttl == Duration::from_secs(86400))
+        );
+    }
+}
