@@ -253,7 +253,12 @@ pub struct ServeArgs {
     )]
     pub redis_queue_max: usize,
     /// Most events per Redis publish pipeline (1 = one round trip per event).
-    #[arg(long, global = true, env = "CHATGATE_REDIS_BATCH_MAX", default_value_t = 1024)]
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_REDIS_BATCH_MAX",
+        default_value_t = 1024
+    )]
     pub redis_batch_max: usize,
     /// Admin listener (/metrics, /healthz, /readyz); `off` disables it.
     #[arg(long, global = true, env = "CHATGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = parse_admin_listen)]
