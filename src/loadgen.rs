@@ -31,6 +31,9 @@ pub mod runner;
 pub mod storm;
 pub mod wire;
 
+#[cfg(test)]
+mod e2e_tests;
+
 use std::path::PathBuf;
 
 use crate::cli::SecretError;

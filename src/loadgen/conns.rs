@@ -11,13 +11,11 @@
 //! are meant to be idle).
 
 use std::cell::RefCell;
-use std::fmt::Write;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::driver::{self, Ending, Handler};
@@ -25,9 +23,13 @@ use super::hist::Histogram;
 use super::message::ServerMessage;
 use super::net::{self, BufPool};
 use super::plan::Plan;
-use super::report::{self, bump, merge_tally, per_sec, tally_line, Latency, Rss, Tally};
+use super::report::{bump, rss_after, rss_before, Tally};
 use super::runner::{self, ConnectOptions, Control, Phase};
 use super::LoadgenError;
+
+mod report;
+
+pub use report::ConnsReport;
 
 /// Progress counter: admitted sockets lost during the run.
 const P_DROPPED: usize = 0;
@@ -66,34 +68,7 @@ pub(crate) fn seats(plan: &Plan, nodes: usize) -> Vec<Seat> {
         .collect()
 }
 
-/// What the run measured.
-#[derive(Debug, Serialize)]
-pub struct ConnsReport {
-    pub requested: usize,
-    pub established: usize,
-    pub failures: Tally,
-    /// Most sockets any one user held (compare with `--max-conns-per-user`).
-    pub sockets_per_user_max: usize,
-    pub connect_s: f64,
-    pub handshakes_per_s: f64,
-    /// Connect → `connection_established`, per socket.
-    pub handshake_latency: Latency,
-    pub hold_s: f64,
-    /// `{"type":"ping"}` heartbeats received over all sockets.
-    pub pings: u64,
-    pub sockets_with_ping: u64,
-    /// Heartbeats each socket should have seen (when the interval is given).
-    pub pings_expected_per_socket: Option<u64>,
-    pub sockets_short_of_pings: u64,
-    pub dropped_sockets: u64,
-    pub server_closes: Tally,
-    pub errors: Tally,
-    pub gateway_rss: Vec<Rss>,
-    /// Gateway RSS growth divided by the sockets held (first gateway pid).
-    pub rss_bytes_per_connection: Option<f64>,
-    pub ok: bool,
-}
-
+/// What one worker thread counted.
 #[derive(Debug, Default)]
 struct ConnsTally {
     failures: Tally,
@@ -125,6 +100,9 @@ pub fn run(
     spec: ConnsSpec,
 ) -> Result<ConnsReport, LoadgenError> {
     opts.validate()?;
+    if spec.count == 0 {
+        return Err(LoadgenError::Invalid("--count must be at least 1".into()));
+    }
     let seats = Arc::new(seats(plan, opts.targets.len()));
     let per_user = spec.count.div_ceil(seats.len());
     let expected_pings = spec.expect_ping_interval.filter(|i| !i.is_zero()).map(|i| {
@@ -134,13 +112,13 @@ pub fn run(
     });
     let ctl = Control::new();
     let opts = Arc::new(opts);
-    let mut rss = report::rss_before(&spec.gateway_pids);
+    let mut rss = rss_before(&spec.gateway_pids);
     let started = Instant::now();
     let workers = (0..opts.threads)
         .map(|t| {
             let (ctl, opts, seats) = (ctl.clone(), opts.clone(), seats.clone());
             let count = spec.count;
-            runner::spawn_worker(t, move || {
+            runner::spawn_worker(t, opts.driver, move || {
                 let w = Worker {
                     connecting: Semaphore::new(opts.concurrency),
                     ctl,
@@ -174,7 +152,7 @@ pub fn run(
     }));
     hold(&ctl, spec.hold, established, spec.progress);
     let hold = hold_started.elapsed();
-    report::rss_after(&mut rss);
+    rss_after(&mut rss);
     ctl.set(Phase::Done);
     let tallies = runner::join_all(workers)?;
     Ok(ConnsReport::new(
@@ -296,108 +274,5 @@ impl Handler for Idle {
             ServerMessage::Error(text) => bump(&mut self.w.tally.borrow_mut().errors, text),
             _ => {}
         }
-    }
-}
-
-impl ConnsReport {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        spec: &ConnsSpec,
-        per_user: usize,
-        established: usize,
-        connect: Duration,
-        hold: Duration,
-        expected_pings: Option<u64>,
-        gateway_rss: Vec<Rss>,
-        tallies: Vec<ConnsTally>,
-    ) -> ConnsReport {
-        let mut t = ConnsTally::default();
-        for x in tallies {
-            merge_tally(&mut t.failures, &x.failures);
-            merge_tally(&mut t.closes, &x.closes);
-            merge_tally(&mut t.errors, &x.errors);
-            t.dropped += x.dropped;
-            t.pings += x.pings;
-            t.with_ping += x.with_ping;
-            t.short_of_pings += x.short_of_pings;
-            t.handshake.merge(&x.handshake);
-        }
-        let per_conn = gateway_rss
-            .first()
-            .and_then(Rss::delta)
-            .filter(|_| established > 0)
-            .map(|d| d as f64 / established as f64);
-        let ok = established == spec.count
-            && t.dropped == 0
-            && t.short_of_pings == 0
-            && t.errors.is_empty();
-        ConnsReport {
-            requested: spec.count,
-            established,
-            failures: t.failures,
-            sockets_per_user_max: per_user,
-            connect_s: connect.as_secs_f64(),
-            handshakes_per_s: per_sec(established as u64, connect.as_secs_f64()),
-            handshake_latency: Latency::from_micros(&t.handshake),
-            hold_s: hold.as_secs_f64(),
-            pings: t.pings,
-            sockets_with_ping: t.with_ping,
-            pings_expected_per_socket: expected_pings,
-            sockets_short_of_pings: t.short_of_pings,
-            dropped_sockets: t.dropped,
-            server_closes: t.closes,
-            errors: t.errors,
-            gateway_rss,
-            rss_bytes_per_connection: per_conn,
-            ok,
-        }
-    }
-
-    /// The plain-text report.
-    pub fn text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "conns: {} of {} sockets admitted in {:.2} s ({:.0} handshakes/s); up to {} per user",
-            self.established,
-            self.requested,
-            self.connect_s,
-            self.handshakes_per_s,
-            self.sockets_per_user_max
-        );
-        let _ = writeln!(s, "  failures:    {}", tally_line(&self.failures));
-        let _ = writeln!(s, "  handshake:   {}", self.handshake_latency.line());
-        let _ = writeln!(
-            s,
-            "  hold:        {:.1} s; pings {} on {} sockets (expected ≥ {} each; {} short)",
-            self.hold_s,
-            self.pings,
-            self.sockets_with_ping,
-            self.pings_expected_per_socket
-                .map_or("?".into(), |e| e.to_string()),
-            self.sockets_short_of_pings
-        );
-        let _ = writeln!(
-            s,
-            "  sockets:     dropped {}  server closes: {}  errors: {}",
-            self.dropped_sockets,
-            tally_line(&self.server_closes),
-            tally_line(&self.errors)
-        );
-        for r in &self.gateway_rss {
-            let _ = writeln!(s, "  {}", r.line());
-        }
-        if let Some(b) = self.rss_bytes_per_connection {
-            let _ = writeln!(
-                s,
-                "  memory:      {b:.0} bytes of gateway RSS per connection"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  result:      {}",
-            if self.ok { "OK" } else { "FAILED CHECKS" }
-        );
-        s
     }
 }

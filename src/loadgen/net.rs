@@ -320,11 +320,6 @@ impl Session {
         self.close_sent
     }
 
-    /// The outbox, for writers that encode in place (masked frames only).
-    pub fn outbox(&mut self) -> &mut Vec<u8> {
-        &mut self.outbox
-    }
-
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if self.outbox.is_empty() {

@@ -88,7 +88,7 @@ pub fn run(
             let clients = clients_of(t, opts.threads, spec.concurrency);
             let (ctl, opts, seats, next) = (ctl.clone(), opts.clone(), seats.clone(), next.clone());
             let count = spec.count;
-            runner::spawn_worker(t, move || {
+            runner::spawn_worker(t, opts.driver, move || {
                 let w = Worker {
                     ctl,
                     opts,
