@@ -37,7 +37,7 @@ use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::{self, ClientMessage, ReplyError};
 use crate::shard::{ShardCtx, TaskGuard};
-use crate::store::{InsertOutcome, InsertRequest, Origin, UserId};
+use crate::store::{InsertOutcome, InsertRequest, Origin, StoreError, TryInsertError, UserId};
 
 /// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
 /// zero-filled per socket. Bigger frames still fit (the buffer grows).
@@ -61,13 +61,31 @@ enum Admission {
 /// Serves an upgrade request on the shard that owns its conversation.
 pub async fn serve(
     ctx: Rc<ShardCtx>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer_addr: SocketAddr,
     upgrade: Upgrade,
     leftover: Vec<u8>,
     deadline: Instant,
 ) {
-    let _task = TaskGuard::new(&ctx);
+    let opened = Box::pin(open(ctx, stream, peer_addr, upgrade, leftover, deadline)).await;
+    if let Some(session) = opened {
+        // The session runs as a task of its own, so an idle socket costs
+        // only the session's state, not the handshake's.
+        monoio::spawn(session.live());
+    }
+}
+
+/// The handshake: admission, the 101 answer, and the session to run
+/// (`None` when the socket is already gone).
+async fn open(
+    ctx: Rc<ShardCtx>,
+    mut stream: TcpStream,
+    peer_addr: SocketAddr,
+    upgrade: Upgrade,
+    leftover: Vec<u8>,
+    deadline: Instant,
+) -> Option<Session> {
+    let task = TaskGuard::new(&ctx);
     let admission = monoio::time::timeout_at(deadline, admit(&ctx, &upgrade, peer_addr))
         .await
         .unwrap_or(Admission::Refuse(CloseReason::Internal));
@@ -80,14 +98,21 @@ pub async fn serve(
         .hub
         .new_peer(user_id, upgrade.conversation_id, bounds(&ctx));
     let mut head = handshake::switching_protocols(&upgrade.accept_key);
+    drop(upgrade);
     if granted.is_some() {
         head.extend_from_slice(&ctx.established_frame);
     }
     let (res, _) = stream.write_all(head).await;
-    if res.is_err() {
-        return;
-    }
-    let mut session = Session::new(ctx.clone(), stream, peer_addr, peer, granted, leftover);
+    res.ok()?;
+    let mut session = Session::new(
+        ctx.clone(),
+        stream,
+        peer_addr,
+        peer,
+        granted,
+        leftover,
+        task,
+    );
     match refusal {
         Some(reason) => {
             ctx.metrics.handshake_rejected(reason.code_label());
@@ -104,12 +129,7 @@ pub async fn serve(
             ctx.join_member(&session.peer);
         }
     }
-    session.run().await;
-    ctx.leave_member(&session.peer);
-    if session.member.is_some() {
-        ctx.metrics
-            .connection_closed(session.close_code.unwrap_or(1006));
-    }
+    Some(session)
 }
 
 fn bounds(ctx: &ShardCtx) -> Bounds {
@@ -293,6 +313,8 @@ struct Session {
     close_code: Option<u16>,
     last_seen: Instant,
     next_ping: Instant,
+    /// Counts this socket among the shard's live tasks (shutdown waits for them).
+    _task: TaskGuard,
 }
 
 impl Session {
@@ -303,6 +325,7 @@ impl Session {
         peer: Rc<Peer>,
         granted: Option<Granted>,
         leftover: Vec<u8>,
+        task: TaskGuard,
     ) -> Self {
         let max = ctx.config.limits.max_message_bytes;
         let cfg = WebSocketConfig::default()
@@ -330,6 +353,18 @@ impl Session {
             close_code: None,
             last_seen: now,
             next_ping,
+            _task: task,
+        }
+    }
+
+    /// The socket's whole open life, then its removal from the shard.
+    async fn live(mut self) {
+        self.run().await;
+        self.ctx.leave_member(&self.peer);
+        if self.member.is_some() {
+            self.ctx
+                .metrics
+                .connection_closed(self.close_code.unwrap_or(1006));
         }
     }
 
@@ -551,7 +586,16 @@ impl Session {
             .receipts
             .borrow_mut()
             .push_back(std::time::Instant::now());
-        let sent = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req)).await;
+        let sent = match ctx.store.try_insert(req) {
+            Ok(()) => Ok(Ok(())),
+            // Backpressure: wait for room. Boxed so this rare, large future
+            // does not enlarge every idle socket's task.
+            Err(TryInsertError::Full(req)) => {
+                let wait = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req));
+                Box::pin(wait).await
+            }
+            Err(TryInsertError::Closed) => Ok(Err(StoreError::Closed)),
+        };
         if !matches!(sent, Ok(Ok(()))) {
             ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
             self.peer.receipts.borrow_mut().pop_back();
@@ -646,7 +690,9 @@ impl Session {
             };
             let stall = self.ctx.config.timeouts.write_stall;
             self.peer.outbound.set_writing(true);
-            let res = monoio::time::timeout(stall, self.stream.write_all(buf)).await;
+            // Boxed: direct sends make this path rare; keep it out of the
+            // task's resident size.
+            let res = Box::pin(monoio::time::timeout(stall, self.stream.write_all(buf))).await;
             self.peer.outbound.set_writing(false);
             match res {
                 Ok((Ok(_), _)) => {}

@@ -454,7 +454,10 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
     let owner = shard_for(upgrade.conversation_id, ctx.inboxes.len());
     if owner == ctx.id {
         drop(_task);
-        connection::serve(ctx, stream, peer, upgrade, leftover, deadline).await;
+        // A task of its own: this accept task's state is freed now.
+        monoio::spawn(connection::serve(
+            ctx, stream, peer, upgrade, leftover, deadline,
+        ));
         return;
     }
     let msg = ShardMsg::Handoff(Handoff {

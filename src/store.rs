@@ -126,6 +126,15 @@ pub enum StoreError {
     Timeout,
 }
 
+/// Why [`StoreHandle::try_insert`] did not queue the message.
+#[derive(Debug)]
+pub enum TryInsertError {
+    /// The channel is full: the request, to be sent with `insert`.
+    Full(InsertRequest),
+    /// The store is shut down.
+    Closed,
+}
+
 /// Why a delete did not happen.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeleteError {
@@ -211,6 +220,18 @@ impl StoreHandle {
     /// Queues a message for the next batch. The outcome arrives at the sink.
     pub async fn insert(&self, req: InsertRequest) -> Result<(), StoreError> {
         self.send(StoreRequest::Insert(req)).await
+    }
+
+    /// Queues a message if the request channel has room right now; gives
+    /// it back when the channel is full (the caller then awaits `insert`).
+    pub fn try_insert(&self, req: InsertRequest) -> Result<(), TryInsertError> {
+        match self.tx.try_send(StoreRequest::Insert(req)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(StoreRequest::Insert(req))) => {
+                Err(TryInsertError::Full(req))
+            }
+            Err(_) => Err(TryInsertError::Closed),
+        }
     }
 
     /// Deletes a message for one user.
