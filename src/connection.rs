@@ -41,7 +41,7 @@ use crate::store::{InsertOutcome, InsertRequest, Origin, StoreError, TryInsertEr
 
 /// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
 /// zero-filled per socket. Bigger frames still fit (the buffer grows).
-const WS_READ_CHUNK: usize = 512;
+const WS_READ_CHUNK: usize = 128;
 
 /// What an admitted socket holds for its whole life.
 struct Granted {
