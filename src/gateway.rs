@@ -122,7 +122,7 @@ impl Gateway {
             .unzip();
         let prometheus = crate::metrics::install();
         let side = SideRuntime::start(config.store_threads).map_err(GatewayError::SideRuntime)?;
-        let (store, worker) = store::start_with_timeout(
+        let (store, worker) = store::start(
             &config.store,
             config.store_batch_max,
             config.timeouts.store,

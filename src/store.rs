@@ -332,24 +332,11 @@ pub(crate) fn deliver(sink: &CommitSink, outcomes: Vec<InsertOutcome>, commit: D
 /// Capacity of the shards → store request channel.
 pub const REQUEST_QUEUE: usize = 8192;
 
-/// Default of `Config::timeouts.store`, used by [`start`].
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// [`start_with_timeout`] with the default store timeout (5 s).
-pub fn start(
-    config: &StoreConfig,
-    batch_max: usize,
-    sink: CommitSink,
-    side: &tokio::runtime::Handle,
-) -> Result<(StoreHandle, StoreWorker), StoreError> {
-    start_with_timeout(config, batch_max, DEFAULT_STORE_TIMEOUT, sink, side)
-}
-
 /// Opens the configured backend, migrating an embedded database on first use.
 /// Backends that need async I/O run on `side`. A request the backend cannot
 /// complete within `timeout` fails with [`StoreError::Timeout`] (Postgres;
 /// SQLite relies on its busy timeout).
-pub fn start_with_timeout(
+pub fn start(
     config: &StoreConfig,
     batch_max: usize,
     timeout: Duration,

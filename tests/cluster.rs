@@ -61,6 +61,15 @@ fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `n` nodes hold a subscription for `conv`'s channel.
+fn wait_subscribers(env: &RedisEnv, conv: i64, n: i64, limit: Duration) {
+    let mut admin = env.admin.clone();
+    let channel = env.channel(conv);
+    wait_until(limit, &format!("{n} subscription(s) to {channel}"), || {
+        env.rt.block_on(numsub(&mut admin, &channel)) == n
+    });
+}
+
 fn env(test: &str) -> Option<RedisEnv> {
     RedisEnv::start(test)
 }
@@ -92,11 +101,7 @@ fn a_message_reaches_every_socket_on_both_nodes_once_and_in_order() {
     let mut b1 = cluster.connect_b(conv, &bob);
     let mut b2 = cluster.connect_b(conv, &alice);
     // B's subscription is asynchronous: wait until both nodes hold one.
-    let channel = env.channel(conv);
-    let mut admin = env.admin.clone();
-    wait_until(Duration::from_secs(5), "two subscriptions", || {
-        env.rt.block_on(numsub(&mut admin, &channel)) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
     let mut last = 0;
     for i in 0..20 {
         let id = round_trip(
@@ -127,10 +132,7 @@ fn typing_crosses_nodes_and_skips_the_typists_sockets_everywhere() {
     let mut alice_a = cluster.a.connect(conv, &alice);
     let mut alice_b = cluster.connect_b(conv, &alice);
     let mut bob_b = cluster.connect_b(conv, &bob);
-    let mut admin = env.admin.clone();
-    wait_until(Duration::from_secs(5), "two subscriptions", || {
-        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
     alice_a.send_json(json!({"type": "typing", "is_typing": true}));
     assert_eq!(
         bob_b.recv_json(),
@@ -152,12 +154,10 @@ fn a_conversation_with_members_only_on_a_has_no_subscription_on_b() {
     let conv = cluster.a.conversation(&[&alice, &bob]);
     let mut a1 = cluster.a.connect(conv, &alice);
     let mut a2 = cluster.a.connect(conv, &bob);
-    let mut admin = env.admin.clone();
-    wait_until(Duration::from_secs(5), "a's subscription", || {
-        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 1
-    });
+    wait_subscribers(&env, conv, 1, Duration::from_secs(5));
     round_trip(&mut a1, &mut [&mut a2], "local only");
     std::thread::sleep(Duration::from_millis(300));
+    let mut admin = env.admin.clone();
     assert_eq!(
         env.rt.block_on(numsub(&mut admin, &env.channel(conv))),
         1,
@@ -179,10 +179,7 @@ fn a_thousand_messages_cross_in_order_in_few_round_trips() {
     let conv = cluster.a.conversation(&[&alice, &bob]);
     let mut sender = cluster.a.connect(conv, &alice);
     let mut remote = cluster.connect_b(conv, &bob);
-    let mut admin = env.admin.clone();
-    wait_until(Duration::from_secs(5), "two subscriptions", || {
-        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
     let before = cluster.a.gateway_ref().bridge_state().unwrap();
     const N: usize = 1000;
     for i in 0..N {
@@ -224,10 +221,7 @@ fn killed_redis_connections_are_noticed_and_delivery_resumes() {
     let mut sender = cluster.a.connect(conv, &alice);
     let mut remote = cluster.connect_b(conv, &bob);
     let mut admin = env.admin.clone();
-    let channel = env.channel(conv);
-    wait_until(Duration::from_secs(5), "two subscriptions", || {
-        env.rt.block_on(numsub(&mut admin, &channel)) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
     round_trip(&mut sender, &mut [&mut remote], "before");
     let base = format!("{}:", env.prefix);
     for name in [format!("{base}b:sub"), format!("{base}a:pub")] {
@@ -241,9 +235,7 @@ fn killed_redis_connections_are_noticed_and_delivery_resumes() {
             "killed {name}"
         );
     }
-    wait_until(Duration::from_secs(10), "b resubscribed", || {
-        env.rt.block_on(numsub(&mut admin, &channel)) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(10));
     cluster.wait_connected();
     round_trip(&mut sender, &mut [&mut remote], "after");
     assert!(cluster.b().bridge_state().unwrap().reconnects_total >= 1);
@@ -271,9 +263,6 @@ fn a_node_serves_locally_while_redis_is_missing_and_bridges_once_it_appears() {
     proxy.forward();
     cluster.wait_connected();
     let mut remote = cluster.connect_b(conv, &bob);
-    let mut admin = env.admin.clone();
-    wait_until(Duration::from_secs(10), "two subscriptions", || {
-        env.rt.block_on(numsub(&mut admin, &env.channel(conv))) == 2
-    });
+    wait_subscribers(&env, conv, 2, Duration::from_secs(10));
     round_trip(&mut a1, &mut [&mut a2, &mut remote], "bridged");
 }
