@@ -7,19 +7,23 @@
 //! turning store commit outcomes into `new_message` broadcasts.
 //!
 //! One task per socket owns the stream; it waits for readability (no buffer
-//! pinned while idle) and then reads into a buffer borrowed from the shard's
-//! pool, so a read is never raced against a timer and dropped.
+//! pinned while idle) and then reads with a non-blocking `recv` into a
+//! buffer borrowed from the shard's pool, so a read is never raced against
+//! a timer and dropped. Its deadlines live in the shard's `Timers`, and
+//! everything it awaits inline is small: an idle socket's task is about
+//! 700 bytes (the `live` future; see loadtest/RESULTS.md).
 //!
 //! Must never: block the shard, hold a `RefCell` borrow across an await, or
 //! broadcast a message the store has not committed.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -37,7 +41,8 @@ use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::{self, ClientMessage, ReplyError};
 use crate::shard::{ShardCtx, TaskGuard};
-use crate::store::{InsertOutcome, InsertRequest, Origin, StoreError, TryInsertError, UserId};
+use crate::sockio;
+use crate::store::{InsertOutcome, InsertRequest, Origin, TryInsertError, UserId};
 
 /// tungstenite's read chunk. Small on purpose: its default (128 KiB) is
 /// zero-filled per socket. Bigger frames still fit (the buffer grows).
@@ -122,10 +127,7 @@ async fn open(
         None => {
             ctx.metrics.connection_opened();
             // Deliveries may now go straight to the socket (see outbound.rs).
-            session
-                .peer
-                .outbound
-                .attach(std::os::fd::AsRawFd::as_raw_fd(&session.stream));
+            session.peer.outbound.attach(session.stream.as_raw_fd());
             ctx.join_member(&session.peer);
         }
     }
@@ -313,8 +315,19 @@ struct Session {
     close_code: Option<u16>,
     last_seen: Instant,
     next_ping: Instant,
+    /// A message the store had no room for, and the input behind it: the
+    /// socket is not read until the store takes it (backpressure). Boxed:
+    /// rare, and an idle socket should not pay for it.
+    blocked: Option<Box<Blocked>>,
     /// Counts this socket among the shard's live tasks (shutdown waits for them).
     _task: TaskGuard,
+}
+
+/// Input processing stopped at a message the store queue had no room for.
+struct Blocked {
+    request: InsertRequest,
+    /// Bytes read after that message, not yet given to tungstenite.
+    rest: Vec<u8>,
 }
 
 impl Session {
@@ -334,6 +347,7 @@ impl Session {
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(cfg));
+        ctx.timers.track(&peer);
         let now = Instant::now();
         let next_ping = now + ctx.config.timeouts.ping_interval;
         let (member, permit, expires_at) = match granted {
@@ -353,25 +367,40 @@ impl Session {
             close_code: None,
             last_seen: now,
             next_ping,
+            blocked: None,
             _task: task,
         }
     }
 
     /// The socket's whole open life, then its removal from the shard.
-    async fn live(mut self) {
-        self.run().await;
-        self.ctx.leave_member(&self.peer);
-        if self.member.is_some() {
-            self.ctx
-                .metrics
-                .connection_closed(self.close_code.unwrap_or(1006));
+    ///
+    /// An async block, not an `async fn`: an `async fn` keeps its by-value
+    /// argument twice in the future (the argument and the local it is moved
+    /// to), which would double every idle socket's session state.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    fn live(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            self.run().await;
+            self.ctx.leave_member(&self.peer);
+            if self.member.is_some() {
+                self.ctx
+                    .metrics
+                    .connection_closed(self.close_code.unwrap_or(1006));
+            }
         }
     }
 
+    /// The session's loop. Everything it awaits inline is small (the flush
+    /// and the wait for readiness); the rare, large waits are boxed, so an
+    /// idle socket's task stays small.
     async fn run(&mut self) {
         // Frames that arrived together with the request head.
-        self.process_input(&[]).await;
+        self.process_input(&[]);
         while self.phase != Phase::Done {
+            if let Some(blocked) = self.blocked.take() {
+                Box::pin(self.unblock(*blocked)).await;
+                continue;
+            }
             if let Some(reason) = self.peer.outbound.take_close_request() {
                 self.begin_close(reason);
             }
@@ -386,21 +415,26 @@ impl Session {
         let _ = self.flush().await;
     }
 
-    /// Waits for input, a queued frame or a timer, and acts on it.
+    /// Waits for input, a queued frame or a deadline, and acts on it. The
+    /// deadline is kept by the shard's [`Timers`](crate::timers::Timers):
+    /// an idle socket holds no runtime timer of its own.
     async fn wait_and_act(&mut self) {
         let deadline = self.next_deadline();
-        let readable = monoio::select! {
-            r = self.stream.readable(false) => Some(r),
-            _ = self.peer.outbound.ready() => None,
-            _ = monoio::time::sleep_until(deadline) => {
-                self.on_timer();
-                None
+        if Instant::now() < deadline {
+            self.ctx.timers.schedule(&self.peer, deadline);
+            let readable = monoio::select! {
+                r = self.stream.readable(false) => Some(r),
+                _ = self.peer.outbound.ready() => None,
+            };
+            match readable {
+                Some(Ok(())) => self.read_and_process(),
+                Some(Err(_)) => self.phase = Phase::Done,
+                None => {}
             }
-        };
-        match readable {
-            Some(Ok(())) => self.read_and_process().await,
-            Some(Err(_)) => self.phase = Phase::Done,
-            None => {}
+        }
+        self.peer.outbound.take_timer_due();
+        if Instant::now() >= deadline {
+            self.on_timer();
         }
     }
 
@@ -439,22 +473,26 @@ impl Session {
         }
     }
 
-    /// One read into a pooled buffer, then everything it completes.
-    async fn read_and_process(&mut self) {
-        let buf = self.ctx.take_read_buf();
-        let (res, buf) = self.stream.read(buf).await;
-        match res {
-            Ok(0) | Err(_) => self.phase = Phase::Done,
+    /// One non-blocking read into a pooled buffer (the socket was reported
+    /// readable), then everything it completes.
+    fn read_and_process(&mut self) {
+        let mut buf = self.ctx.take_read_buf();
+        match sockio::try_recv(self.stream.as_raw_fd(), &mut buf) {
+            Ok(0) => self.phase = Phase::Done,
             Ok(_) => {
                 self.last_seen = Instant::now();
-                self.process_input(&buf).await;
+                self.process_input(&buf);
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.phase = Phase::Done,
         }
         self.ctx.give_read_buf(buf);
     }
 
-    /// Feeds bytes to tungstenite and acts on every complete message.
-    async fn process_input(&mut self, input: &[u8]) {
+    /// Feeds bytes to tungstenite and acts on every complete message. Stops
+    /// early, keeping the rest in `blocked`, when the store queue is full.
+    fn process_input(&mut self, input: &[u8]) {
         if let Phase::Closing {
             parse_input: false, ..
         } = self.phase
@@ -467,7 +505,15 @@ impl Session {
         };
         loop {
             match self.ws.read(&mut io) {
-                Ok(Message::Text(t)) => self.on_text(t.as_bytes()).await,
+                Ok(Message::Text(t)) => {
+                    if let Err(request) = self.on_text(t.as_bytes()) {
+                        self.blocked = Some(Box::new(Blocked {
+                            request,
+                            rest: io.rd.to_vec(),
+                        }));
+                        break;
+                    }
+                }
                 Ok(Message::Binary(_)) => self.reply(ReplyError::BinaryNotSupported),
                 Ok(Message::Close(frame)) => {
                     // tungstenite queued the reply; remember the peer's code.
@@ -510,12 +556,14 @@ impl Session {
         }
     }
 
-    async fn on_text(&mut self, payload: &[u8]) {
+    /// Acts on one text message; `Err` hands back a chat message the store
+    /// queue had no room for.
+    fn on_text(&mut self, payload: &[u8]) -> Result<(), InsertRequest> {
         let Some(member) = self.member.clone() else {
-            return; // not admitted: input is ignored while closing
+            return Ok(()); // not admitted: input is ignored while closing
         };
         if self.phase != Phase::Open {
-            return;
+            return Ok(());
         }
         let action = match self.ctx.decoder.borrow_mut().decode(payload) {
             Ok(ClientMessage::Chat { content }) => Action::Store(content.to_owned()),
@@ -528,7 +576,7 @@ impl Session {
             Action::Reply(e) => self.reply(e),
             Action::Store(content) => {
                 if self.admitted_by_limit(Kind::Chat, member.user_id) {
-                    self.store(&member, content).await;
+                    return self.store(&member, content);
                 }
             }
             Action::Delete(id) => self.delete(id),
@@ -538,6 +586,7 @@ impl Session {
                 }
             }
         }
+        Ok(())
     }
 
     /// Applies the user's rate limit for `kind`: over it, the message is
@@ -568,8 +617,9 @@ impl Session {
             .fan_out(self.peer.conversation_id, Some(member.user_id), frame, true);
     }
 
-    /// Hands a message to the store; its outcome comes back through the shard inbox.
-    async fn store(&mut self, member: &Member, content: String) {
+    /// Hands a message to the store; its outcome comes back through the
+    /// shard inbox. `Err` hands it back when the store queue is full.
+    fn store(&mut self, member: &Member, content: String) -> Result<(), InsertRequest> {
         let req = InsertRequest {
             conversation_id: self.peer.conversation_id,
             sender_id: member.user_id,
@@ -586,21 +636,36 @@ impl Session {
             .receipts
             .borrow_mut()
             .push_back(std::time::Instant::now());
-        let sent = match ctx.store.try_insert(req) {
-            Ok(()) => Ok(Ok(())),
-            // Backpressure: wait for room. Boxed so this rare, large future
-            // does not enlarge every idle socket's task.
-            Err(TryInsertError::Full(req)) => {
-                let wait = monoio::time::timeout(ctx.config.timeouts.store, ctx.store.insert(req));
-                Box::pin(wait).await
+        match ctx.store.try_insert(req) {
+            Ok(()) => Ok(()),
+            Err(TryInsertError::Full(req)) => Err(req),
+            Err(TryInsertError::Closed) => {
+                self.store_failed();
+                Ok(())
             }
-            Err(TryInsertError::Closed) => Ok(Err(StoreError::Closed)),
-        };
-        if !matches!(sent, Ok(Ok(()))) {
-            ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
-            self.peer.receipts.borrow_mut().pop_back();
-            self.reply(ReplyError::SendFailed);
         }
+    }
+
+    /// Backpressure: waits (within the store timeout) for room for the
+    /// blocked message, then processes the input read after it.
+    async fn unblock(&mut self, blocked: Blocked) {
+        let ctx = &self.ctx;
+        let wait = ctx.store.insert(blocked.request);
+        if !matches!(
+            monoio::time::timeout(ctx.config.timeouts.store, wait).await,
+            Ok(Ok(()))
+        ) {
+            self.store_failed();
+        }
+        self.process_input(&blocked.rest);
+    }
+
+    /// The message just counted as pending never reached the store.
+    fn store_failed(&mut self) {
+        let ctx = &self.ctx;
+        ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
+        self.peer.receipts.borrow_mut().pop_back();
+        self.reply(ReplyError::SendFailed);
     }
 
     /// Deletes in the background; the answer goes to this socket only.
@@ -714,6 +779,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // The stream is closed right after this: no direct send may use its fd.
         self.peer.outbound.detach();
+        self.ctx.timers.untrack(self.peer.conn_id);
     }
 }
 

@@ -4,6 +4,9 @@
 //! connection id → socket. Broadcasting queues the same immutable frame
 //! (`Bytes`, a refcount bump) on every member's [`Outbound`]; a member whose
 //! queue overflows is marked for a 1013 close and skipped, never waited for.
+//! Between `cork` and `uncork` (one turn of the shard's inbox) frames are
+//! gathered per socket and each socket is flushed once: under load a turn
+//! carries many messages and a socket gets them in one `sendmsg`.
 //!
 //! Must never: be shared across threads (`Rc`/`RefCell`, one per shard),
 //! await, or do I/O. Every conversation here is owned by this shard
@@ -17,7 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::close::CloseReason;
-use crate::outbound::{Bounds, Outbound};
+use crate::outbound::{Bounds, Deferred, Outbound};
 use crate::store::{ConversationId, UserId};
 
 /// One WebSocket session as the rest of the shard sees it.
@@ -29,6 +32,9 @@ pub struct Peer {
     /// When each of this socket's messages still at the store was received
     /// (outcomes come back in order), for the broadcast-latency histogram.
     pub receipts: RefCell<VecDeque<Instant>>,
+    /// The earliest deadline entry pending for this session in the shard's
+    /// `Timers` (none while it is awake).
+    pub timer_at: Cell<Option<monoio::time::Instant>>,
 }
 
 /// Result of a broadcast.
@@ -46,6 +52,10 @@ pub struct Hub {
     rooms: RefCell<HashMap<ConversationId, Vec<Rc<Peer>>>>,
     conns: RefCell<HashMap<u64, Rc<Peer>>>,
     next_conn: Cell<u64>,
+    /// Between `cork` and `uncork`, broadcasts defer their frames and the
+    /// sockets that got some are listed here, to be flushed once each.
+    corked: Cell<bool>,
+    dirty: RefCell<Vec<Rc<Peer>>>,
 }
 
 impl Hub {
@@ -68,6 +78,7 @@ impl Hub {
             conversation_id,
             outbound: Outbound::new(bounds),
             receipts: RefCell::new(VecDeque::new()),
+            timer_at: Cell::new(None),
         })
     }
 
@@ -133,12 +144,44 @@ impl Hub {
             if !keep(peer) {
                 continue;
             }
-            match peer.outbound.push(frame.clone()) {
+            let pushed = if self.corked.get() {
+                match peer.outbound.push_deferred(frame.clone()) {
+                    Ok(Deferred::First) => {
+                        self.dirty.borrow_mut().push(peer.clone());
+                        Ok(())
+                    }
+                    Ok(Deferred::Queued) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            } else {
+                peer.outbound.push(frame.clone())
+            };
+            match pushed {
                 Ok(()) => d.queued += 1,
                 Err(_) => d.overflowed += 1,
             }
         }
         d
+    }
+
+    /// Starts a turn: broadcasts until [`uncork`](Self::uncork) gather
+    /// their frames per socket instead of sending each at once.
+    pub fn cork(&self) {
+        self.corked.set(true);
+    }
+
+    /// Ends the turn: every socket that got frames sends them with one
+    /// `sendmsg` (the rest is left to its task). Returns the sockets flushed.
+    pub fn uncork(&self) -> usize {
+        self.corked.set(false);
+        let mut dirty = self.dirty.take();
+        let flushed = dirty.len();
+        for peer in dirty.drain(..) {
+            peer.outbound.flush_deferred();
+        }
+        // Keep the list's allocation for the next turn.
+        *self.dirty.borrow_mut() = dirty;
+        flushed
     }
 
     /// Asks every member socket to close (shutdown).
@@ -236,5 +279,39 @@ mod tests {
         assert!(!hub.leave(&a));
         assert_eq!((hub.connections(), hub.conversations()), (0, 0));
         assert!(hub.peer(a.conn_id).is_none());
+    }
+
+    #[test]
+    fn a_corked_turn_sends_each_socket_its_frames_once_at_uncork() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hub = Hub::new();
+        let mut sockets = Vec::new();
+        for user in 1..=2 {
+            let tx = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (rx, _) = listener.accept().unwrap();
+            let p = hub.new_peer(user, 10, bounds());
+            p.outbound.attach(tx.as_raw_fd());
+            hub.join(&p);
+            sockets.push((p, tx, rx));
+        }
+        hub.cork();
+        hub.broadcast(10, &Bytes::from_static(b"ab"));
+        hub.broadcast(10, &Bytes::from_static(b"cd"));
+        assert!(sockets.iter().all(|(p, ..)| p.outbound.len() == 2));
+        assert_eq!(hub.uncork(), 2, "each socket flushed once");
+        for (p, _tx, rx) in &mut sockets {
+            assert!(p.outbound.is_empty());
+            let mut got = [0u8; 4];
+            rx.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"abcd");
+        }
+        assert_eq!(hub.uncork(), 0);
+        hub.broadcast(10, &Bytes::from_static(b"ef"));
+        assert!(
+            sockets.iter().all(|(p, ..)| p.outbound.is_empty()),
+            "uncorked: sent at once"
+        );
     }
 }

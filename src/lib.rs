@@ -15,9 +15,10 @@
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
+//! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
-//! - [`sockio`] — the direct non-blocking send of the fan-out fast path.
+//! - [`sockio`] — direct non-blocking send and receive (fan-out fast path, reads after readiness).
 //! - [`side`] — the side tokio runtime (store and bridge work off the shards).
 //! - [`bridge`] — cross-node conversations over Redis pub/sub (batched publishes, heartbeat, resubscribe).
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
@@ -48,6 +49,7 @@ pub mod shard;
 pub mod side;
 pub mod sockio;
 pub mod store;
+pub mod timers;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
 pub use gateway::{Gateway, GatewayError, ShardStats};

@@ -17,6 +17,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
 
@@ -54,6 +55,21 @@ pub struct Outbound {
     partial_front: Cell<bool>,
     /// Closing: data frames are no longer accepted.
     sealed: Cell<bool>,
+    /// One of the session's deadlines came due (see `timers.rs`).
+    timer_due: Cell<bool>,
+    /// The queue holds frames deferred for the shard's end-of-turn flush
+    /// (`flush_deferred`), not yet handed to the socket's task.
+    deferred: Cell<bool>,
+}
+
+/// What a deferred push did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// The first frame deferred since the last flush: flush this socket at
+    /// the end of the turn.
+    First,
+    /// Queued behind other deferred frames, or handed to the task as usual.
+    Queued,
 }
 
 /// What a direct send did.
@@ -75,6 +91,8 @@ impl Outbound {
             writing: Cell::new(false),
             partial_front: Cell::new(false),
             sealed: Cell::new(false),
+            timer_due: Cell::new(false),
+            deferred: Cell::new(false),
         }
     }
 
@@ -148,6 +166,87 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues a frame to be sent at the shard's end-of-turn flush, so a
+    /// turn's frames for this socket leave in one `sendmsg`. Falls back to
+    /// [`push`](Self::push) when the socket's task owns the queue. A frame
+    /// that would exceed the bounds first flushes what is deferred.
+    pub fn push_deferred(&self, frame: Bytes) -> Result<Deferred, Overflow> {
+        if self.close.get().is_some() || self.sealed.get() {
+            return Ok(Deferred::Queued);
+        }
+        if !self.deferred.get() {
+            let task_owns = self.fd.get().is_none() || self.writing.get() || !self.is_empty();
+            if task_owns {
+                return self.push(frame).map(|()| Deferred::Queued);
+            }
+            self.deferred.set(true);
+            self.enqueue(frame);
+            return Ok(Deferred::First);
+        }
+        let len = frame.len();
+        if self.len() >= self.bounds.max_frames || self.bytes.get() + len > self.bounds.max_bytes {
+            // Make room by sending now; what still does not fit overflows.
+            self.flush_deferred();
+            return self.push(frame).map(|()| Deferred::Queued);
+        }
+        self.enqueue(frame);
+        Ok(Deferred::Queued)
+    }
+
+    /// Sends the deferred frames with one non-blocking `sendmsg`; whatever
+    /// the socket does not take now is left to the socket's task.
+    pub fn flush_deferred(&self) {
+        if !self.deferred.replace(false) {
+            return;
+        }
+        let Some(fd) = self.fd.get() else {
+            return self.wake();
+        };
+        if self.writing.get() {
+            return self.wake();
+        }
+        let sent = {
+            let q = self.frames.borrow();
+            let mut iov = [IoSlice::new(&[]); sockio::MAX_IOV];
+            let mut n = 0;
+            for (slot, frame) in iov.iter_mut().zip(q.iter()) {
+                *slot = IoSlice::new(frame);
+                n += 1;
+            }
+            // WouldBlock or a broken socket: the task finds out on its write.
+            sockio::try_sendv(fd, &iov[..n]).unwrap_or(0)
+        };
+        self.consume(sent);
+        if !self.is_empty() {
+            self.wake();
+        }
+    }
+
+    /// Drops `n` bytes from the front of the queue (they were sent); a
+    /// frame sent in part stays at the front as its rest.
+    fn consume(&self, mut n: usize) {
+        let mut q = self.frames.borrow_mut();
+        self.bytes.set(self.bytes.get() - n);
+        while n > 0 {
+            let Some(front) = q.front_mut() else { break };
+            if front.len() <= n {
+                n -= front.len();
+                q.pop_front();
+                self.partial_front.set(false);
+            } else {
+                let rest = front.slice(n..);
+                *front = rest;
+                self.partial_front.set(true);
+                n = 0;
+            }
+        }
+    }
+
+    fn enqueue(&self, frame: Bytes) {
+        self.bytes.set(self.bytes.get() + frame.len());
+        self.frames.borrow_mut().push_back(frame);
+    }
+
     /// Queues a frame the socket's own protocol needs (pong, close reply)
     /// regardless of the bounds.
     pub fn push_control(&self, frame: Bytes) {
@@ -174,8 +273,10 @@ impl Outbound {
         self.close.get().is_some()
     }
 
-    /// Moves every queued frame into `out`, in order.
+    /// Moves every queued frame into `out`, in order (deferred ones too:
+    /// the task writing them first keeps the order).
     pub fn drain_into(&self, out: &mut Vec<Bytes>) {
+        self.deferred.set(false);
         let mut q = self.frames.borrow_mut();
         out.extend(q.drain(..));
         self.bytes.set(0);
@@ -201,10 +302,22 @@ impl Outbound {
         self.frames.borrow().is_empty()
     }
 
-    /// Resolves when a frame is queued or a close is requested.
+    /// Wakes the socket's task because one of its deadlines came due.
+    pub fn wake_for_timer(&self) {
+        self.timer_due.set(true);
+        self.wake();
+    }
+
+    /// Whether a deadline came due since the last call (consumed).
+    pub fn take_timer_due(&self) -> bool {
+        self.timer_due.replace(false)
+    }
+
+    /// Resolves when a frame is queued, a close is requested or a deadline
+    /// came due.
     pub async fn ready(&self) {
         poll_fn(|cx| {
-            if !self.is_empty() || self.close.get().is_some() {
+            if !self.is_empty() || self.close.get().is_some() || self.timer_due.get() {
                 return Poll::Ready(());
             }
             let mut w = self.waker.borrow_mut();
@@ -332,5 +445,73 @@ mod tests {
             1,
             "the partial frame is kept, the next one dropped"
         );
+    }
+
+    #[test]
+    fn deferred_frames_leave_together_at_the_flush() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (tx, mut rx) = socket_pair();
+        let o = q(10, 1000);
+        o.attach(tx.as_raw_fd());
+        assert_eq!(
+            o.push_deferred(Bytes::from_static(b"one")),
+            Ok(Deferred::First)
+        );
+        assert_eq!(
+            o.push_deferred(Bytes::from_static(b"two")),
+            Ok(Deferred::Queued)
+        );
+        assert_eq!(o.len(), 2, "nothing is sent before the flush");
+        o.flush_deferred();
+        assert!(o.is_empty());
+        let mut got = [0u8; 6];
+        rx.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"onetwo");
+        o.flush_deferred();
+        assert_eq!(
+            o.push_deferred(Bytes::from_static(b"3")),
+            Ok(Deferred::First)
+        );
+    }
+
+    #[test]
+    fn a_deferred_frame_past_the_bound_flushes_first() {
+        use std::os::fd::AsRawFd;
+        let (tx, _rx) = socket_pair();
+        let o = q(2, 1 << 30);
+        o.attach(tx.as_raw_fd());
+        for f in [&b"a"[..], b"b", b"c", b"d"] {
+            assert!(o.push_deferred(Bytes::copy_from_slice(f)).is_ok());
+        }
+        assert!(!o.close_requested(), "a socket with room never overflows");
+        assert!(o.len() <= 2);
+    }
+
+    #[test]
+    fn a_deferred_flush_leaves_what_does_not_fit_to_the_task() {
+        use std::os::fd::AsRawFd;
+        let (tx, _rx) = socket_pair();
+        let o = q(4, 1 << 30);
+        o.attach(tx.as_raw_fd());
+        let big = Bytes::from(vec![1u8; 64 << 20]);
+        o.push_deferred(big).unwrap();
+        o.push_deferred(Bytes::from_static(b"next")).unwrap();
+        o.flush_deferred();
+        assert_eq!(o.len(), 2, "the rest of the big frame, then the next");
+        assert!(o.partial_front.get());
+        o.clear();
+        assert_eq!(o.len(), 1, "the partial frame survives a clear");
+    }
+
+    #[test]
+    fn a_queue_the_task_owns_is_not_deferred() {
+        let o = q(10, 1000); // no fd: only the task may write
+        assert_eq!(
+            o.push_deferred(Bytes::from_static(b"x")),
+            Ok(Deferred::Queued)
+        );
+        assert_eq!(o.len(), 1);
+        assert!(!o.deferred.get());
     }
 }

@@ -39,6 +39,7 @@ use crate::metrics::ShardMetrics;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
 use crate::store::{ConversationId, InsertOutcome, StoreHandle, UserId};
+use crate::timers::Timers;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -105,6 +106,8 @@ pub struct ShardCtx {
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
     pub metrics: ShardMetrics,
     pub hub: Hub,
+    /// Every session's deadlines, on one timer task.
+    pub timers: Rc<Timers>,
     /// Recent admissions (user, conversation) → member, for `membership_cache_ttl`.
     pub membership: MembershipCache,
     pub decoder: RefCell<Decoder>,
@@ -148,6 +151,7 @@ impl ShardCtx {
             inboxes: parts.inboxes,
             metrics: ShardMetrics::new(id),
             hub: Hub::new(),
+            timers: Rc::new(Timers::new()),
             membership: MembershipCache::new(ttl),
             decoder: RefCell::new(Decoder::new()),
             read_pool: RefCell::new(Vec::new()),
@@ -319,21 +323,15 @@ async fn shard_main(
     let canceller = Canceller::new();
     let accept = monoio::spawn(accept_loop(ctx.clone(), listener, canceller.handle()));
     let chores = monoio::spawn(housekeeping(ctx.clone()));
+    // Ends with the runtime; closing sessions need it until the very end.
+    monoio::spawn(ctx.timers.clone().run());
     while let Some(msg) = inbox.recv().await {
-        match msg {
-            ShardMsg::Handoff(h) => receive_handoff(&ctx, h),
-            ShardMsg::Committed(outcomes) => {
-                connection::deliver_committed(&ctx, outcomes);
-                // Let the sockets' tasks write this batch before the next one
-                // is queued behind it (the queue bound is per turn).
-                yield_now().await;
-            }
-            ShardMsg::Remote(event) => deliver_remote(&ctx, event),
-            ShardMsg::Stats(reply) => {
-                let _ = reply.send(ctx.stats());
-            }
-            ShardMsg::Shutdown => break,
+        if run_turn(&ctx, msg, &mut inbox) == Turn::Shutdown {
+            break;
         }
+        // Let the sockets' tasks write what did not fit before the next
+        // turn queues more behind it (the queue bound is per turn).
+        yield_now().await;
     }
     ctx.shutting_down.set(true);
     canceller.cancel();
@@ -355,6 +353,53 @@ async fn shard_main(
     ctx.metrics.set_open_connections(ctx.hub.connections());
     ctx.metrics.flush();
     tracing::debug!(shard = id, "shard stopped");
+}
+
+#[derive(PartialEq, Eq)]
+enum Turn {
+    Continue,
+    Shutdown,
+}
+
+/// One turn of the inbox: `first` and whatever else is already waiting, up
+/// to `store_batch_max` deliveries, with fan-out corked so each socket gets
+/// the turn's frames in one `sendmsg`. Under load the inbox holds several
+/// batches and the per-socket gathering grows with it; at light load a turn
+/// is one message, sent at once.
+fn run_turn(
+    ctx: &Rc<ShardCtx>,
+    first: ShardMsg,
+    inbox: &mut mpsc::UnboundedReceiver<ShardMsg>,
+) -> Turn {
+    ctx.hub.cork();
+    let mut budget = ctx.config.store_batch_max;
+    let mut next = Some(first);
+    let mut turn = Turn::Continue;
+    while let Some(msg) = next.take() {
+        match msg {
+            ShardMsg::Handoff(h) => receive_handoff(ctx, h),
+            ShardMsg::Committed(outcomes) => {
+                budget = budget.saturating_sub(outcomes.len());
+                connection::deliver_committed(ctx, outcomes);
+            }
+            ShardMsg::Remote(event) => {
+                budget = budget.saturating_sub(1);
+                deliver_remote(ctx, event);
+            }
+            ShardMsg::Stats(reply) => {
+                let _ = reply.send(ctx.stats());
+            }
+            ShardMsg::Shutdown => {
+                turn = Turn::Shutdown;
+                break;
+            }
+        }
+        if budget > 0 {
+            next = inbox.try_recv().ok();
+        }
+    }
+    ctx.hub.uncork();
+    turn
 }
 
 /// Gives every other ready task on this shard a turn.

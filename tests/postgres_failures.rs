@@ -248,3 +248,59 @@ fn gateway_reports_failed_send_while_postgres_is_lost_then_recovers() {
     assert_eq!(contents, ["before", "after"]);
     assert_eq!(db.unread(conv, b), 2);
 }
+
+#[test]
+fn a_sender_blocked_on_a_full_store_queue_hears_back_about_every_message() {
+    let Some(db) = TestDb::create("backpressure", Schema::Migrated) else {
+        return;
+    };
+    let (a, b) = (db.user("a"), db.user("b"));
+    let conv = db.admin().create_conversation(&[a, b]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+    let mut config = gateway_config(&db.url_via(proxy.addr()));
+    config.timeouts.store = TIMEOUT;
+    let gw = PgGateway::start(config);
+    let mut alice = gw.connect(conv, a);
+
+    // Postgres stops answering: the batches in flight hang, the store queue
+    // fills up and the session stops reading alice's socket until there is
+    // room again (more than the queue plus every pooled connection's batch).
+    proxy.stall();
+    let sent = chatgate::store::REQUEST_QUEUE + 3000;
+    for i in 0..sent {
+        alice.send_json(json!({"type": "chat_message", "content": format!("m{i}")}));
+    }
+    std::thread::sleep(TIMEOUT * 2);
+    proxy.open();
+
+    let (mut stored, mut failed) = (0usize, 0usize);
+    let mut last_stored = None;
+    while stored + failed < sent {
+        let v = alice.recv_json();
+        if v["type"] == "new_message" {
+            let n: usize = v["message"]["content"].as_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            assert!(
+                last_stored < Some(n),
+                "stored out of order: m{n} after {last_stored:?}"
+            );
+            last_stored = Some(n);
+            stored += 1;
+        } else {
+            assert_eq!(
+                v,
+                json!({"type": "error", "message": "Failed to send message"})
+            );
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "the stalled batch failed");
+    alice.send_json(json!({"type": "chat_message", "content": "after"}));
+    assert_eq!(alice.recv_new_message()["content"], "after");
+    assert_eq!(
+        db.messages() as usize,
+        stored + 1,
+        "every new_message is a row"
+    );
+}
