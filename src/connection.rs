@@ -479,9 +479,9 @@ impl Session {
         let mut buf = self.ctx.take_read_buf();
         match sockio::try_recv(self.stream.as_raw_fd(), &mut buf) {
             Ok(0) => self.phase = Phase::Done,
-            Ok(_) => {
+            Ok(n) => {
                 self.last_seen = Instant::now();
-                self.process_input(&buf);
+                self.process_input(&buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

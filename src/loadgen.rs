@@ -25,7 +25,6 @@ pub mod hist;
 pub mod message;
 pub mod net;
 pub mod plan;
-mod recv;
 pub mod report;
 pub mod runner;
 pub mod storm;

@@ -215,19 +215,18 @@ impl ShardCtx {
         }
     }
 
-    /// Borrows a read buffer for one read.
+    /// Borrows a read buffer (`READ_BUF` bytes) for one read.
     pub fn take_read_buf(&self) -> Vec<u8> {
         self.read_pool
             .borrow_mut()
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(READ_BUF))
+            .unwrap_or_else(|| vec![0; READ_BUF])
     }
 
     /// Returns a read buffer to the pool.
-    pub fn give_read_buf(&self, mut buf: Vec<u8>) {
+    pub fn give_read_buf(&self, buf: Vec<u8>) {
         let mut pool = self.read_pool.borrow_mut();
-        if pool.len() < READ_POOL_MAX && buf.capacity() == READ_BUF {
-            buf.clear();
+        if pool.len() < READ_POOL_MAX && buf.len() == READ_BUF {
             pool.push(buf);
         }
     }

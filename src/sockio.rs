@@ -12,7 +12,8 @@
 //!
 //! Must never: block (always `MSG_DONTWAIT`), raise SIGPIPE
 //! (`MSG_NOSIGNAL`), or be given an fd whose owning stream may already be
-//! closed — `Outbound` forgets the fd before its session drops the stream.
+//! closed — `Outbound` forgets the fd before its session drops the stream
+//! (the load tool's clients likewise only pass the fd of a stream they hold).
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice};
@@ -62,29 +63,16 @@ pub fn try_sendv(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Receives what the socket holds now into `buf`'s spare capacity (its
-/// length grows by the count); `Ok(0)` is end of stream, `WouldBlock` means
-/// nothing is there.
-pub fn try_recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by
-    // `buf` for the duration of the call; `recv` writes at most that many
-    // bytes, and only the `n` it reports are marked initialized below.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
+/// Receives what the socket holds now, up to `buf.len()` bytes; `Ok(0)` at
+/// end of stream, `ErrorKind::WouldBlock` when nothing is there.
+pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the
+    // duration of the call, and `recv` writes at most that many bytes.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let n = n as usize;
-    // SAFETY: the kernel initialized the first `n` spare bytes (n ≤ spare).
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+    Ok(n as usize)
 }
 
 #[cfg(test)]
@@ -99,24 +87,21 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let mut buf = Vec::with_capacity(4);
+        let mut buf = [0u8; 4];
         let err = try_recv(server.as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         client.write_all(b"hello").unwrap();
-        let mut got = 0;
-        while got == 0 {
-            got = match try_recv(server.as_raw_fd(), &mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        let got = loop {
+            match try_recv(server.as_raw_fd(), &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => panic!("{e}"),
-            };
-        }
-        assert_eq!(&buf[..], b"hell", "at most the spare capacity");
-        buf.clear();
+            }
+        };
+        assert_eq!(&buf[..got], b"hell", "at most the buffer's length");
         assert_eq!(try_recv(server.as_raw_fd(), &mut buf).unwrap(), 1);
-        assert_eq!(&buf[..], b"o");
+        assert_eq!(&buf[..1], b"o");
         drop(client);
-        buf.clear();
         assert_eq!(
             try_recv(server.as_raw_fd(), &mut buf).unwrap(),
             0,

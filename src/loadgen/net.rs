@@ -4,7 +4,7 @@
 //!
 //! Owns the I/O discipline: a session waits for readability (a cancellable
 //! poll, safe to race against timers) and then reads synchronously with a
-//! non-blocking `recv` (`recv.rs`) into the thread's one [`BufPool`]
+//! non-blocking `recv` (`sockio::try_recv`) into the thread's one [`BufPool`]
 //! buffer, parsing before the next await: no read is ever in flight, so none
 //! can be lost to a race and no buffer is pinned per socket. Writes are
 //! queued in the session's outbox and flushed by its own task.
@@ -23,9 +23,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::recv;
 use super::wire::{self, Answer, Event, FrameReader, WireError};
 use super::LoadgenError;
+use crate::sockio;
 
 /// Largest server message a load client accepts.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -277,7 +277,7 @@ impl Session {
         let mut buf = pool.0.borrow_mut();
         let fd = self.stream.as_raw_fd();
         for _ in 0..READS_PER_WAKE {
-            match recv::try_recv(fd, &mut buf) {
+            match sockio::try_recv(fd, &mut buf) {
                 Ok(0) => return Ok(ReadOutcome::Eof),
                 Ok(n) => {
                     self.reader.feed(&buf[..n], on_event)?;
