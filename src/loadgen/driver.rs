@@ -114,13 +114,17 @@ pub async fn drive<H: Handler>(
             return lost(&p, closing);
         }
         let wake = match closing {
-            Some(deadline) => deadline,
-            None => h.next_send().unwrap_or_else(far_future),
+            Some(deadline) => Some(deadline),
+            None => h.next_send(),
         };
         let watching = closing.is_none();
+        // A socket with nothing to send arms no timer (a disabled branch's
+        // sleep is never polled, so never registered).
+        let timed = wake.is_some();
+        let wake = wake.unwrap_or_else(far_future);
         let woke = monoio::select! {
             r = session.readable() => Wake::Readable(r.is_ok()),
-            _ = monoio::time::sleep_until(monoio::time::Instant::from_std(wake)) => Wake::Timer,
+            _ = monoio::time::sleep_until(monoio::time::Instant::from_std(wake)), if timed => Wake::Timer,
             ph = next_phase(&mut phase), if watching => Wake::Phase(ph),
         };
         match woke {
