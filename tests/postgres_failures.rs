@@ -30,6 +30,38 @@ fn results(calls: Vec<(usize, Vec<InsertOutcome>)>) -> Vec<Result<i64, StoreErro
         .collect()
 }
 
+/// A gateway (store timeout [`TIMEOUT`]) on a fresh database reached
+/// through a TCP proxy, users `a` and `b` in conversation `conv`. Fields
+/// drop in order: the gateway stops before the database is dropped.
+struct ProxiedGateway {
+    gw: PgGateway,
+    proxy: Proxy,
+    db: TestDb,
+    conv: i64,
+    a: i64,
+    b: i64,
+}
+
+impl ProxiedGateway {
+    fn start(test: &str) -> Option<ProxiedGateway> {
+        let db = TestDb::create(test, Schema::Migrated)?;
+        let (a, b) = (db.user("a"), db.user("b"));
+        let conv = db.admin().create_conversation(&[a, b]).unwrap();
+        let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+        let mut config = gateway_config(&db.url_via(proxy.addr()));
+        config.timeouts.store = TIMEOUT;
+        let gw = PgGateway::start(config);
+        Some(ProxiedGateway {
+            gw,
+            proxy,
+            db,
+            conv,
+            a,
+            b,
+        })
+    }
+}
+
 /// Queues one insert and returns its result and how long it took.
 fn send_one(
     store: &TestStore,
@@ -199,15 +231,10 @@ fn gateway_starts_without_postgres_and_admits_clients_once_it_appears() {
 
 #[test]
 fn gateway_reports_failed_send_while_postgres_is_lost_then_recovers() {
-    let Some(db) = TestDb::create("gateway_lost", Schema::Migrated) else {
+    let Some(t) = ProxiedGateway::start("gateway_lost") else {
         return;
     };
-    let (a, b) = (db.user("a"), db.user("b"));
-    let conv = db.admin().create_conversation(&[a, b]).unwrap();
-    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
-    let mut config = gateway_config(&db.url_via(proxy.addr()));
-    config.timeouts.store = TIMEOUT;
-    let gw = PgGateway::start(config);
+    let (gw, proxy, db, conv, a, b) = (&t.gw, &t.proxy, &t.db, t.conv, t.a, t.b);
     let mut alice = gw.connect(conv, a);
     let mut bob = gw.connect(conv, b);
     alice.send_json(json!({"type": "chat_message", "content": "before"}));
@@ -251,15 +278,10 @@ fn gateway_reports_failed_send_while_postgres_is_lost_then_recovers() {
 
 #[test]
 fn a_sender_blocked_on_a_full_store_queue_hears_back_about_every_message() {
-    let Some(db) = TestDb::create("backpressure", Schema::Migrated) else {
+    let Some(t) = ProxiedGateway::start("backpressure") else {
         return;
     };
-    let (a, b) = (db.user("a"), db.user("b"));
-    let conv = db.admin().create_conversation(&[a, b]).unwrap();
-    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
-    let mut config = gateway_config(&db.url_via(proxy.addr()));
-    config.timeouts.store = TIMEOUT;
-    let gw = PgGateway::start(config);
+    let (gw, proxy, db, conv, a) = (&t.gw, &t.proxy, &t.db, t.conv, t.a);
     let mut alice = gw.connect(conv, a);
 
     // Postgres stops answering: the batches in flight hang, the store queue
@@ -302,5 +324,65 @@ fn a_sender_blocked_on_a_full_store_queue_hears_back_about_every_message() {
         db.messages() as usize,
         stored + 1,
         "every new_message is a row"
+    );
+}
+
+/// A sender parked on the full request channel whose task will never run
+/// again (a shard's session once its runtime is gone) is handed a permit
+/// when the dispatcher takes a message. Stopping the store must not wait
+/// for that permit: it commits what is queued and ends.
+#[test]
+fn the_store_stops_although_a_parked_sender_will_never_send() {
+    let Some(db) = TestDb::create("parked_sender", Schema::Migrated) else {
+        return;
+    };
+    let a = db.user("a");
+    let conv = db.admin().create_conversation(&[a]).unwrap();
+    let proxy = Proxy::start(pg_support::server_addr(), Mode::Open);
+    let mut store = TestStore::start(&db.url_via(proxy.addr()), 64, Duration::from_secs(10));
+    let (warm, _) = send_one(&store, conv, a, "warm");
+    warm.expect("stored while Postgres answers");
+
+    proxy.stall();
+    let mut queued = 0;
+    while store
+        .handle()
+        .try_insert(insert(conv, a, "queued", 0))
+        .is_ok()
+    {
+        queued += 1;
+    }
+    assert!(
+        queued >= chatgate::store::REQUEST_QUEUE,
+        "the channel filled up"
+    );
+    let parked = store.handle().clone();
+    let mut send = Box::pin(async move { parked.insert(insert(conv, a, "parked", 0)).await });
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let polled = std::future::Future::poll(send.as_mut(), &mut cx);
+    assert!(polled.is_pending(), "the channel is full");
+    std::mem::forget(send); // never polled again, never dropped
+    proxy.open();
+    // Once the dispatcher reads the channel again, the parked sender is
+    // handed a permit it will never use.
+    wait_for_outcomes(&store.delivered, 1000, Duration::from_secs(15));
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        store.stop();
+        let _ = done_tx.send(store.delivered.clone());
+    });
+    let delivered = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the store stops");
+    assert_eq!(
+        pg_support::outcome_count(&delivered),
+        queued,
+        "every queued insert has its outcome"
+    );
+    assert_eq!(
+        db.messages() as usize,
+        queued + 1,
+        "and was committed (with the first message)"
     );
 }

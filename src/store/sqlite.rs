@@ -215,7 +215,11 @@ impl Worker {
     fn next_request(&mut self, close: &mut Option<oneshot::Receiver<()>>) -> Option<StoreRequest> {
         loop {
             let Some(signal) = close.as_mut() else {
-                return self.rx.blocking_recv();
+                // Closed: take what is queued, then stop. Not `recv`: a
+                // sender parked on the full channel whose runtime is gone
+                // (a shard's session at exit) may hold a permit it will
+                // never use, and `recv` would wait for it forever.
+                return self.rx.try_recv().ok();
             };
             if signal.try_recv() != Err(oneshot::error::TryRecvError::Empty) {
                 // Closed on purpose, or the worker handle is gone: stop taking requests.
@@ -1054,6 +1058,45 @@ mod tests {
         let sizes: Vec<usize> = delivered.iter().map(|(_, o)| o.len()).collect();
         assert_eq!(sizes, [2, 2, 1]);
         assert_eq!(fx.messages(), 5);
+    }
+
+    /// A sender parked on the full channel whose task will never run again
+    /// (a shard's session when its runtime is gone) is handed a permit as
+    /// soon as the worker takes a message. Closing must still end the
+    /// worker: it takes what is queued and stops instead of waiting for
+    /// that permit to be used.
+    #[test]
+    fn join_does_not_wait_for_a_parked_sender_that_will_never_send() {
+        let fx = Fixture::new();
+        let a = fx.user("a");
+        let conv = fx.admin.create_conversation(&[a]).unwrap();
+        let (tx, rx) = mpsc::channel(2);
+        let handle = StoreHandle::new(tx);
+        for i in 0..2 {
+            assert!(handle
+                .try_insert(insert(conv, a, &i.to_string(), 0))
+                .is_ok());
+        }
+        let parked = handle.clone();
+        let mut send = Box::pin(async move { parked.insert(insert(conv, a, "parked", 0)).await });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let polled = std::future::Future::poll(send.as_mut(), &mut cx);
+        assert!(polled.is_pending(), "the channel is full");
+        std::mem::forget(send); // never polled again, never dropped
+        drop(handle);
+
+        let (sink, delivered) = recording_sink();
+        let worker = spawn_worker(open(&fx.path).unwrap(), rx, 16, sink).unwrap();
+        wait_for_first(&delivered);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            worker.join();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("join returns");
+        assert_eq!(fx.messages(), 2, "what was queued is committed");
     }
 
     #[test]

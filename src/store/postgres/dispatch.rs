@@ -7,7 +7,9 @@
 //! lookup task, deletes each by its own task — both concurrently with the
 //! commit. Outcomes go to the [`CommitSink`] once per shard per batch, in
 //! commit order. When every handle is dropped, or `StoreWorker::join`
-//! closes the channel, it commits what is queued and returns.
+//! closes the channel, it commits what is queued and returns (after a
+//! close it takes what the channel holds and stops without waiting for
+//! senders that will never send).
 //!
 //! Must never: await the database itself (batches and lookups are futures
 //! it polls or tasks it spawns, so a slow commit never stops it reading
@@ -92,12 +94,26 @@ impl Dispatcher {
                     // Only an explicit close: a dropped worker leaves the
                     // store running for its handles.
                     if closed.is_ok() {
-                        self.rx.close();
+                        self.drain_closed();
+                        open = false;
                     }
                 }
             }
         }
         tracing::debug!("postgres store: request channel closed, dispatcher stopped");
+    }
+
+    /// Closes the channel and takes everything in it. It does not wait for
+    /// the channel to report its end: a sender parked on the full channel
+    /// whose runtime is gone (a shard's session at exit) may hold a permit
+    /// it will never use, and `recv` would wait for it forever.
+    fn drain_closed(&mut self) {
+        self.rx.close();
+        let mut connects = Vec::new();
+        while let Ok(request) = self.rx.try_recv() {
+            self.accept(request, &mut connects);
+        }
+        self.answer_connects(connects);
     }
 
     /// The oldest `batch_max` queued inserts.
@@ -126,6 +142,11 @@ impl Dispatcher {
             waiting -= 1;
             next = self.rx.try_recv().ok();
         }
+        self.answer_connects(connects);
+    }
+
+    /// One lookup task per [`CONNECT_BATCH_MAX`] connects.
+    fn answer_connects(&self, mut connects: Vec<ConnectWaiter>) {
         while !connects.is_empty() {
             let rest = connects.split_off(connects.len().min(CONNECT_BATCH_MAX));
             let batch = std::mem::replace(&mut connects, rest);
