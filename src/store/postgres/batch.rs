@@ -120,6 +120,15 @@ pub(super) async fn commit(shared: Arc<Shared>, batch: Vec<Queued>) -> Vec<Inser
         commit_rows(&shared, &rows, deadline).await
     }
     .into_iter();
+    let expired = batch.len() - live.len();
+    if expired > 0 {
+        // One line per batch: under overload there are thousands a second.
+        tracing::warn!(
+            expired,
+            batch = batch.len(),
+            "postgres store: messages waited past the store timeout"
+        );
+    }
     let mut live = live.into_iter().peekable();
     batch
         .into_iter()
@@ -128,10 +137,6 @@ pub(super) async fn commit(shared: Arc<Shared>, batch: Vec<Queued>) -> Vec<Inser
             let result = if live.next_if_eq(&i).is_some() {
                 stored.next().unwrap_or(Err(StoreError::Closed))
             } else {
-                tracing::warn!(
-                    conversation_id = queued.request.conversation_id,
-                    "postgres store: message waited past the store timeout"
-                );
                 Err(StoreError::Timeout)
             };
             InsertOutcome {
