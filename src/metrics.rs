@@ -37,6 +37,9 @@ pub const ERRORS_SENT: &str = "chatgate_errors_sent_total";
 pub const RATE_LIMITED: &str = "chatgate_messages_rate_limited_total";
 /// Events queued on sockets (one per socket per event).
 pub const EVENTS_DELIVERED: &str = "chatgate_events_delivered_total";
+/// Sockets written at the end of a shard turn, one `sendmsg` each with
+/// every event the turn gathered for it (delivered / this = events per write).
+pub const GATHERED_WRITES: &str = "chatgate_gathered_writes_total";
 /// WebSocket sessions opened.
 pub const CONNECTIONS_OPENED: &str = "chatgate_connections_opened_total";
 /// WebSocket sessions closed, by close `code` (or `other`).
@@ -158,6 +161,10 @@ pub fn describe() {
         "Client messages dropped by a rate limit, by kind."
     );
     describe_counter!(EVENTS_DELIVERED, "Events queued on sockets.");
+    describe_counter!(
+        GATHERED_WRITES,
+        "Socket writes at the end of a shard turn, each carrying the events the turn gathered for the socket."
+    );
     describe_counter!(CONNECTIONS_OPENED, "WebSocket sessions opened.");
     describe_counter!(
         CONNECTIONS_CLOSED,
@@ -226,6 +233,7 @@ pub struct ShardMetrics {
     errors: [Tally; ReplyError::ALL.len()],
     rate_limited: [Tally; RATE_LIMIT_KINDS.len()],
     delivered: Tally,
+    gathered_writes: Tally,
     opened: Tally,
     /// Indexed like [`CLOSE_CODES`], then `other`.
     closed: [Tally; CLOSE_CODES.len() + 1],
@@ -250,6 +258,7 @@ impl ShardMetrics {
             errors: labelled(ERRORS_SENT, &s, "kind", |i| ReplyError::ALL[i].kind()),
             rate_limited: labelled(RATE_LIMITED, &s, "kind", |i| RATE_LIMIT_KINDS[i]),
             delivered: plain(EVENTS_DELIVERED),
+            gathered_writes: plain(GATHERED_WRITES),
             opened: plain(CONNECTIONS_OPENED),
             closed: labelled(CONNECTIONS_CLOSED, &s, "code", close),
             rejected: labelled(HANDSHAKES_REJECTED, &s, "reason", reason),
@@ -293,6 +302,12 @@ impl ShardMetrics {
     #[inline]
     pub fn delivered(&self, n: usize) {
         self.delivered.add(n as u64);
+    }
+
+    /// `n` sockets were written at the end of a shard turn.
+    #[inline]
+    pub fn gathered_writes(&self, n: usize) {
+        self.gathered_writes.add(n as u64);
     }
 
     /// A WebSocket session opened.
@@ -349,6 +364,7 @@ impl ShardMetrics {
         groups.iter().flat_map(|g| g.iter()).for_each(Tally::flush);
         for t in [
             &self.delivered,
+            &self.gathered_writes,
             &self.opened,
             &self.slow_consumers,
             &self.handoffs,

@@ -397,7 +397,7 @@ fn run_turn(
             next = inbox.try_recv().ok();
         }
     }
-    ctx.hub.uncork();
+    ctx.metrics.gathered_writes(ctx.hub.uncork());
     turn
 }
 

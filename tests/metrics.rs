@@ -219,6 +219,7 @@ fn counters_follow_a_scripted_session_and_promtool_accepts_the_exposition() {
         ("chatgate_connections_opened_total", "counter"),
         ("chatgate_connections_closed_total", "counter"),
         ("chatgate_events_delivered_total", "counter"),
+        ("chatgate_gathered_writes_total", "counter"),
         ("chatgate_connections_open", "gauge"),
     ] {
         assert_eq!(idle.type_of(family), Some(kind), "{}", idle.text);
@@ -293,6 +294,13 @@ fn counters_follow_a_scripted_session_and_promtool_accepts_the_exposition() {
     assert!(
         (3.0..=4.0).contains(&broadcasts),
         "chatgate_broadcast_latency_seconds_count = {broadcasts}\n{}",
+        e.text
+    );
+    // Each new_message turn wrote both sockets once (typing is not gathered).
+    assert_eq!(
+        e.sum("chatgate_gathered_writes_total", &[]),
+        6.0,
+        "{}",
         e.text
     );
     promtool_accepts(&e.text);

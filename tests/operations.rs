@@ -193,6 +193,7 @@ fn the_alert_rules_only_use_metrics_the_gateway_exports() {
         ERRORS_SENT,
         RATE_LIMITED,
         EVENTS_DELIVERED,
+        GATHERED_WRITES,
         CONNECTIONS_OPENED,
         CONNECTIONS_CLOSED,
         CONNECTIONS_OPEN,
