@@ -6,6 +6,10 @@
 //! a push first tries a direct non-blocking send (`sockio::try_send`): the
 //! common delivery costs one syscall and no task wake-up. What does not fit
 //! is queued, and only the socket's own task drains the queue and writes.
+//! During a shard turn the fan-out defers instead (`push_deferred`): the
+//! turn's frames wait in the queue and leave together with one `sendmsg`
+//! when the shard flushes the socket at the end of the turn
+//! (`flush_deferred`); what the socket does not take goes to its task.
 //! When a push would exceed a bound the queue is marked overflowed (the
 //! socket is then closed with 1013 by its task) and the frame is dropped:
 //! a slow consumer never stalls the shard or its neighbours.
