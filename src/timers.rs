@@ -58,21 +58,6 @@ impl Timers {
         self.sessions.borrow_mut().remove(&conn_id);
     }
 
-    /// Sessions tracked.
-    pub fn len(&self) -> usize {
-        self.sessions.borrow().len()
-    }
-
-    /// Whether no session is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.borrow().is_empty()
-    }
-
-    /// Deadline entries pending, stale ones included.
-    pub fn pending(&self) -> usize {
-        self.due.borrow().len()
-    }
-
     /// Wakes `peer`'s session at `at` at the latest (no-op when an entry at
     /// or before `at` is already pending for it).
     pub fn schedule(&self, peer: &Peer, at: Instant) {
@@ -175,7 +160,7 @@ mod tests {
         timers.schedule(&b, t0 + 2 * s);
         timers.schedule(&gone, t0 + s);
         timers.untrack(gone.conn_id);
-        assert_eq!(timers.pending(), 4);
+        assert_eq!(timers.due.borrow().len(), 4);
 
         assert_eq!(timers.fire(t0), Some(t0 + s));
         assert!(!a.outbound.take_timer_due());
@@ -191,7 +176,7 @@ mod tests {
             !a.outbound.take_timer_due(),
             "the superseded 3 s entry is stale"
         );
-        assert_eq!(timers.pending(), 0);
+        assert_eq!(timers.due.borrow().len(), 0);
     }
 
     #[test]
@@ -209,6 +194,6 @@ mod tests {
         timers.schedule(&b, t0 + Duration::from_secs(1));
         assert!(timers.rearm.get());
         timers.untrack(a.conn_id);
-        assert_eq!(timers.len(), 0);
+        assert!(timers.sessions.borrow().is_empty());
     }
 }

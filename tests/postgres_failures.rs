@@ -177,19 +177,7 @@ fn stalled_postgres_fails_within_the_store_timeout_and_keeps_nothing() {
     let (after, _) = send_one(&store, conv, a, "after");
     after.expect("the next message goes through without a restart");
     std::thread::sleep(Duration::from_millis(300));
-    let contents = {
-        let admin = db.admin();
-        let rows = admin
-            .block_on(
-                admin
-                    .client()
-                    .query("SELECT content FROM chatapp_message ORDER BY id", &[]),
-            )
-            .unwrap();
-        rows.iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    };
+    let contents = db.contents();
     assert_eq!(contents, ["before", "after"], "no partial rows");
     assert_eq!(db.unread(conv, b), 2);
 }
@@ -259,19 +247,7 @@ fn gateway_reports_failed_send_while_postgres_is_lost_then_recovers() {
     alice.send_json(json!({"type": "chat_message", "content": "after"}));
     assert_eq!(alice.recv_new_message()["content"], "after");
     assert_eq!(bob.recv_new_message()["content"], "after");
-    let contents = {
-        let admin = db.admin();
-        let rows = admin
-            .block_on(
-                admin
-                    .client()
-                    .query("SELECT content FROM chatapp_message ORDER BY id", &[]),
-            )
-            .unwrap();
-        rows.iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect::<Vec<_>>()
-    };
+    let contents = db.contents();
     assert_eq!(contents, ["before", "after"]);
     assert_eq!(db.unread(conv, b), 2);
 }

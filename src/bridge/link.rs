@@ -170,8 +170,18 @@ impl Backoff {
     }
 
     /// Back to the first, shortest delay (after a connection that held).
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.attempt = 0;
+    }
+
+    /// The delay before reconnecting after an established connection was
+    /// lost after `held`: one that held for at least `stable` starts the
+    /// backoff over.
+    pub fn after_loss(&mut self, held: Duration, stable: Duration) -> Duration {
+        if held >= stable {
+            self.reset();
+        }
+        self.next_delay()
     }
 
     fn ceiling(&self) -> Duration {
@@ -203,6 +213,22 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn only_a_connection_that_held_starts_the_backoff_over() {
+        let stable = Duration::from_secs(1);
+        let mut b = Backoff::new(Duration::from_secs(5));
+        for _ in 0..6 {
+            b.next_delay();
+        }
+        let short = b.after_loss(Duration::from_millis(10), stable);
+        assert!(
+            short >= Duration::from_millis(800),
+            "kept growing: {short:?}"
+        );
+        let held = b.after_loss(stable, stable);
+        assert!(held <= Duration::from_millis(50), "started over: {held:?}");
     }
 
     #[test]

@@ -63,10 +63,9 @@ impl Publisher {
                         .stats
                         .reconnects_total
                         .fetch_add(1, Ordering::Relaxed);
-                    if since.elapsed() >= self.shared.config.heartbeat {
-                        self.backoff.reset();
-                    }
-                    delay = self.backoff.next_delay();
+                    delay = self
+                        .backoff
+                        .after_loss(since.elapsed(), self.shared.config.heartbeat);
                 }
             }
         }

@@ -79,10 +79,9 @@ impl Subscriber {
                 .stats
                 .reconnects_total
                 .fetch_add(1, Ordering::Relaxed);
-            if since.elapsed() >= self.shared.config.heartbeat {
-                self.backoff.reset();
-            }
-            delay = self.backoff.next_delay();
+            delay = self
+                .backoff
+                .after_loss(since.elapsed(), self.shared.config.heartbeat);
         }
     }
 
@@ -240,16 +239,7 @@ impl Subscriber {
         conn: &mut MultiplexedConnection,
         ids: &[i64],
     ) -> Result<(), LinkError> {
-        for chunk in ids.chunks(SUBSCRIBE_CHUNK) {
-            let channels = self.channels(chunk);
-            bounded(
-                self.clients.timeout(),
-                "SUBSCRIBE",
-                conn.subscribe(channels),
-            )
-            .await?;
-        }
-        Ok(())
+        self.change(conn, ids, true).await
     }
 
     async fn unsubscribe(
@@ -257,14 +247,25 @@ impl Subscriber {
         conn: &mut MultiplexedConnection,
         ids: &[i64],
     ) -> Result<(), LinkError> {
+        self.change(conn, ids, false).await
+    }
+
+    /// (Un)subscribes `ids`' channels, `SUBSCRIBE_CHUNK` per command, each
+    /// command bounded by the timeout.
+    async fn change(
+        &self,
+        conn: &mut MultiplexedConnection,
+        ids: &[i64],
+        subscribe: bool,
+    ) -> Result<(), LinkError> {
+        let timeout = self.clients.timeout();
         for chunk in ids.chunks(SUBSCRIBE_CHUNK) {
             let channels = self.channels(chunk);
-            bounded(
-                self.clients.timeout(),
-                "UNSUBSCRIBE",
-                conn.unsubscribe(channels),
-            )
-            .await?;
+            if subscribe {
+                bounded(timeout, "SUBSCRIBE", conn.subscribe(channels)).await?;
+            } else {
+                bounded(timeout, "UNSUBSCRIBE", conn.unsubscribe(channels)).await?;
+            }
         }
         Ok(())
     }

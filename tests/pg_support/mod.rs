@@ -152,6 +152,16 @@ impl TestDb {
         self.scalar("SELECT count(*) FROM chatapp_message", &[])
     }
 
+    /// `content` of every `chatapp_message` row, by id.
+    pub fn contents(&self) -> Vec<String> {
+        let admin = self.admin();
+        let sql = "SELECT content FROM chatapp_message ORDER BY id";
+        let rows = admin
+            .block_on(admin.client().query(sql, &[]))
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// `unread_count` of a participant.
     pub fn unread(&self, conversation: i64, user: i64) -> i64 {
         self.scalar(
