@@ -81,9 +81,7 @@ fn the_21st_chat_message_of_a_burst_is_refused_and_not_stored() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, bob, conv) = gw.alice_and_bob();
     let mut a = gw.connect(conv, &alice);
     let mut b = gw.connect(conv, &bob);
 
@@ -113,9 +111,7 @@ fn the_11th_typing_event_is_refused_and_chat_has_its_own_budget() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, bob, conv) = gw.alice_and_bob();
     let mut a = gw.connect(conv, &alice);
     let mut b = gw.connect(conv, &bob);
 
@@ -146,9 +142,7 @@ fn a_user_who_keeps_hitting_the_limit_is_closed_with_1008() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, bob, conv) = gw.alice_and_bob();
     let mut a = gw.connect(conv, &alice);
     let mut b = gw.connect(conv, &bob);
 
@@ -311,9 +305,7 @@ fn a_handshake_flood_from_one_ip_gets_429_while_another_ip_connects() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, bob, conv) = gw.alice_and_bob();
     let path = chat_path(conv, &alice.token);
     for i in 1..=5 {
         let (status, head) = upgrade_from(LOCALHOST, &gw, &path, &[]);
@@ -349,9 +341,7 @@ fn x_real_ip_from_a_trusted_proxy_gets_its_own_budget() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, _bob, conv) = gw.alice_and_bob();
     let path = chat_path(conv, &alice.token);
     let first = [("X-Real-IP", "203.0.113.1")];
     for i in 1..=3 {
@@ -393,9 +383,7 @@ fn x_real_ip_from_an_untrusted_peer_shares_the_peer_budget() {
             ..LimitsConfig::default()
         }
     });
-    let alice = gw.user("alice");
-    let bob = gw.user("bob");
-    let conv = gw.conversation(&[&alice, &bob]);
+    let (alice, _bob, conv) = gw.alice_and_bob();
     let path = chat_path(conv, &alice.token);
     let first = [("X-Real-IP", "203.0.113.1")];
     for i in 1..=3 {

@@ -404,6 +404,14 @@ impl TestGateway {
         .expect("create conversation")
     }
 
+    /// Users `alice` and `bob` and a new conversation of the two.
+    pub fn alice_and_bob(&self) -> (User, User, i64) {
+        let alice = self.user("alice");
+        let bob = self.user("bob");
+        let conv = self.conversation(&[&alice, &bob]);
+        (alice, bob, conv)
+    }
+
     /// Activates or deactivates a user (on either store).
     pub fn set_user_active(&self, user_id: i64, active: bool) {
         match &self.database {
