@@ -2,7 +2,7 @@
 //!
 //! Owns token verification (signature, algorithm, `exp` with leeway,
 //! `token_type == "access"`, the user-id claim as a number or a decimal
-//! string) and minting (for the `token` subcommand, demos and tests).
+//! string, the presence of the `jti` claim) and minting (for the `token` subcommand, demos and tests).
 //! Whether the user exists and is active is the store's answer, not ours.
 //!
 //! Must never: log or return the token text, or accept any algorithm other
@@ -34,6 +34,9 @@ pub enum AuthError {
     WrongType,
     #[error("missing or invalid claim")]
     BadClaims,
+    /// simplejwt: "Token has no id".
+    #[error("token has no id")]
+    NoId,
 }
 
 impl AuthError {
@@ -47,6 +50,7 @@ impl AuthError {
             Self::Expired => "expired",
             Self::WrongType => "wrong_type",
             Self::BadClaims => "bad_claims",
+            Self::NoId => "no_jti",
         }
     }
 }
@@ -65,6 +69,7 @@ pub struct Verifier {
     validation: Validation,
     user_id_claim: String,
     token_type_claim: String,
+    jti_claim: Option<String>,
 }
 
 impl Verifier {
@@ -77,6 +82,7 @@ impl Verifier {
             validation,
             user_id_claim: cfg.user_id_claim.clone(),
             token_type_claim: cfg.token_type_claim.clone(),
+            jti_claim: cfg.jti_claim.clone(),
         }
     }
 
@@ -86,6 +92,12 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| map_error(e.kind()))?;
         let claims = data.claims;
+        // simplejwt checks the id's presence only (any value), before the type.
+        if let Some(jti) = &self.jti_claim {
+            if !claims.contains_key(jti) {
+                return Err(AuthError::NoId);
+            }
+        }
         if claims.get(&self.token_type_claim).and_then(Value::as_str) != Some("access") {
             return Err(AuthError::WrongType);
         }
@@ -140,7 +152,8 @@ pub fn mint_token(cfg: &JwtConfig, user_id: UserId, ttl: Duration) -> String {
     claims.insert(cfg.token_type_claim.clone(), Value::from("access"));
     claims.insert("exp".into(), Value::from(now + ttl.as_secs()));
     claims.insert("iat".into(), Value::from(now));
-    claims.insert("jti".into(), Value::from(random_jti()));
+    let jti = cfg.jti_claim.clone().unwrap_or_else(|| "jti".into());
+    claims.insert(jti, Value::from(random_jti()));
     claims.insert(cfg.user_id_claim.clone(), Value::from(user_id));
     let key = EncodingKey::from_secret(&cfg.secret);
     // Encoding a JSON map with an HMAC key cannot fail.
@@ -185,7 +198,7 @@ mod tests {
     fn user_id_as_string() {
         let v = Verifier::new(&cfg());
         let t = token_with(
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":"17"}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":"17"}),
             Algorithm::HS256,
             "test-secret",
         );
@@ -195,7 +208,7 @@ mod tests {
     #[test]
     fn refusals() {
         let v = Verifier::new(&cfg());
-        let ok = serde_json::json!({"token_type":"access","exp":future(),"user_id":1});
+        let ok = serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":1});
         assert_eq!(v.verify(None), Err(AuthError::Missing));
         assert_eq!(v.verify(Some("")), Err(AuthError::Missing));
         assert_eq!(v.verify(Some("garbage")), Err(AuthError::Malformed));
@@ -204,30 +217,30 @@ mod tests {
         let hs512 = token_with(ok.clone(), Algorithm::HS512, "test-secret");
         assert_eq!(v.verify(Some(&hs512)), Err(AuthError::BadAlgorithm));
         let expired = token_with(
-            serde_json::json!({"token_type":"access","exp":now_secs() - 10,"user_id":1}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":now_secs() - 10,"user_id":1}),
             Algorithm::HS256,
             "test-secret",
         );
         assert_eq!(v.verify(Some(&expired)), Err(AuthError::Expired));
         let refresh = token_with(
-            serde_json::json!({"token_type":"refresh","exp":future(),"user_id":1}),
+            serde_json::json!({"token_type":"refresh","jti":"j","exp":future(),"user_id":1}),
             Algorithm::HS256,
             "test-secret",
         );
         assert_eq!(v.verify(Some(&refresh)), Err(AuthError::WrongType));
         for claims in [
-            serde_json::json!({"token_type":"access","exp":future()}),
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":"x1"}),
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":0}),
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":-3}),
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":1.5}),
-            serde_json::json!({"token_type":"access","exp":future(),"user_id":null}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future()}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":"x1"}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":0}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":-3}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":1.5}),
+            serde_json::json!({"token_type":"access","jti":"j","exp":future(),"user_id":null}),
         ] {
             let t = token_with(claims, Algorithm::HS256, "test-secret");
             assert_eq!(v.verify(Some(&t)), Err(AuthError::BadClaims));
         }
         let no_exp = token_with(
-            serde_json::json!({"token_type":"access","user_id":1}),
+            serde_json::json!({"token_type":"access","jti":"j","user_id":1}),
             Algorithm::HS256,
             "test-secret",
         );
@@ -271,7 +284,7 @@ mod tests {
         c.leeway = Duration::from_secs(120);
         let v = Verifier::new(&c);
         let t = token_with(
-            serde_json::json!({"typ":"access","exp":now_secs() - 30,"uid":5}),
+            serde_json::json!({"typ":"access","jti":"j","exp":now_secs() - 30,"uid":5}),
             Algorithm::HS256,
             "test-secret",
         );
@@ -282,5 +295,50 @@ mod tests {
                 .user_id,
             9
         );
+    }
+
+    #[test]
+    fn a_token_without_an_id_is_refused() {
+        let v = Verifier::new(&cfg());
+        let no_jti = token_with(
+            serde_json::json!({"token_type":"access","exp":future(),"user_id":1}),
+            Algorithm::HS256,
+            "test-secret",
+        );
+        assert_eq!(v.verify(Some(&no_jti)), Err(AuthError::NoId));
+        // Any value counts, as in simplejwt (it checks the key's presence).
+        let null_jti = token_with(
+            serde_json::json!({"token_type":"access","exp":future(),"user_id":1,"jti":null}),
+            Algorithm::HS256,
+            "test-secret",
+        );
+        assert_eq!(v.verify(Some(&null_jti)).unwrap().user_id, 1);
+    }
+
+    #[test]
+    fn the_id_claim_can_be_renamed_or_turned_off() {
+        let claims =
+            serde_json::json!({"token_type":"access","exp":future(),"user_id":3,"tid":"a"});
+        let t = token_with(claims, Algorithm::HS256, "test-secret");
+        let mut renamed = cfg();
+        renamed.jti_claim = Some("tid".into());
+        assert_eq!(Verifier::new(&renamed).verify(Some(&t)).unwrap().user_id, 3);
+        assert_eq!(Verifier::new(&cfg()).verify(Some(&t)), Err(AuthError::NoId));
+        let minted = mint_token(&renamed, 4, Duration::from_secs(5));
+        assert_eq!(
+            Verifier::new(&renamed)
+                .verify(Some(&minted))
+                .unwrap()
+                .user_id,
+            4
+        );
+        let mut off = cfg();
+        off.jti_claim = None;
+        let bare = token_with(
+            serde_json::json!({"token_type":"access","exp":future(),"user_id":5}),
+            Algorithm::HS256,
+            "test-secret",
+        );
+        assert_eq!(Verifier::new(&off).verify(Some(&bare)).unwrap().user_id, 5);
     }
 }

@@ -132,6 +132,15 @@ pub struct CommonArgs {
         default_value = "token_type"
     )]
     pub jwt_token_type_claim: String,
+    /// Name of the claim every token must carry as its id (simplejwt
+    /// JTI_CLAIM); an empty value turns the check off (JTI_CLAIM = None).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_JWT_JTI_CLAIM",
+        default_value = "jti"
+    )]
+    pub jwt_jti_claim: String,
     /// Log filter (tracing EnvFilter syntax), e.g. info, chatgate=debug.
     #[arg(long, global = true, env = "CHATGATE_LOG", default_value = "info")]
     pub log: String,
@@ -374,6 +383,7 @@ impl Cli {
             leeway: self.common.jwt_leeway,
             user_id_claim: self.common.jwt_user_id_claim.clone(),
             token_type_claim: self.common.jwt_token_type_claim.clone(),
+            jti_claim: Some(self.common.jwt_jti_claim.clone()).filter(|c| !c.is_empty()),
         })
     }
 

@@ -37,6 +37,10 @@ pub struct JwtConfig {
     pub user_id_claim: String,
     /// Name of the token-type claim. Default `token_type`.
     pub token_type_claim: String,
+    /// Name of the claim a token must carry as its id (simplejwt
+    /// `JTI_CLAIM`). Default `jti`; `None` turns the check off, as
+    /// `JTI_CLAIM = None` does.
+    pub jti_claim: Option<String>,
 }
 
 impl JwtConfig {
@@ -47,6 +51,7 @@ impl JwtConfig {
             leeway: Duration::ZERO,
             user_id_claim: "user_id".into(),
             token_type_claim: "token_type".into(),
+            jti_claim: Some("jti".into()),
         }
     }
 }

@@ -30,6 +30,9 @@ on_every_store!(
     string_user_id_connects,
     non_numeric_user_id_closes_4001,
     configured_claim_names_are_used,
+    token_without_jti_closes_4001,
+    renamed_jti_claim_is_required,
+    jti_check_turned_off_accepts_tokens_without_one,
     not_a_participant_closes_4003,
     missing_conversation_closes_4003,
 );
@@ -254,6 +257,49 @@ fn configured_claim_names_are_used(on: Target) {
     );
     // The lib's own minting follows the config.
     gw.connect(conv, &alice);
+}
+
+/// simplejwt refuses an access token without an id ("Token has no id").
+fn token_without_jti_closes_4001(on: Target) {
+    let (gw, alice, conv) = setup(on);
+    let mut claims = access_claims(json!(alice.id));
+    claims.as_object_mut().unwrap().remove("jti");
+    let t = token(&claims);
+    gw.expect_rejected(&with_token(conv, &t), &[], 4001);
+    let bearer = format!("Bearer {t}");
+    gw.expect_rejected(
+        &format!("/ws/chat/{conv}/"),
+        &[("Authorization", bearer.as_str())],
+        4001,
+    );
+}
+
+/// `--jwt-jti-claim` names the id claim, as simplejwt's `JTI_CLAIM`.
+fn renamed_jti_claim_is_required(on: Target) {
+    let gw = TestGateway::start_on(on, |c| c.jwt.jti_claim = Some("token_id".into()));
+    let alice = gw.user("alice");
+    let conv = gw.conversation(&[&alice]);
+    let mut claims = access_claims(json!(alice.id));
+    claims["token_id"] = json!("b1");
+    gw.connect_path(&with_token(conv, &token(&claims)), &[]);
+    // `jti` alone no longer counts.
+    gw.expect_rejected(
+        &with_token(conv, &token(&access_claims(json!(alice.id)))),
+        &[],
+        4001,
+    );
+    // The lib's own minting follows the config.
+    gw.connect(conv, &alice);
+}
+
+/// An empty `--jwt-jti-claim` turns the check off (`JTI_CLAIM = None`).
+fn jti_check_turned_off_accepts_tokens_without_one(on: Target) {
+    let gw = TestGateway::start_on(on, |c| c.jwt.jti_claim = None);
+    let alice = gw.user("alice");
+    let conv = gw.conversation(&[&alice]);
+    let mut claims = access_claims(json!(alice.id));
+    claims.as_object_mut().unwrap().remove("jti");
+    gw.connect_path(&with_token(conv, &token(&claims)), &[]);
 }
 
 fn not_a_participant_closes_4003(on: Target) {

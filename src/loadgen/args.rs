@@ -248,6 +248,7 @@ fn prepare(a: PrepareArgs) -> Result<Outcome, LoadgenError> {
         leeway: Duration::ZERO,
         user_id_claim: a.jwt_user_id_claim,
         token_type_claim: a.jwt_token_type_claim,
+        jti_claim: Some("jti".into()),
     };
     let target = match a.database_url {
         Some(url) => StoreTarget::Postgres(url),
