@@ -21,7 +21,48 @@ use bytes::Bytes;
 
 use crate::close::CloseReason;
 use crate::outbound::{Bounds, Deferred, Outbound};
+use crate::sequencer::{Sequencer, Ticket};
 use crate::store::{ConversationId, UserId};
+
+/// Which member sockets of a conversation an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every socket (`new_message`).
+    All,
+    /// Every socket whose user is not this one (`typing`).
+    ExceptUser(UserId),
+}
+
+impl Audience {
+    /// Whether `peer` is in the audience.
+    #[inline]
+    pub fn includes(self, peer: &Peer) -> bool {
+        match self {
+            Self::All => true,
+            Self::ExceptUser(u) => peer.user_id != u,
+        }
+    }
+
+    /// The user excluded, if any (what the bridge envelope carries).
+    pub fn except_user(self) -> Option<UserId> {
+        match self {
+            Self::All => None,
+            Self::ExceptUser(u) => Some(u),
+        }
+    }
+}
+
+/// Something one socket caused, to be sent in the order the socket sent
+/// its frames (see `sequencer.rs`).
+#[derive(Debug)]
+pub enum Effect {
+    /// A frame for the causing socket only (an error, a delete's answer).
+    Reply(Bytes),
+    /// A frame for the conversation's sockets (local and on other nodes).
+    Broadcast { frame: Bytes, audience: Audience },
+    /// Close the causing socket (after everything it caused before).
+    Close(CloseReason),
+}
 
 /// One WebSocket session as the rest of the shard sees it.
 pub struct Peer {
@@ -29,12 +70,23 @@ pub struct Peer {
     pub user_id: UserId,
     pub conversation_id: ConversationId,
     pub outbound: Outbound,
-    /// When each of this socket's messages still at the store was received
-    /// (outcomes come back in order), for the broadcast-latency histogram.
-    pub receipts: RefCell<VecDeque<Instant>>,
+    /// This socket's messages still at the store, oldest first (outcomes
+    /// come back in the order they were sent).
+    pub inflight: RefCell<VecDeque<Inflight>>,
     /// The earliest deadline entry pending for this session in the shard's
     /// `Timers` (none while it is awake).
     pub timer_at: Cell<Option<monoio::time::Instant>>,
+    /// This socket's effects in the order it sent their frames (§6.9).
+    pub sequencer: RefCell<Sequencer<Effect>>,
+}
+
+/// A message of a socket's, handed to the store and not yet answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Inflight {
+    /// When it was received (for the broadcast-latency histogram).
+    pub received: Instant,
+    /// Its place among the socket's effects.
+    pub place: Ticket,
 }
 
 /// Result of a broadcast.
@@ -77,8 +129,9 @@ impl Hub {
             user_id,
             conversation_id,
             outbound: Outbound::new(bounds),
-            receipts: RefCell::new(VecDeque::new()),
+            inflight: RefCell::new(VecDeque::new()),
             timer_at: Cell::new(None),
+            sequencer: RefCell::new(Sequencer::new()),
         })
     }
 
@@ -119,7 +172,7 @@ impl Hub {
 
     /// Queues `frame` on every member socket of the conversation.
     pub fn broadcast(&self, conversation_id: ConversationId, frame: &Bytes) -> Delivery {
-        self.broadcast_filtered(conversation_id, frame, |_| true)
+        self.broadcast_to(conversation_id, Audience::All, frame)
     }
 
     /// Queues `frame` on every member socket whose user is not `except`.
@@ -129,19 +182,20 @@ impl Hub {
         except: UserId,
         frame: &Bytes,
     ) -> Delivery {
-        self.broadcast_filtered(conversation_id, frame, |p| p.user_id != except)
+        self.broadcast_to(conversation_id, Audience::ExceptUser(except), frame)
     }
 
-    fn broadcast_filtered(
+    /// Queues `frame` on every member socket of the conversation in `audience`.
+    pub fn broadcast_to(
         &self,
         conversation_id: ConversationId,
+        audience: Audience,
         frame: &Bytes,
-        keep: impl Fn(&Peer) -> bool,
     ) -> Delivery {
         let rooms = self.rooms.borrow();
         let mut d = Delivery::default();
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
-            if !keep(peer) {
+            if !audience.includes(peer) {
                 continue;
             }
             let pushed = if self.corked.get() {

@@ -14,6 +14,8 @@
 //! - [`frame`] — server WebSocket frames, built once and shared.
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
+//! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
+//! - [`typing`] — typing as a state: changes at once, repeats at most once a second.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -45,11 +47,13 @@ pub mod metrics;
 pub mod outbound;
 pub mod protocol;
 pub mod routing;
+pub mod sequencer;
 pub mod shard;
 pub mod side;
 pub mod sockio;
 pub mod store;
 pub mod timers;
+pub mod typing;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
 pub use gateway::{Gateway, GatewayError, ShardStats};

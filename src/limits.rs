@@ -1,7 +1,7 @@
 //! Per-user and per-IP limits, shared by every shard of a node.
 //!
-//! Owns: the keyed governor limiters (chat messages and typing events per
-//! user, rejections per user for abuse detection, handshakes per client IP),
+//! Owns: the keyed governor limiters (chat messages and typing state
+//! changes per user, rejections per user for abuse detection, handshakes per client IP),
 //! the count of open sockets per user ([`ConnectionPermit`]), pruning of idle
 //! keys so memory stays bounded with many distinct users and IPs, and
 //! [`client_ip`] (which address a request counts against, honouring
@@ -41,11 +41,14 @@ pub struct LimitsConfig {
     pub chat_per_sec: u32,
     /// Chat messages a user may send at once. Default 20.
     pub chat_burst: u32,
-    /// Sustained typing events per user, per second. Default 5.
+    /// Sustained typing state changes forwarded per user, per second; more
+    /// are dropped silently (typing never draws an error or counts as
+    /// abuse; repeats of one state are coalesced before this, see
+    /// `typing.rs`). Default 5.
     pub typing_per_sec: u32,
-    /// Typing events a user may send at once. Default 10.
+    /// Typing state changes a user may make at once. Default 10.
     pub typing_burst: u32,
-    /// Rejections (chat or typing) within [`abuse_window`](Self::abuse_window)
+    /// Chat-limit rejections within [`abuse_window`](Self::abuse_window)
     /// after which the user's socket is closed with 1008. Default 50.
     pub abuse_rejections: u32,
     /// The window of [`abuse_rejections`](Self::abuse_rejections). Default 10 s.
@@ -201,9 +204,10 @@ impl<C: Clock> Limits<C> {
         self.check(&self.chat, user)
     }
 
-    /// A typing event from `user`.
-    pub fn check_typing(&self, user: UserId) -> Verdict {
-        self.check(&self.typing, user)
+    /// Whether a typing state change from `user` may be forwarded. A
+    /// refusal is silent: it draws no error and never counts as abuse.
+    pub fn allow_typing_change(&self, user: UserId) -> bool {
+        self.typing.check_key(&user).is_ok()
     }
 
     fn check(&self, limiter: &Keyed<UserId, C>, user: UserId) -> Verdict {
@@ -373,7 +377,7 @@ mod tests {
         (l, clock)
     }
 
-    fn count(n: usize, mut f: impl FnMut() -> Verdict) -> Vec<Verdict> {
+    fn count<T>(n: usize, mut f: impl FnMut() -> T) -> Vec<T> {
         (0..n).map(|_| f()).collect()
     }
 
@@ -397,24 +401,27 @@ mod tests {
     }
 
     #[test]
-    fn the_11th_typing_event_is_limited_separately_from_chat() {
+    fn the_11th_typing_change_is_dropped_separately_from_chat() {
         let (l, _) = limits();
-        let v = count(11, || l.check_typing(1));
-        assert!(v[..10].iter().all(|v| *v == Verdict::Allowed), "{v:?}");
-        assert_eq!(v[10], Verdict::Limited);
+        let v = count(11, || l.allow_typing_change(1));
+        assert!(v[..10].iter().all(|v| *v), "{v:?}");
+        assert!(!v[10]);
         assert_eq!(l.check_chat(1), Verdict::Allowed);
+    }
+
+    #[test]
+    fn typing_refusals_never_count_as_abuse() {
+        let (l, _) = limits();
+        count(500, || l.allow_typing_change(7));
+        assert_eq!(l.check_chat(7), Verdict::Allowed);
     }
 
     #[test]
     fn fifty_rejections_within_the_window_are_abusive() {
         let (l, _) = limits();
         count(20, || l.check_chat(7));
-        count(10, || l.check_typing(7));
-        // Rejections of both kinds count: 25 + 24 are limited, the 50th is abusive.
-        assert!(count(25, || l.check_chat(7))
-            .iter()
-            .all(|v| *v == Verdict::Limited));
-        assert!(count(24, || l.check_typing(7))
+        // 49 are limited, the 50th is abusive.
+        assert!(count(49, || l.check_chat(7))
             .iter()
             .all(|v| *v == Verdict::Limited));
         assert_eq!(l.check_chat(7), Verdict::Abusive);
@@ -519,7 +526,7 @@ mod tests {
         let mut permits = Vec::new();
         for u in 0..N {
             l.check_chat(u);
-            l.check_typing(u);
+            l.allow_typing_change(u);
             l.check_handshake(IpAddr::from((u as u32).to_be_bytes()));
             if u % 1000 == 0 {
                 count(21, || l.check_chat(u)); // one rejection each: abuse state

@@ -35,6 +35,8 @@ pub const MESSAGES_RECEIVED: &str = "chatgate_messages_received_total";
 pub const ERRORS_SENT: &str = "chatgate_errors_sent_total";
 /// Client messages dropped by a rate limit, by `kind` (chat, typing).
 pub const RATE_LIMITED: &str = "chatgate_messages_rate_limited_total";
+/// Typing frames not forwarded: repeats of a state within a second.
+pub const TYPING_COALESCED: &str = "chatgate_typing_coalesced_total";
 /// Events queued on sockets (one per socket per event).
 pub const EVENTS_DELIVERED: &str = "chatgate_events_delivered_total";
 /// Sockets written at the end of a shard turn, one `sendmsg` each with
@@ -160,6 +162,10 @@ pub fn describe() {
         RATE_LIMITED,
         "Client messages dropped by a rate limit, by kind."
     );
+    describe_counter!(
+        TYPING_COALESCED,
+        "Typing frames not forwarded: repeats of the same state within a second."
+    );
     describe_counter!(EVENTS_DELIVERED, "Events queued on sockets.");
     describe_counter!(
         GATHERED_WRITES,
@@ -232,6 +238,7 @@ pub struct ShardMetrics {
     received: [Tally; MESSAGE_KINDS.len()],
     errors: [Tally; ReplyError::ALL.len()],
     rate_limited: [Tally; RATE_LIMIT_KINDS.len()],
+    typing_coalesced: Tally,
     delivered: Tally,
     gathered_writes: Tally,
     opened: Tally,
@@ -257,6 +264,7 @@ impl ShardMetrics {
             received: labelled(MESSAGES_RECEIVED, &s, "type", |i| MESSAGE_KINDS[i]),
             errors: labelled(ERRORS_SENT, &s, "kind", |i| ReplyError::ALL[i].kind()),
             rate_limited: labelled(RATE_LIMITED, &s, "kind", |i| RATE_LIMIT_KINDS[i]),
+            typing_coalesced: plain(TYPING_COALESCED),
             delivered: plain(EVENTS_DELIVERED),
             gathered_writes: plain(GATHERED_WRITES),
             opened: plain(CONNECTIONS_OPENED),
@@ -296,6 +304,12 @@ impl ShardMetrics {
         );
         let i = index_of(&RATE_LIMIT_KINDS, kind).unwrap_or(1);
         self.rate_limited[i].add(1);
+    }
+
+    /// A typing frame repeated its state within a second (not forwarded).
+    #[inline]
+    pub fn typing_coalesced(&self) {
+        self.typing_coalesced.add(1);
     }
 
     /// `n` sockets got an event queued.
@@ -363,6 +377,7 @@ impl ShardMetrics {
         ];
         groups.iter().flat_map(|g| g.iter()).for_each(Tally::flush);
         for t in [
+            &self.typing_coalesced,
             &self.delivered,
             &self.gathered_writes,
             &self.opened,

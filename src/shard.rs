@@ -32,14 +32,16 @@ use crate::config::{Config, IoDriver};
 use crate::connection;
 use crate::frame;
 use crate::handshake::{self, Rejection, Upgrade};
-use crate::hub::{Hub, Peer};
+use crate::hub::{Audience, Effect, Hub, Peer};
 use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
-use crate::store::{ConversationId, InsertOutcome, StoreHandle, UserId};
+use crate::sequencer::Ticket;
+use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
+use crate::typing::TypingTable;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -122,6 +124,11 @@ pub struct ShardCtx {
     pub tasks: Cell<usize>,
     /// Inserts sent to the store whose outcome has not come back.
     pub pending_inserts: Cell<usize>,
+    /// The last forwarded typing state per (conversation, user).
+    pub typing: RefCell<TypingTable>,
+    /// Closed sockets whose sequencer still waits for the store: effects
+    /// they caused are still sent, in order, when their places are decided.
+    lingering: RefCell<std::collections::HashMap<u64, Rc<Peer>>>,
     handoffs_in: Cell<u64>,
 }
 
@@ -161,6 +168,8 @@ impl ShardCtx {
             shutting_down: Cell::new(false),
             tasks: Cell::new(0),
             pending_inserts: Cell::new(0),
+            typing: RefCell::new(TypingTable::new()),
+            lingering: RefCell::new(std::collections::HashMap::new()),
             handoffs_in: Cell::new(0),
         }
     }
@@ -182,34 +191,79 @@ impl ShardCtx {
 
     /// Removes `peer`; the node unsubscribes (after the bridge's linger) when
     /// the conversation has no local member left.
+    /// While the store still owes the socket answers, it stays findable (as
+    /// lingering) so what it caused still goes out in order.
     pub fn leave_member(&self, peer: &Rc<Peer>) {
         if self.hub.leave(peer) {
             if let Some(b) = &self.bridge {
                 b.unsubscribe(peer.conversation_id);
             }
         }
+        if !peer.sequencer.borrow().is_idle() {
+            self.lingering
+                .borrow_mut()
+                .insert(peer.conn_id, peer.clone());
+        }
     }
 
-    /// Queues an event on every local member socket (skipping `except`'s
-    /// sockets) and publishes it for the other nodes unless it came from one.
+    /// The socket with this connection id: a member, or a closed one the
+    /// store still owes answers.
+    pub fn sender(&self, conn_id: u64) -> Option<Rc<Peer>> {
+        self.hub
+            .peer(conn_id)
+            .or_else(|| self.lingering.borrow().get(&conn_id).cloned())
+    }
+
+    /// Sends an effect of `peer`'s now, or keeps it behind the effects its
+    /// earlier frames still wait for.
+    pub fn send_ordered(&self, peer: &Peer, effect: Effect) {
+        let now = peer.sequencer.borrow_mut().push(effect);
+        if let Some(e) = now {
+            self.emit(peer, e);
+        }
+    }
+
+    /// Decides `peer`'s reserved place and sends everything that may now
+    /// leave, in order.
+    pub fn fill_ordered(&self, peer: &Peer, ticket: Ticket, effect: Option<Effect>) {
+        // `emit` never touches a sequencer, so it may run under the borrow
+        // (and nothing is collected on the per-message path).
+        peer.sequencer
+            .borrow_mut()
+            .fill(ticket, effect, |e| self.emit(peer, e));
+        if peer.sequencer.borrow().is_idle() {
+            self.lingering.borrow_mut().remove(&peer.conn_id);
+        }
+    }
+
+    /// Carries out one effect of `peer`'s.
+    fn emit(&self, peer: &Peer, effect: Effect) {
+        match effect {
+            Effect::Reply(frame) => {
+                let _ = peer.outbound.push(frame);
+            }
+            Effect::Broadcast { frame, audience } => {
+                self.fan_out(peer.conversation_id, audience, frame, true)
+            }
+            Effect::Close(reason) => peer.outbound.request_close(reason),
+        }
+    }
+
+    /// Queues an event on every local member socket in `audience` and
+    /// publishes it for the other nodes unless it came from one.
     pub fn fan_out(
         &self,
         conversation_id: ConversationId,
-        except: Option<UserId>,
+        audience: Audience,
         frame: Bytes,
         publish: bool,
     ) {
-        let d = match except {
-            Some(user) => self
-                .hub
-                .broadcast_except_user(conversation_id, user, &frame),
-            None => self.hub.broadcast(conversation_id, &frame),
-        };
+        let d = self.hub.broadcast_to(conversation_id, audience, &frame);
         self.metrics.delivered(d.queued);
         if let (true, Some(b)) = (publish, &self.bridge) {
             b.publish(RemoteEvent {
                 conversation_id,
-                except_user: except,
+                except_user: audience.except_user(),
                 payload: frame::payload_of(&frame),
             });
         }
@@ -423,7 +477,9 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
         monoio::time::sleep(Duration::from_millis(100)).await;
         ticks += 1;
         if ticks % 10 == 0 {
-            ctx.membership.prune(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            ctx.membership.prune(now);
+            ctx.typing.borrow_mut().prune(now);
             ctx.metrics.set_open_connections(ctx.hub.connections());
             ctx.metrics.flush();
         }
@@ -520,12 +576,10 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
     debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());
     f.payload().extend_from_slice(&event.payload);
-    ctx.fan_out(
-        event.conversation_id,
-        event.except_user,
-        f.finish_text(),
-        false,
-    );
+    let audience = event
+        .except_user
+        .map_or(Audience::All, Audience::ExceptUser);
+    ctx.fan_out(event.conversation_id, audience, f.finish_text(), false);
 }
 
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {

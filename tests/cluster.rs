@@ -86,6 +86,30 @@ fn round_trip(from: &mut Client, clients: &mut [&mut Client], content: &str) -> 
     mine["id"].as_i64().expect("id")
 }
 
+/// §6.9 across nodes: 500 rounds of chat-then-typing on node A; members
+/// on node B see each `new_message` before the typing that followed it.
+#[test]
+fn chat_then_typing_keeps_the_senders_order_across_nodes() {
+    let Some(env) = env("cluster_order") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let carol = cluster.a.user("carol");
+    let conv = cluster.a.conversation(&[&alice, &bob, &carol]);
+    let mut a = cluster.a.connect(conv, &alice);
+    let mut b_local = cluster.a.connect(conv, &bob);
+    let mut b_remote = cluster.connect_b(conv, &bob);
+    let mut c_remote = cluster.connect_b(conv, &carol);
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
+    send_chat_then_typing(&mut a, 500);
+    let ids = expect_chat_then_typing(&mut b_local, &alice, 500);
+    assert_eq!(expect_chat_then_typing(&mut b_remote, &alice, 500), ids);
+    assert_eq!(expect_chat_then_typing(&mut c_remote, &alice, 500), ids);
+}
+
 #[test]
 fn a_message_reaches_every_socket_on_both_nodes_once_and_in_order() {
     let Some(env) = env("cluster_once") else {

@@ -1,5 +1,6 @@
-//! Per-user and per-IP limits on a real gateway: chat and typing bursts
-//! (`Rate limit exceeded`, the message dropped and not stored), sustained
+//! Per-user and per-IP limits on a real gateway: chat bursts (`Rate limit
+//! exceeded`, the message dropped and not stored), typing as a state
+//! (repeats coalesced, changes over the budget dropped silently), sustained
 //! abuse (1008), sockets per user (the 33rd refused with 1008 after the
 //! upgrade), handshakes per client IP (HTTP 429 before any JWT work), and
 //! `X-Real-IP` believed only from a trusted proxy.
@@ -13,7 +14,7 @@ mod support;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chatgate::config::LimitsConfig;
 use chatgate::shard_for;
@@ -30,13 +31,6 @@ fn rate_limited() -> Value {
 }
 
 /// Sends every text in one write (one burst).
-fn send_burst(c: &mut Client, texts: impl IntoIterator<Item = String>) {
-    for t in texts {
-        c.ws.write(Message::text(t)).expect("queue a frame");
-    }
-    c.ws.flush().expect("flush the burst");
-}
-
 fn chat_json(content: &str) -> String {
     json!({"type": "chat_message", "content": content}).to_string()
 }
@@ -102,12 +96,56 @@ fn the_21st_chat_message_of_a_burst_is_refused_and_not_stored() {
     a.expect_silence(Duration::from_millis(100));
 }
 
+/// The original React client sends `typing: true` on every keystroke:
+/// 12 keys/s for 12.5 s draws no error, the others see about one event a
+/// second, and the stop goes out at once (PROTOCOL.md §2).
 #[test]
-fn the_11th_typing_event_is_refused_and_chat_has_its_own_budget() {
+fn typing_repeats_are_coalesced_to_one_a_second_without_errors() {
+    let gw = TestGateway::start();
+    let (alice, bob, conv) = gw.alice_and_bob();
+    let mut a = gw.connect(conv, &alice);
+    let mut b = gw.connect(conv, &bob);
+
+    let typing = json!({"type": "typing", "is_typing": true});
+    let start = Instant::now();
+    for i in 0..150u32 {
+        let at = start + Duration::from_millis(u64::from(i) * 1000 / 12);
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        a.send_json(typing.clone());
+    }
+    let event = |on: bool| json!({"type": "typing", "user_id": alice.id, "username": "alice", "is_typing": on});
+    let mut forwarded = 0;
+    while let Some(v) = b.try_recv_json(Duration::from_millis(300)) {
+        assert_eq!(v, event(true));
+        forwarded += 1;
+    }
+    assert!(
+        (11..=14).contains(&forwarded),
+        "{forwarded} typing events for 12.5 s of keystrokes"
+    );
+    // The stop is a change of state: forwarded at once.
+    let sent = Instant::now();
+    a.send_json(json!({"type": "typing", "is_typing": false}));
+    assert_eq!(b.recv_json(), event(false));
+    assert!(
+        sent.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        sent.elapsed()
+    );
+    // No error, no close: the typist's socket still chats.
+    a.chat("still here");
+    assert_new_message(&a.recv_new_message(), &alice, "still here");
+}
+
+/// State changes over the typing budget are dropped silently: never an
+/// error, never counted towards 1008; chat has its own budget.
+#[test]
+fn typing_changes_over_the_budget_are_dropped_silently() {
     let gw = TestGateway::start_with(|c| {
         c.rate_limits = LimitsConfig {
             typing_per_sec: 1,
             typing_burst: 10,
+            abuse_rejections: 5,
             ..LimitsConfig::default()
         }
     });
@@ -115,16 +153,15 @@ fn the_11th_typing_event_is_refused_and_chat_has_its_own_budget() {
     let mut a = gw.connect(conv, &alice);
     let mut b = gw.connect(conv, &bob);
 
-    let typing = json!({"type": "typing", "is_typing": true}).to_string();
-    send_burst(&mut a, std::iter::repeat_n(typing, 11));
-    a.expect_error("Rate limit exceeded");
-    let event =
-        json!({"type": "typing", "user_id": alice.id, "username": "alice", "is_typing": true});
+    let flips = (0..30).map(|i| json!({"type": "typing", "is_typing": i % 2 == 0}).to_string());
+    send_burst(&mut a, flips);
     for i in 0..10 {
-        assert_eq!(b.recv_json(), event, "typing event {}", i + 1);
+        let v = b.recv_json();
+        assert_eq!(v["type"], "typing", "event {}", i + 1);
+        assert_eq!(v["is_typing"], i % 2 == 0, "event {}", i + 1);
     }
     b.expect_silence(Duration::from_millis(300));
-    // Chat messages are limited separately.
+    a.expect_silence(Duration::from_millis(100));
     a.chat("typing is limited, chat is not");
     let m = a.recv_new_message();
     assert_new_message(&m, &alice, "typing is limited, chat is not");

@@ -33,6 +33,8 @@ on_every_store!(
     binary_frame_is_rejected_and_socket_stays,
     conversations_are_isolated,
     two_hundred_messages_arrive_in_order,
+    chat_then_typing_keeps_the_senders_order,
+    errors_keep_the_senders_order,
     client_close_gets_1000_back,
 );
 
@@ -383,6 +385,50 @@ fn any_participant_may_delete_for_themselves(on: Target) {
 
 fn typing(user: &User, is_typing: bool) -> Value {
     json!({"type": "typing", "user_id": user.id, "username": user.username, "is_typing": is_typing})
+}
+
+/// §6.9: 500 rounds of chat-then-typing from one socket: every other
+/// member sees each `new_message` before the typing that followed it; the
+/// sender's other socket sees the messages only, in order.
+fn chat_then_typing_keeps_the_senders_order(on: Target) {
+    let r = room(on);
+    let carol = r.gw.user("carol");
+    r.gw.add_participant(r.conv, carol.id);
+    let mut a = r.gw.connect(r.conv, &r.alice);
+    let mut a2 = r.gw.connect(r.conv, &r.alice);
+    let mut b = r.gw.connect(r.conv, &r.bob);
+    let mut c = r.gw.connect(r.conv, &carol);
+    send_chat_then_typing(&mut a, 500);
+    let ids = expect_chat_then_typing(&mut b, &r.alice, 500);
+    assert_eq!(expect_chat_then_typing(&mut c, &r.alice, 500), ids);
+    for own in [&mut a, &mut a2] {
+        let got: Vec<i64> = (0..500)
+            .map(|_| own.recv_new_message()["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, ids, "the sender's sockets see the messages in order");
+        own.expect_silence(QUIET);
+    }
+}
+
+/// §6.9: an error reply to a frame sent after a chat message arrives after
+/// that message's `new_message` on the sender's socket.
+fn errors_keep_the_senders_order(on: Target) {
+    let r = room(on);
+    let mut a = r.gw.connect(r.conv, &r.alice);
+    send_burst(
+        &mut a,
+        (0..50).flat_map(|i| {
+            [
+                json!({"type": "chat_message", "content": format!("m{i}")}).to_string(),
+                "not json".to_string(),
+            ]
+        }),
+    );
+    for i in 0..50 {
+        let m = a.recv_new_message();
+        assert_eq!(m["content"], format!("m{i}"));
+        assert_eq!(a.recv_json(), error("Invalid JSON"), "after m{i}");
+    }
 }
 
 fn typing_reaches_only_other_users(on: Target) {

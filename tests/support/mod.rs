@@ -806,6 +806,36 @@ impl Client {
         }
     }
 
+    /// The next JSON text message (pings skipped) if one arrives within `d`.
+    pub fn try_recv_json(&mut self, d: Duration) -> Option<Value> {
+        let deadline = Instant::now() + d;
+        let got = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(t)) if parse(&t) != json!({"type": "ping"}) => {
+                    break Some(parse(&t))
+                }
+                Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(other) => panic!("expected a JSON text message, got {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    break None
+                }
+                Err(e) => panic!("reading from the gateway failed: {e:?}"),
+            }
+        };
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .unwrap();
+        got
+    }
+
     /// Asserts nothing but pings arrives for `d`.
     pub fn expect_silence(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
@@ -864,6 +894,54 @@ impl Client {
 }
 
 /// Parses a text frame as JSON; panics with the text when it is not.
+/// Queues every text and sends them in one flush (a burst).
+pub fn send_burst(c: &mut Client, texts: impl IntoIterator<Item = String>) {
+    for t in texts {
+        c.ws.write(Message::text(t)).expect("queue a frame");
+    }
+    c.ws.flush().expect("flush the burst");
+}
+
+/// PROTOCOL.md §6.9: `rounds` × (`chat_message` "round i", then `typing`
+/// alternating true/false, so that every typing frame is a change of
+/// state), sent as one burst.
+pub fn send_chat_then_typing(c: &mut Client, rounds: usize) {
+    send_burst(
+        c,
+        (0..rounds).flat_map(|i| {
+            [
+                json!({"type": "chat_message", "content": format!("round {i}")}).to_string(),
+                json!({"type": "typing", "is_typing": i % 2 == 0}).to_string(),
+            ]
+        }),
+    );
+}
+
+/// What another user's socket must see of [`send_chat_then_typing`]: each
+/// round's `new_message`, then the typing that followed it, never the other
+/// way round. Returns the message ids, which must increase.
+pub fn expect_chat_then_typing(c: &mut Client, typist: &User, rounds: usize) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let m = c.recv_json();
+        assert_eq!(
+            m["type"], "new_message",
+            "round {i}: expected the message first, got {m}"
+        );
+        assert_eq!(m["message"]["content"], format!("round {i}"), "round {i}");
+        let t = c.recv_json();
+        assert_eq!(
+            t,
+            json!({"type": "typing", "user_id": typist.id, "username": typist.username, "is_typing": i % 2 == 0}),
+            "round {i}: the typing that followed the message"
+        );
+        let id = m["message"]["id"].as_i64().expect("id");
+        assert!(ids.last().is_none_or(|&last| id > last), "ids increase");
+        ids.push(id);
+    }
+    ids
+}
+
 pub fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("server sent invalid JSON {text:?}: {e}"))
 }
