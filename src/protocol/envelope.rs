@@ -1,0 +1,223 @@
+//! The envelope of a client frame: which fields it carries and which
+//! `type` it names (PROTOCOL.md §3, parsing).
+//!
+//! Owns [`ClientMessage`] (the validated result), the reduction of a frame
+//! to the fields the rules look at (`Fields`, later duplicates winning as in
+//! Python's `json.loads`), the serde visitors that fill them in the single
+//! simd-json pass, and the dispatch on `type` to the per-type rules in
+//! `chat.rs`, `delete.rs` and `typing.rs`. A new client message type adds
+//! its key here, one arm in `Frame::classify`, and a file of its own.
+//!
+//! Must never: fail the serde pass on a valid JSON document (every JSON type
+//! is accepted, the rules decide), or decide a field's validity itself.
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::errors::ReplyError;
+use super::value::{drain_seq, Json};
+use super::{chat, delete, typing};
+use crate::store::MessageId;
+
+/// A validated client message. `content` borrows from the
+/// [`Decoder`](super::Decoder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// `chat_message`; `content` is stripped, non-empty, at most
+    /// [`MAX_CONTENT_CHARS`](super::MAX_CONTENT_CHARS) code points and free of U+0000.
+    Chat { content: &'a str },
+    /// `delete_message`; `message_id` is positive.
+    Delete { message_id: MessageId },
+    /// `typing`; `is_typing` defaults to false.
+    Typing { is_typing: bool },
+}
+
+/// The fields of a client frame the rules look at (later duplicates win,
+/// as in Python's `json.loads`).
+#[derive(Default)]
+pub(super) struct Fields<'a> {
+    kind: Option<Json<'a>>,
+    content: Option<Json<'a>>,
+    message_id: Option<Json<'a>>,
+    is_typing: Option<Json<'a>>,
+}
+
+/// A parsed client frame: an object, or any other valid JSON value.
+pub(super) enum Frame<'a> {
+    Object(Fields<'a>),
+    NotObject,
+}
+
+impl<'a> Frame<'a> {
+    pub(super) fn from_value(v: &'a serde_json::Value) -> Self {
+        let Some(map) = v.as_object() else {
+            return Frame::NotObject;
+        };
+        let get = |k: &str| map.get(k).map(Json::from_value);
+        Frame::Object(Fields {
+            kind: get("type"),
+            content: get("content"),
+            message_id: get("message_id"),
+            is_typing: get("is_typing"),
+        })
+    }
+
+    pub(super) fn classify(self) -> Result<ClientMessage<'a>, ReplyError> {
+        let Frame::Object(f) = self else {
+            return Err(ReplyError::UnknownType);
+        };
+        match f.kind {
+            Some(Json::Str("chat_message")) => chat::decode(f.content),
+            Some(Json::Str("delete_message")) => delete::decode(f.message_id),
+            Some(Json::Str("typing")) => typing::decode(f.is_typing),
+            _ => Err(ReplyError::UnknownType),
+        }
+    }
+}
+
+// Serde plumbing: visitors that accept every JSON type, so the single
+// simd-json pass never fails on a valid document and the rules decide.
+
+enum Key {
+    Type,
+    Content,
+    MessageId,
+    IsTyping,
+    Other,
+}
+
+struct KeyVisitor;
+
+impl Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(match v {
+            "type" => Key::Type,
+            "content" => Key::Content,
+            "message_id" => Key::MessageId,
+            "is_typing" => Key::IsTyping,
+            _ => Key::Other,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+struct FrameVisitor;
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Frame<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Type => &mut f.kind,
+                Key::Content => &mut f.content,
+                Key::MessageId => &mut f.message_id,
+                Key::IsTyping => &mut f.is_typing,
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(Frame::Object(f))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        drain_seq(seq).map(|_| Frame::NotObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Frame::NotObject)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FrameVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testing::{chat, dec, Got};
+
+    #[test]
+    fn valid_json_that_is_not_a_known_type() {
+        for p in [
+            "[]",
+            "[{\"type\":\"typing\"}]",
+            "1",
+            "-1.5",
+            "\"chat_message\"",
+            "null",
+            "true",
+            "{}",
+            "{\"content\":\"hi\"}",
+            "{\"type\":null}",
+            "{\"type\":1}",
+            "{\"type\":true}",
+            "{\"type\":[\"typing\"]}",
+            "{\"type\":{\"typing\":1}}",
+            "{\"type\":\"\"}",
+            "{\"type\":\"Chat_message\"}",
+            "{\"type\":\"typing \"}",
+            "{\"type\":\"new_message\"}",
+            " {\"type\":\"ping\"} ",
+        ] {
+            assert_eq!(dec(p), Err(ReplyError::UnknownType), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn extra_fields_order_and_duplicates() {
+        let p =
+            r#"{"x":[1,{"y":[null,"z"]}],"content":"hi","n":-1.5e3,"type":"chat_message","o":{}}"#;
+        assert_eq!(dec(p), chat("hi"));
+        let p = r#"{"type":"typing","is_typing":false,"is_typing":true}"#;
+        assert_eq!(
+            dec(p),
+            Ok(Got::Typing(true)),
+            "later duplicate wins, as in Python"
+        );
+        let p = r#"{"type":"typing","type":"chat_message","content":"x"}"#;
+        assert_eq!(dec(p), chat("x"));
+        let p = r#"{"type":"chat_message","content":5,"content":"ok"}"#;
+        assert_eq!(dec(p), chat("ok"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The SQLite schema: Django's five tables, created idempotently.
+//!
+//! Owns `SCHEMA`: the tables as Django's SQLite backend creates them (column
+//! types, NOT NULL flags, unique constraints, AUTOINCREMENT ids), plus the
+//! indexes the worker's queries need under Django's index names, and
+//! [`migrate`], which applies it in one transaction.
+//!
+//! Must never: alter or drop anything that exists (a database created by
+//! Django is left as it is).
+
+use rusqlite::Connection;
+
+use super::{db_err, StoreError};
+
+/// Django's tables as its SQLite backend creates them (AUTOINCREMENT: ids
+/// are never reused), plus the indexes the worker's queries need, under
+/// Django's index names. Foreign keys are immediate so a bad reference fails
+/// its own statement, not the whole batch's COMMIT.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS "auth_user" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "password" varchar(128) NOT NULL,
+    "last_login" datetime NULL,
+    "is_superuser" bool NOT NULL,
+    "username" varchar(150) NOT NULL UNIQUE,
+    "first_name" varchar(150) NOT NULL,
+    "last_name" varchar(150) NOT NULL,
+    "email" varchar(254) NOT NULL,
+    "is_staff" bool NOT NULL,
+    "is_active" bool NOT NULL,
+    "date_joined" datetime NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "chatapp_conversation" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "created_at" datetime NOT NULL,
+    "updated_at" datetime NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "chatapp_conversationparticipant" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "unread_count" integer NOT NULL CHECK ("unread_count" >= 0),
+    "joined_at" datetime NOT NULL,
+    "conversation_id" bigint NOT NULL REFERENCES "chatapp_conversation" ("id"),
+    "user_id" integer NOT NULL REFERENCES "auth_user" ("id"),
+    UNIQUE ("conversation_id", "user_id")
+);
+CREATE TABLE IF NOT EXISTS "chatapp_message" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "content" text NOT NULL,
+    "timestamp" datetime NOT NULL,
+    "conversation_id" bigint NOT NULL REFERENCES "chatapp_conversation" ("id"),
+    "sender_id" integer NOT NULL REFERENCES "auth_user" ("id")
+);
+CREATE TABLE IF NOT EXISTS "chatapp_messagedeletion" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "deleted_at" datetime NOT NULL,
+    "message_id" bigint NOT NULL REFERENCES "chatapp_message" ("id"),
+    "user_id" integer NOT NULL REFERENCES "auth_user" ("id"),
+    UNIQUE ("message_id", "user_id")
+);
+CREATE INDEX IF NOT EXISTS "chatapp_conversationparticipant_user_id_4dc7efd6"
+    ON "chatapp_conversationparticipant" ("user_id");
+CREATE INDEX IF NOT EXISTS "chatapp_message_conversation_id_751b6c97"
+    ON "chatapp_message" ("conversation_id");
+CREATE INDEX IF NOT EXISTS "chatapp_messagedeletion_user_id_cae8a1e0"
+    ON "chatapp_messagedeletion" ("user_id");
+"#;
+
+/// Creates Django's tables and the worker's indexes if they are missing (idempotent).
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    tx.execute_batch(SCHEMA).map_err(db_err)?;
+    tx.commit().map_err(db_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::store::sqlite::testing::{names, Fixture};
+    use crate::store::sqlite::Admin;
+
+    fn table_columns(conn: &Connection, table: &str) -> Vec<(String, bool)> {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA table_info(\"{table}\")"))
+            .unwrap();
+        let rows = stmt.query_map([], |row| Ok((row.get(1)?, row.get(3)?)));
+        rows.unwrap().map(Result::unwrap).collect()
+    }
+
+    fn unique_column_sets(conn: &Connection, table: &str) -> BTreeSet<Vec<String>> {
+        let mut list = conn
+            .prepare(&format!("PRAGMA index_list(\"{table}\")"))
+            .unwrap();
+        let indexes: Vec<(String, bool)> = list
+            .query_map([], |row| Ok((row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let unique = indexes.into_iter().filter(|(_, unique)| *unique);
+        unique
+            .map(|(name, _)| {
+                let mut info = conn
+                    .prepare(&format!("PRAGMA index_info(\"{name}\")"))
+                    .unwrap();
+                let cols = info.query_map([], |row| row.get(2)).unwrap();
+                cols.map(Result::unwrap).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn migrate_is_idempotent_and_creates_djangos_tables() {
+        let fx = Fixture::new();
+        let conn = fx.admin.connection();
+        migrate(conn).unwrap();
+        migrate(conn).unwrap();
+        drop(Admin::open(&fx.path).unwrap());
+
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .unwrap();
+        let tables: BTreeSet<String> = stmt
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected_tables = [
+            "auth_user",
+            "chatapp_conversation",
+            "chatapp_conversationparticipant",
+            "chatapp_message",
+            "chatapp_messagedeletion",
+        ];
+        assert_eq!(
+            tables,
+            expected_tables.iter().map(|t| t.to_string()).collect()
+        );
+
+        let nn = |cols: &[(&str, bool)]| -> Vec<(String, bool)> {
+            cols.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+        };
+        assert_eq!(
+            table_columns(conn, "auth_user"),
+            nn(&[
+                ("id", true),
+                ("password", true),
+                ("last_login", false),
+                ("is_superuser", true),
+                ("username", true),
+                ("first_name", true),
+                ("last_name", true),
+                ("email", true),
+                ("is_staff", true),
+                ("is_active", true),
+                ("date_joined", true),
+            ])
+        );
+        assert_eq!(
+            table_columns(conn, "chatapp_conversation"),
+            nn(&[("id", true), ("created_at", true), ("updated_at", true)])
+        );
+        assert_eq!(
+            table_columns(conn, "chatapp_conversationparticipant"),
+            nn(&[
+                ("id", true),
+                ("unread_count", true),
+                ("joined_at", true),
+                ("conversation_id", true),
+                ("user_id", true),
+            ])
+        );
+        assert_eq!(
+            table_columns(conn, "chatapp_message"),
+            nn(&[
+                ("id", true),
+                ("content", true),
+                ("timestamp", true),
+                ("conversation_id", true),
+                ("sender_id", true),
+            ])
+        );
+        assert_eq!(
+            table_columns(conn, "chatapp_messagedeletion"),
+            nn(&[
+                ("id", true),
+                ("deleted_at", true),
+                ("message_id", true),
+                ("user_id", true),
+            ])
+        );
+
+        let uniques = |sets: &[&[&str]]| -> BTreeSet<Vec<String>> {
+            sets.iter().map(|cols| names(cols)).collect()
+        };
+        assert_eq!(
+            unique_column_sets(conn, "auth_user"),
+            uniques(&[&["username"]])
+        );
+        assert_eq!(
+            unique_column_sets(conn, "chatapp_conversationparticipant"),
+            uniques(&[&["conversation_id", "user_id"]])
+        );
+        assert_eq!(
+            unique_column_sets(conn, "chatapp_messagedeletion"),
+            uniques(&[&["message_id", "user_id"]])
+        );
+        assert!(unique_column_sets(conn, "chatapp_message").is_empty());
+    }
+}
