@@ -15,7 +15,7 @@
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
-//! - [`typing`] — typing as a state: changes at once, repeats at most once a second.
+//! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -53,7 +53,7 @@ pub mod side;
 pub mod sockio;
 pub mod store;
 pub mod timers;
-pub mod typing;
+pub mod typing_state;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
 pub use gateway::{Gateway, GatewayError, ShardStats};

@@ -44,7 +44,7 @@ pub struct LimitsConfig {
     /// Sustained typing state changes forwarded per user, per second; more
     /// are dropped silently (typing never draws an error or counts as
     /// abuse; repeats of one state are coalesced before this, see
-    /// `typing.rs`). Default 5.
+    /// `typing_state.rs`). Default 5.
     pub typing_per_sec: u32,
     /// Typing state changes a user may make at once. Default 10.
     pub typing_burst: u32,

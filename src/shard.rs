@@ -41,7 +41,7 @@ use crate::routing::shard_for;
 use crate::sequencer::Ticket;
 use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
-use crate::typing::TypingTable;
+use crate::typing_state::TypingTable;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
