@@ -249,3 +249,166 @@ fn find_promtool() -> Option<std::path::PathBuf> {
         .map(|d| d.join("promtool"))
         .find(|p| p.is_file())
 }
+
+/// A connection for several requests (keep-alive), with the same timeouts as
+/// [`exchange`].
+fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body) and leaves
+/// the connection open; returns (status, head, body).
+fn read_response(s: &mut std::net::TcpStream) -> (u16, String, String) {
+    read_answer(s, false)
+}
+
+/// [`read_response`] for a `HEAD`: no body follows the head.
+fn read_head_answer(s: &mut std::net::TcpStream) -> (u16, String, String) {
+    read_answer(s, true)
+}
+
+fn read_answer(s: &mut std::net::TcpStream, head_only: bool) -> (u16, String, String) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {buf:?}");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length")
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; if head_only { 0 } else { length }];
+    s.read_exact(&mut body).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head, String::from_utf8(body).unwrap())
+}
+
+/// What is left on `s` until the server closes it (an abortive close counts
+/// as closed), and how long that took.
+fn read_until_closed(s: &mut std::net::TcpStream) -> (Vec<u8>, Duration) {
+    let since = std::time::Instant::now();
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("not closed: {e}"),
+    }
+    (rest, since.elapsed())
+}
+
+const KEEP_ALIVE_GET: &str = "HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let f = start_with(local_handle(), None);
+    let mut s = connect(f.server.local_addr());
+    write!(s, "GET /healthz {KEEP_ALIVE_GET}").unwrap();
+    let (status, head, body) = read_response(&mut s);
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(head.contains("Connection: keep-alive"), "{head}");
+    // Pipelined on the kept-alive connection: answered in order.
+    write!(
+        s,
+        "GET /readyz {KEEP_ALIVE_GET}HEAD /healthz {KEEP_ALIVE_GET}"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut s).2, "ready\n");
+    let (status, head, body) = read_head_answer(&mut s);
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(head.contains("Content-Length: 3"), "{head}");
+    // The last request does not ask to keep the connection: it closes.
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (status, head, _) = read_response(&mut s);
+    assert_eq!(status, 200);
+    assert!(head.contains("Connection: close"), "{head}");
+    assert_eq!(read_until_closed(&mut s).0, b"");
+}
+
+#[test]
+fn http_1_0_keep_alive_is_honoured() {
+    let f = start_with(local_handle(), None);
+    let mut s = connect(f.server.local_addr());
+    for _ in 0..2 {
+        write!(s, "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let (status, head, body) = read_response(&mut s);
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert!(head.contains("Connection: keep-alive"), "{head}");
+    }
+}
+
+#[test]
+fn too_many_headers_is_431() {
+    let f = start_with(local_handle(), None);
+    let headers: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+    let raw = format!("GET /healthz HTTP/1.1\r\n{headers}\r\n");
+    assert_eq!(exchange(f.server.local_addr(), raw.as_bytes()).0, 431);
+}
+
+/// A silent client and an idle kept-alive connection are both closed once
+/// [`REQUEST_TIMEOUT`] passes without a complete request head.
+#[test]
+fn silent_and_idle_connections_are_closed_after_the_request_timeout() {
+    let f = start_with(local_handle(), None);
+    let addr = f.server.local_addr();
+    let mut silent = connect(addr);
+    let mut idle = connect(addr);
+    write!(idle, "GET /healthz {KEEP_ALIVE_GET}").unwrap();
+    assert_eq!(read_response(&mut idle).0, 200);
+    let slack = Duration::from_secs(3);
+    for s in [&mut silent, &mut idle] {
+        let (rest, after) = read_until_closed(s);
+        assert_eq!(rest, b"");
+        assert!(after < REQUEST_TIMEOUT + slack, "closed after {after:?}");
+    }
+}
+
+#[test]
+fn connections_past_the_limit_are_dropped_unanswered() {
+    let f = start_with(local_handle(), None);
+    let addr = f.server.local_addr();
+    let since = std::time::Instant::now();
+    // Each answered once, so each holds a slot (idle, for REQUEST_TIMEOUT).
+    let mut held: Vec<_> = (0..MAX_CLIENTS)
+        .map(|_| {
+            let mut s = connect(addr);
+            write!(s, "GET /healthz {KEEP_ALIVE_GET}").unwrap();
+            assert_eq!(read_response(&mut s).0, 200);
+            s
+        })
+        .collect();
+    let (answer, _) = read_until_closed(&mut connect(addr));
+    assert!(
+        since.elapsed() < REQUEST_TIMEOUT,
+        "too slow to test: held connections may have timed out"
+    );
+    assert_eq!(answer, b"", "one past the limit got an answer");
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = connect(addr);
+        write!(s, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        if read_until_closed(&mut s).0.starts_with(b"HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot not freed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn stop_closes_kept_alive_connections() {
+    let f = start_with(local_handle(), None);
+    let mut s = connect(f.server.local_addr());
+    write!(s, "GET /healthz {KEEP_ALIVE_GET}").unwrap();
+    assert_eq!(read_response(&mut s).0, 200);
+    f.server.stop();
+    let (rest, after) = read_until_closed(&mut s);
+    assert_eq!(rest, b"");
+    assert!(after < Duration::from_secs(2), "closed after {after:?}");
+}
