@@ -19,6 +19,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub enum StoreRequest {
         user_id: UserId,
         reply: oneshot::Sender<Result<(), DeleteError>>,
     },
+    /// A protocol v2 read or write (history, replay, receipts, reactions).
+    V2(v2::V2Request),
 }
 
 /// A store failure (the database is unreachable, locked, full, or a statement failed).
@@ -243,6 +246,16 @@ impl StoreHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Sends a v2 request built around `reply` and awaits its answer.
+    pub async fn v2<T>(
+        &self,
+        build: impl FnOnce(oneshot::Sender<Result<T, v2::V2Error>>) -> v2::V2Request,
+    ) -> Result<T, v2::V2Error> {
+        let (reply, rx) = oneshot::channel();
+        self.send(StoreRequest::V2(build(reply))).await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -22,6 +22,7 @@ mod batch;
 mod dispatch;
 mod lookup;
 mod schema;
+mod v2;
 
 use std::sync::Arc;
 use std::time::Duration;

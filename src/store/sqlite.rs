@@ -22,6 +22,7 @@ mod admin;
 mod batch;
 mod lookup;
 mod schema;
+mod v2;
 #[cfg(test)]
 mod testing;
 mod worker;

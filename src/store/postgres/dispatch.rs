@@ -177,6 +177,9 @@ impl Dispatcher {
                 let shared = self.shared.clone();
                 tokio::spawn(lookup::answer_delete(shared, message_id, user_id, reply));
             }
+            StoreRequest::V2(request) => {
+                tokio::spawn(super::v2::answer(self.shared.clone(), request));
+            }
         }
     }
 }

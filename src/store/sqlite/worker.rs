@@ -157,6 +157,7 @@ impl Worker {
             } => {
                 let _ = reply.send(delete_message(&self.conn, message_id, user_id));
             }
+            StoreRequest::V2(request) => super::v2::answer(&self.conn, request),
         }
         None
     }
