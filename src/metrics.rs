@@ -60,6 +60,11 @@ pub const BROADCAST_LATENCY: &str = "chatgate_broadcast_latency_seconds";
 pub const STORE_BATCH_SIZE: &str = "chatgate_store_batch_size";
 /// Duration of one store transaction.
 pub const STORE_COMMIT_LATENCY: &str = "chatgate_store_commit_latency_seconds";
+/// Replay reads the store made (each answers every resuming socket of one
+/// conversation that was waiting).
+pub const STORE_REPLAY_READS: &str = "chatgate_store_replay_reads_total";
+/// Resuming sockets the store answered.
+pub const STORE_REPLAYS: &str = "chatgate_store_replays_total";
 /// Messages whose store write failed.
 pub const STORE_FAILURES: &str = "chatgate_store_failures_total";
 /// 1 while the Redis bridge is connected, else 0.
@@ -187,6 +192,11 @@ pub fn describe() {
     describe_histogram!(STORE_BATCH_SIZE, "Messages per store transaction.");
     describe_histogram!(STORE_COMMIT_LATENCY, "Seconds per store transaction.");
     describe_counter!(STORE_FAILURES, "Messages whose store write failed.");
+    describe_counter!(
+        STORE_REPLAY_READS,
+        "Replay reads, each answering every waiting resuming socket of one conversation."
+    );
+    describe_counter!(STORE_REPLAYS, "Resuming sockets answered by the store.");
     describe_gauge!(BRIDGE_CONNECTED, "1 while the Redis bridge is connected.");
     describe_histogram!(
         BRIDGE_PUBLISH_BATCH_SIZE,
@@ -442,6 +452,13 @@ pub fn store_batch(size: usize, commit: Duration, failed: usize) {
     if failed > 0 {
         metrics::counter!(STORE_FAILURES).increment(failed as u64);
     }
+}
+
+/// One replay read of the store that answered `requests` resuming sockets
+/// of one conversation (a reconnect storm costs one read per conversation).
+pub fn store_replay_read(requests: usize) {
+    metrics::counter!(STORE_REPLAY_READS).increment(1);
+    metrics::counter!(STORE_REPLAYS).increment(requests as u64);
 }
 
 /// The bridge's connection state.
