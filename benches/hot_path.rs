@@ -112,7 +112,7 @@ fn fanout(c: &mut Criterion) {
     };
     let peers: Vec<_> = (0..MEMBERS)
         .map(|i| {
-            let p = hub.new_peer(i as i64 + 1, 7, bounds);
+            let p = hub.new_peer(i as i64 + 1, chatgate::protocol::Version::V1, 7, bounds);
             hub.join(&p);
             p
         })

@@ -131,9 +131,8 @@ impl BridgeConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteEvent {
     pub conversation_id: i64,
-    /// Sockets of this user do not get the event on any node (the typist of
-    /// a `typing` event).
-    pub except_user: Option<i64>,
+    /// Which sockets get it, on every node.
+    pub audience: crate::audience::Audience,
     /// The server→client JSON text, exactly as sent to sockets.
     pub payload: Bytes,
 }

@@ -94,10 +94,13 @@ async fn open(
         Admission::Refuse(r) => (None, Some(r)),
     };
     let user_id = granted.as_ref().map_or(0, |g| g.member.user_id);
-    let peer = ctx
-        .hub
-        .new_peer(user_id, upgrade.conversation_id, bounds(&ctx));
-    let mut head = handshake::switching_protocols(&upgrade.accept_key);
+    let peer = ctx.hub.new_peer(
+        user_id,
+        upgrade.version,
+        upgrade.conversation_id,
+        bounds(&ctx),
+    );
+    let mut head = handshake::switching_protocols(&upgrade.accept_key, upgrade.version);
     drop(upgrade);
     if granted.is_some() {
         head.extend_from_slice(&ctx.established_frame);

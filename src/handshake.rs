@@ -3,14 +3,17 @@
 //! Owns parsing and validating a request head: the path (404), the `Origin`
 //! rule of Django Channels' `AllowedHostsOriginValidator` (403), the RFC 6455
 //! upgrade headers (400), token extraction (`?token=` wins over
-//! `Authorization: Bearer`), and the bytes of the answers (101, 400, 403, 404).
+//! `Authorization: Bearer`), the protocol version (the `chatgate.v2`
+//! subprotocol) and `?since=` (400 when malformed), and the bytes of the
+//! answers (101, 400, 403, 404).
 //! Pure functions over bytes: no I/O, no clock.
 //!
 //! Must never: look at the token's contents (that is `auth`), or accept an
 //! upgrade whose headers RFC 6455 rejects.
 
-use crate::routing::{conversation_from_path, split_target, token_from_query};
-use crate::store::ConversationId;
+use crate::protocol::{Version, V2_SUBPROTOCOL};
+use crate::routing::{conversation_from_path, query_param, split_target, token_from_query};
+use crate::store::{ConversationId, MessageId};
 
 /// A valid upgrade request for a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,10 @@ pub struct Upgrade {
     pub accept_key: String,
     /// `X-Real-IP` / `X-Forwarded-For` as sent (trusted only behind a configured proxy).
     pub forwarded_for: Option<String>,
+    /// The protocol version the socket asked for (the 101 answer names it).
+    pub version: Version,
+    /// `?since=`: resume after this message id (v2 sockets only; ignored on v1).
+    pub since: Option<MessageId>,
 }
 
 /// Why an upgrade request is refused before the upgrade.
@@ -117,6 +124,16 @@ fn validate(req: &httparse::Request, allowed_origins: &[String]) -> Result<Upgra
         }
     }
     let key = check_websocket_headers(req)?;
+    let since = match query.and_then(|q| query_param(q, "since")) {
+        Some(raw) => Some(parse_since(&raw).ok_or(Rejection::BadRequest)?),
+        None => None,
+    };
+    let version = Version::negotiate(
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok()),
+    );
     let token = query
         .and_then(token_from_query)
         .filter(|t| !t.is_empty())
@@ -133,7 +150,17 @@ fn validate(req: &httparse::Request, allowed_origins: &[String]) -> Result<Upgra
         token,
         accept_key: tungstenite::handshake::derive_accept_key(key.as_bytes()),
         forwarded_for,
+        version,
+        since: since.filter(|_| version == Version::V2),
     })
+}
+
+/// `since`: a decimal integer from 0 to 2^63−1 (leading zeros allowed).
+fn parse_since(raw: &str) -> Option<MessageId> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 /// RFC 6455 §4.2.1: GET, HTTP/1.1, Host, `Upgrade: websocket`,
@@ -215,10 +242,14 @@ fn origin_host(origin: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// The 101 answer.
-pub fn switching_protocols(accept_key: &str) -> Vec<u8> {
+/// The 101 answer; a v2 socket's names the subprotocol.
+pub fn switching_protocols(accept_key: &str, version: Version) -> Vec<u8> {
+    let protocol = match version {
+        Version::V1 => String::new(),
+        Version::V2 => format!("Sec-WebSocket-Protocol: {V2_SUBPROTOCOL}\r\n"),
+    };
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept_key}\r\n{protocol}\r\n"
     )
     .into_bytes()
 }
@@ -248,6 +279,80 @@ mod tests {
         assert_eq!(u.conversation_id, 7);
         assert_eq!(u.token.as_deref(), Some("abc"));
         assert_eq!(u.accept_key, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn subprotocol_selects_the_version() {
+        let parse_v = |extra: &str| {
+            parse(&head("/ws/chat/1/", extra), &origins())
+                .unwrap()
+                .unwrap()
+                .1
+                .version
+        };
+        assert_eq!(parse_v(""), Version::V1);
+        assert_eq!(
+            parse_v("Sec-WebSocket-Protocol: chatgate.v2\r\n"),
+            Version::V2
+        );
+        assert_eq!(
+            parse_v("Sec-WebSocket-Protocol: other, chatgate.v2\r\n"),
+            Version::V2
+        );
+        assert_eq!(
+            parse_v("Sec-WebSocket-Protocol: other\r\nSec-WebSocket-Protocol: chatgate.v2\r\n"),
+            Version::V2
+        );
+        assert_eq!(
+            parse_v("Sec-WebSocket-Protocol: chatgate.v3, v2\r\n"),
+            Version::V1
+        );
+        let v2 = String::from_utf8(switching_protocols("k", Version::V2)).unwrap();
+        assert!(
+            v2.contains("\r\nSec-WebSocket-Protocol: chatgate.v2\r\n\r\n"),
+            "{v2}"
+        );
+        let v1 = String::from_utf8(switching_protocols("k", Version::V1)).unwrap();
+        assert!(
+            !v1.to_ascii_lowercase().contains("sec-websocket-protocol"),
+            "{v1}"
+        );
+    }
+
+    #[test]
+    fn since_is_a_decimal_id_or_400() {
+        let v2 = "Sec-WebSocket-Protocol: chatgate.v2\r\n";
+        let since = |path: &str, extra: &str| {
+            parse(&head(path, extra), &origins()).map(|r| r.unwrap().1.since)
+        };
+        assert_eq!(since("/ws/chat/1/?since=0", v2), Ok(Some(0)));
+        assert_eq!(since("/ws/chat/1/?token=t&since=0042", v2), Ok(Some(42)));
+        assert_eq!(
+            since("/ws/chat/1/?since=9223372036854775807", v2),
+            Ok(Some(i64::MAX))
+        );
+        assert_eq!(since("/ws/chat/1/", v2), Ok(None));
+        // Ignored on v1, but still checked.
+        assert_eq!(since("/ws/chat/1/?since=5", ""), Ok(None));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1.0",
+            "x",
+            "9223372036854775808",
+            "1%20",
+            "%31a",
+        ] {
+            let path = format!("/ws/chat/1/?since={bad}");
+            assert_eq!(since(&path, v2), Err(Rejection::BadRequest), "{bad:?}");
+            assert_eq!(
+                since(&path, ""),
+                Err(Rejection::BadRequest),
+                "{bad:?} on v1"
+            );
+        }
+        assert_eq!(since("/ws/chat/1/?since", v2), Err(Rejection::BadRequest));
     }
 
     #[test]
@@ -341,7 +446,7 @@ mod tests {
 
     #[test]
     fn switching_protocols_answer() {
-        let r = String::from_utf8(switching_protocols("abc")).unwrap();
+        let r = String::from_utf8(switching_protocols("abc", Version::V1)).unwrap();
         assert!(r.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(r.contains("Sec-WebSocket-Accept: abc\r\n"));
         assert!(r.ends_with("\r\n\r\n"));

@@ -19,38 +19,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+pub use crate::audience::Audience;
 use crate::close::CloseReason;
 use crate::outbound::{Bounds, Deferred, Outbound};
+use crate::protocol::Version;
 use crate::sequencer::{Sequencer, Ticket};
 use crate::store::{ConversationId, UserId};
-
-/// Which member sockets of a conversation an event is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Audience {
-    /// Every socket (`new_message`).
-    All,
-    /// Every socket whose user is not this one (`typing`).
-    ExceptUser(UserId),
-}
-
-impl Audience {
-    /// Whether `peer` is in the audience.
-    #[inline]
-    pub fn includes(self, peer: &Peer) -> bool {
-        match self {
-            Self::All => true,
-            Self::ExceptUser(u) => peer.user_id != u,
-        }
-    }
-
-    /// The user excluded, if any (what the bridge envelope carries).
-    pub fn except_user(self) -> Option<UserId> {
-        match self {
-            Self::All => None,
-            Self::ExceptUser(u) => Some(u),
-        }
-    }
-}
 
 /// Something one socket caused, to be sent in the order the socket sent
 /// its frames (see `sequencer.rs`).
@@ -68,6 +42,8 @@ pub enum Effect {
 pub struct Peer {
     pub conn_id: u64,
     pub user_id: UserId,
+    /// What the socket speaks: decides which events it is sent.
+    pub version: Version,
     pub conversation_id: ConversationId,
     pub outbound: Outbound,
     /// This socket's messages still at the store, oldest first (outcomes
@@ -119,6 +95,7 @@ impl Hub {
     pub fn new_peer(
         &self,
         user_id: UserId,
+        version: Version,
         conversation_id: ConversationId,
         bounds: Bounds,
     ) -> Rc<Peer> {
@@ -127,6 +104,7 @@ impl Hub {
         Rc::new(Peer {
             conn_id,
             user_id,
+            version,
             conversation_id,
             outbound: Outbound::new(bounds),
             inflight: RefCell::new(VecDeque::new()),
@@ -172,7 +150,7 @@ impl Hub {
 
     /// Queues `frame` on every member socket of the conversation.
     pub fn broadcast(&self, conversation_id: ConversationId, frame: &Bytes) -> Delivery {
-        self.broadcast_to(conversation_id, Audience::All, frame)
+        self.broadcast_to(conversation_id, Audience::ALL, frame)
     }
 
     /// Queues `frame` on every member socket whose user is not `except`.
@@ -182,7 +160,7 @@ impl Hub {
         except: UserId,
         frame: &Bytes,
     ) -> Delivery {
-        self.broadcast_to(conversation_id, Audience::ExceptUser(except), frame)
+        self.broadcast_to(conversation_id, Audience::except_user(except), frame)
     }
 
     /// Queues `frame` on every member socket of the conversation in `audience`.
@@ -195,7 +173,7 @@ impl Hub {
         let rooms = self.rooms.borrow();
         let mut d = Delivery::default();
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
-            if !audience.includes(peer) {
+            if !audience.includes(peer.user_id, peer.version) {
                 continue;
             }
             let pushed = if self.corked.get() {
@@ -275,9 +253,9 @@ mod tests {
     #[test]
     fn broadcast_reaches_members_of_that_conversation_only() {
         let hub = Hub::new();
-        let a = hub.new_peer(1, 10, bounds());
-        let b = hub.new_peer(2, 10, bounds());
-        let c = hub.new_peer(3, 11, bounds());
+        let a = hub.new_peer(1, Version::V1, 10, bounds());
+        let b = hub.new_peer(2, Version::V1, 10, bounds());
+        let c = hub.new_peer(3, Version::V1, 11, bounds());
         for p in [&a, &b, &c] {
             hub.join(p);
         }
@@ -295,8 +273,8 @@ mod tests {
     #[test]
     fn overflow_marks_only_the_slow_member() {
         let hub = Hub::new();
-        let slow = hub.new_peer(1, 10, bounds());
-        let fast = hub.new_peer(2, 10, bounds());
+        let slow = hub.new_peer(1, Version::V1, 10, bounds());
+        let fast = hub.new_peer(2, Version::V1, 10, bounds());
         hub.join(&slow);
         hub.join(&fast);
         let f = Bytes::from_static(b"x");
@@ -322,8 +300,8 @@ mod tests {
     #[test]
     fn leave_forgets_empty_conversations() {
         let hub = Hub::new();
-        let a = hub.new_peer(1, 10, bounds());
-        let b = hub.new_peer(2, 10, bounds());
+        let a = hub.new_peer(1, Version::V1, 10, bounds());
+        let b = hub.new_peer(2, Version::V1, 10, bounds());
         assert!(hub.join(&a));
         assert!(!hub.join(&b));
         assert!(!hub.leave(&b));
@@ -345,7 +323,7 @@ mod tests {
         for user in 1..=2 {
             let tx = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (rx, _) = listener.accept().unwrap();
-            let p = hub.new_peer(user, 10, bounds());
+            let p = hub.new_peer(user, Version::V1, 10, bounds());
             p.outbound.attach(tx.as_raw_fd());
             hub.join(&p);
             sockets.push((p, tx, rx));

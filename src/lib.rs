@@ -16,6 +16,7 @@
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
+//! - [`audience`] — who an event is for (all, all but a user, v2 sockets only), on every node.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -30,6 +31,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod audience;
 pub mod auth;
 pub mod bridge;
 pub mod cli;

@@ -42,6 +42,7 @@ mod testing;
 mod typing;
 mod validate;
 mod value;
+mod version;
 
 pub use chat::{encode_new_message, sender_json};
 pub use decode::Decoder;
@@ -52,3 +53,4 @@ pub use json::{write_json_str, write_timestamp};
 pub use session::{CONNECTION_ESTABLISHED, PING};
 pub use typing::encode_typing;
 pub use validate::{python_strip, validate_content, MAX_CONTENT_CHARS};
+pub use version::{Version, V2_SUBPROTOCOL};

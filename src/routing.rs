@@ -37,10 +37,16 @@ pub fn split_target(target: &str) -> (&str, Option<&str>) {
 
 /// The percent-decoded value of the first `token` query parameter, if any.
 pub fn token_from_query(query: &str) -> Option<String> {
+    query_param(query, "token")
+}
+
+/// The percent-decoded value of the first query parameter `name`, if any
+/// (`name` without `=` gives an empty value).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == "token")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| percent_decode(v))
 }
 

@@ -263,7 +263,7 @@ impl ShardCtx {
         if let (true, Some(b)) = (publish, &self.bridge) {
             b.publish(RemoteEvent {
                 conversation_id,
-                except_user: audience.except_user(),
+                audience,
                 payload: frame::payload_of(&frame),
             });
         }
@@ -576,10 +576,12 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
     debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());
     f.payload().extend_from_slice(&event.payload);
-    let audience = event
-        .except_user
-        .map_or(Audience::All, Audience::ExceptUser);
-    ctx.fan_out(event.conversation_id, audience, f.finish_text(), false);
+    ctx.fan_out(
+        event.conversation_id,
+        event.audience,
+        f.finish_text(),
+        false,
+    );
 }
 
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {

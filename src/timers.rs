@@ -136,6 +136,7 @@ mod tests {
     fn peer(hub: &Hub) -> Rc<Peer> {
         hub.new_peer(
             1,
+            crate::protocol::Version::V1,
             10,
             Bounds {
                 max_frames: 4,

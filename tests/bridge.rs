@@ -24,7 +24,10 @@ const QUIET: Duration = Duration::from_millis(300);
 fn event(conversation_id: i64, n: usize) -> RemoteEvent {
     RemoteEvent {
         conversation_id,
-        except_user: (n % 2 == 0).then_some(7),
+        audience: chatgate::audience::Audience {
+            except_user: (n % 2 == 0).then_some(7),
+            v2_only: n % 3 == 0,
+        },
         payload: Bytes::from(format!(r#"{{"type":"test","n":{n}}}"#)),
     }
 }

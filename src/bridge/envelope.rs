@@ -8,7 +8,8 @@
 //! u64 instance   (random per bridge start: tells a restarted node apart)
 //! u64 sequence   (per instance, increasing in publish order)
 //! i64 conversation id
-//! u8  flags      (bit 0: an except_user follows; other bits must be 0)
+//! u8  flags      (bit 0: an except_user follows; bit 1: v2 sockets only;
+//!                 other bits must be 0)
 //! i64 except_user (only when flag bit 0 is set)
 //! ..  payload    (the server→client JSON, to the end of the message)
 //! ```
@@ -17,10 +18,13 @@
 //! input). Must never panic on malformed input: every read is bounds-checked
 //! and reported as an [`EnvelopeError`].
 
+use crate::audience::Audience;
+
 /// The only layout version this build writes and reads.
 pub const VERSION: u8 = 1;
 
 const FLAG_EXCEPT_USER: u8 = 0b0000_0001;
+const FLAG_V2_ONLY: u8 = 0b0000_0010;
 
 /// The routing part of an envelope (everything but the payload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +37,8 @@ pub struct Header<'a> {
     pub seq: u64,
     /// Conversation the event belongs to.
     pub conversation_id: i64,
-    /// A user whose sockets must not receive the event (the typist).
-    pub except_user: Option<i64>,
+    /// Which sockets receive the event.
+    pub audience: Audience,
 }
 
 /// Why an envelope was rejected. The peer (another node, or a stranger
@@ -55,7 +59,11 @@ pub enum EnvelopeError {
 
 /// Length of the encoded header, for sizing buffers.
 pub fn header_len(header: &Header<'_>) -> usize {
-    let except = if header.except_user.is_some() { 8 } else { 0 };
+    let except = if header.audience.except_user.is_some() {
+        8
+    } else {
+        0
+    };
     1 + 1 + header.node_id.len() + 8 + 8 + 8 + 1 + except
 }
 
@@ -72,12 +80,17 @@ pub fn encode(header: &Header<'_>, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&header.instance.to_be_bytes());
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&header.conversation_id.to_be_bytes());
-    match header.except_user {
+    let v2 = if header.audience.v2_only {
+        FLAG_V2_ONLY
+    } else {
+        0
+    };
+    match header.audience.except_user {
         Some(user) => {
-            out.push(FLAG_EXCEPT_USER);
+            out.push(FLAG_EXCEPT_USER | v2);
             out.extend_from_slice(&user.to_be_bytes());
         }
-        None => out.push(0),
+        None => out.push(v2),
     }
     out.extend_from_slice(payload);
 }
@@ -98,7 +111,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
     let seq = r.u64("sequence")?;
     let conversation_id = r.u64("conversation id")? as i64;
     let flags = r.u8("flags")?;
-    if flags & !FLAG_EXCEPT_USER != 0 {
+    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY) != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
     let except_user = if flags & FLAG_EXCEPT_USER != 0 {
@@ -111,7 +124,10 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
         instance,
         seq,
         conversation_id,
-        except_user,
+        audience: Audience {
+            except_user,
+            v2_only: flags & FLAG_V2_ONLY != 0,
+        },
     };
     Ok((header, r.pos))
 }
@@ -155,7 +171,10 @@ mod tests {
             instance: 0xdead_beef_0102_0304,
             seq: 42,
             conversation_id: -7,
-            except_user,
+            audience: Audience {
+                except_user,
+                v2_only: false,
+            },
         }
     }
 
@@ -175,6 +194,21 @@ mod tests {
             let (back, at) = decode(&buf).expect("decodes");
             assert_eq!(back, h);
             assert_eq!(&buf[at..], payload);
+        }
+    }
+
+    #[test]
+    fn round_trips_the_v2_only_flag() {
+        for except in [None, Some(9)] {
+            let h = Header {
+                audience: Audience {
+                    except_user: except,
+                    v2_only: true,
+                },
+                ..header(None)
+            };
+            let buf = encoded(&h, b"{}");
+            assert_eq!(decode(&buf).expect("decodes").0, h);
         }
     }
 
@@ -222,8 +256,8 @@ mod tests {
         let h = header(None);
         let mut buf = encoded(&h, b"{}");
         let flags_at = header_len(&h) - 1;
-        buf[flags_at] = 0b10;
-        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b10)));
+        buf[flags_at] = 0b100;
+        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b100)));
     }
 
     #[test]

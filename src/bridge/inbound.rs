@@ -87,7 +87,7 @@ impl Inbound {
         }
         let event = RemoteEvent {
             conversation_id: header.conversation_id,
-            except_user: header.except_user,
+            audience: header.audience,
             payload: Bytes::from(message).slice(payload_at..),
         };
         Ok(Verdict::Deliver(event))
@@ -133,7 +133,7 @@ mod tests {
             instance,
             seq,
             conversation_id: conv,
-            except_user: Some(5),
+            audience: crate::audience::Audience::except_user(5),
         };
         let mut out = Vec::new();
         envelope::encode(&header, payload.as_bytes(), &mut out);
@@ -152,7 +152,7 @@ mod tests {
             verdict,
             Verdict::Deliver(RemoteEvent {
                 conversation_id: 7,
-                except_user: Some(5),
+                audience: crate::audience::Audience::except_user(5),
                 payload: Bytes::from_static(b"{\"a\":1}"),
             })
         );

@@ -169,7 +169,7 @@ impl Publisher {
                 instance: self.shared.instance,
                 seq: queued.seq,
                 conversation_id: event.conversation_id,
-                except_user: event.except_user,
+                audience: event.audience,
             };
             envelope::encode(&header, &event.payload, &mut message);
             pipe.publish(channel.as_str(), message.as_slice()).ignore();

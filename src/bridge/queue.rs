@@ -89,7 +89,7 @@ mod tests {
     fn event(n: i64) -> RemoteEvent {
         RemoteEvent {
             conversation_id: 1,
-            except_user: None,
+            audience: crate::audience::Audience::ALL,
             payload: Bytes::from(n.to_string()),
         }
     }

@@ -110,7 +110,7 @@ impl Session {
         protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
         let effect = Effect::Broadcast {
             frame: f.finish_text(),
-            audience: Audience::ExceptUser(member.user_id),
+            audience: Audience::except_user(member.user_id),
         };
         ctx.send_ordered(&self.peer, effect);
     }

@@ -40,7 +40,7 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
                 );
                 Effect::Broadcast {
                     frame: f.finish_text(),
-                    audience: Audience::All,
+                    audience: Audience::ALL,
                 }
             }
             Err(e) => {

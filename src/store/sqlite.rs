@@ -22,9 +22,9 @@ mod admin;
 mod batch;
 mod lookup;
 mod schema;
-mod v2;
 #[cfg(test)]
 mod testing;
+mod v2;
 mod worker;
 
 use std::path::Path;
