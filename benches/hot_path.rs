@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 
-use chatgate::protocol::{validate_content, ClientMessage, Decoder, ReplyError};
+use chatgate::protocol::{validate_content, ClientMessage, Decoder, ReplyError, Version};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// A typical chat frame, ~100 bytes, no escapes.
@@ -58,7 +58,7 @@ fn simd_from_slice_with_buffers(
 
 /// Decode + validate a chat frame with the gateway's decoder.
 fn decoder(d: &mut Decoder, payload: &[u8]) -> Result<usize, ReplyError> {
-    match d.decode(payload)? {
+    match d.decode(payload, Version::V1)? {
         ClientMessage::Chat { content } => Ok(content.len()),
         _ => Err(ReplyError::UnknownType),
     }

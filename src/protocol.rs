@@ -1,5 +1,5 @@
 //! The wire vocabulary: decoding client frames and encoding server events
-//! (PROTOCOL.md sections 2–4).
+//! (PROTOCOL.md sections 2–4, and section 6 for protocol v2).
 //!
 //! Owns, through its submodules, every byte the gateway reads or writes
 //! inside a WebSocket text frame; this file only names the parts and
@@ -16,7 +16,13 @@
 //!   the content rules, decimal id parsing.
 //! - one file per message type, holding its client rule and its server
 //!   encoder: `chat.rs` (`chat_message` → `new_message`), `delete.rs`
-//!   (`delete_message` → `message_deleted`), `typing.rs` (`typing` both ways).
+//!   (`delete_message` → `message_deleted`), `typing.rs` (`typing` both ways);
+//!   v2: `history.rs` (`history` → a page; also the HTTP bodies),
+//!   `mark_read.rs` (`mark_read` → `read_receipt`, `read_state`),
+//!   `react.rs` (`react` → `reaction`).
+//! - `resume.rs` — v2 replay after a reconnect (`new_message` with
+//!   reactions, `resumed`); no client message.
+//! - `version.rs` — [`Version`] and its negotiation from the subprotocol.
 //! - `session.rs` — the constant frames of a socket's life (`connection_established`, `ping`).
 //! - `json.rs` — low-level JSON writers: integers, escaped strings, timestamps.
 //! - `testing.rs` — helpers shared by the unit tests (compiled for tests only).
@@ -35,7 +41,11 @@ mod decode;
 mod delete;
 mod envelope;
 mod errors;
+mod history;
 mod json;
+mod mark_read;
+mod react;
+mod resume;
 mod session;
 #[cfg(test)]
 mod testing;
@@ -49,7 +59,14 @@ pub use decode::Decoder;
 pub use delete::encode_message_deleted;
 pub use envelope::ClientMessage;
 pub use errors::ReplyError;
+pub use history::{
+    encode_detail, encode_history_item, encode_history_reply, encode_history_results,
+    DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT,
+};
 pub use json::{write_json_str, write_timestamp};
+pub use mark_read::{encode_read_receipt, encode_read_state};
+pub use react::{encode_reaction, MAX_EMOJI_CHARS};
+pub use resume::{encode_replayed, encode_resumed};
 pub use session::{CONNECTION_ESTABLISHED, PING};
 pub use typing::encode_typing;
 pub use validate::{python_strip, validate_content, MAX_CONTENT_CHARS};

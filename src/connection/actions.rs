@@ -50,10 +50,16 @@ impl Session {
         if self.phase != Phase::Open || self.close_queued {
             return Ok(());
         }
-        let action = match self.ctx.decoder.borrow_mut().decode(payload) {
+        let action = match self
+            .ctx
+            .decoder
+            .borrow_mut()
+            .decode(payload, protocol::Version::V1)
+        {
             Ok(ClientMessage::Chat { content }) => Action::Store(content.to_owned()),
             Ok(ClientMessage::Delete { message_id }) => Action::Delete(message_id),
             Ok(ClientMessage::Typing { is_typing }) => Action::Typing(is_typing),
+            Ok(_) => Action::Reply(ReplyError::UnknownType), // v2 types: never decoded on V1
             Err(e) => Action::Reply(e),
         };
         self.ctx.metrics.message_received(action.kind());

@@ -34,16 +34,22 @@ pub(super) fn decode(content: Option<Json<'_>>) -> Result<ClientMessage<'_>, Rep
 pub fn sender_json(p: &UserProfile) -> Bytes {
     let text_len = p.username.len() + p.first_name.len() + p.last_name.len();
     let mut out = Vec::with_capacity(72 + text_len);
-    out.extend_from_slice(br#"{"id":"#);
-    push_i64(&mut out, p.id);
-    out.extend_from_slice(br#","username":"#);
-    write_json_str(&mut out, &p.username);
-    out.extend_from_slice(br#","first_name":"#);
-    write_json_str(&mut out, &p.first_name);
-    out.extend_from_slice(br#","last_name":"#);
-    write_json_str(&mut out, &p.last_name);
-    out.push(b'}');
+    write_sender(&mut out, p);
     Bytes::from(out)
+}
+
+/// Appends the sender object of [`sender_json`] (also used by the history
+/// items of protocol v2, whose senders vary item by item).
+pub(super) fn write_sender(out: &mut Vec<u8>, p: &UserProfile) {
+    out.extend_from_slice(br#"{"id":"#);
+    push_i64(out, p.id);
+    out.extend_from_slice(br#","username":"#);
+    write_json_str(out, &p.username);
+    out.extend_from_slice(br#","first_name":"#);
+    write_json_str(out, &p.first_name);
+    out.extend_from_slice(br#","last_name":"#);
+    write_json_str(out, &p.last_name);
+    out.push(b'}');
 }
 
 /// Appends `{"type":"new_message","message":{"id":…,"sender":…,"content":…,"timestamp":…}}`.

@@ -4,9 +4,12 @@
 //! Owns [`ClientMessage`] (the validated result), the reduction of a frame
 //! to the fields the rules look at (`Fields`, later duplicates winning as in
 //! Python's `json.loads`), the serde visitors that fill them in the single
-//! simd-json pass, and the dispatch on `type` to the per-type rules in
-//! `chat.rs`, `delete.rs` and `typing.rs`. A new client message type adds
-//! its key here, one arm in `Frame::classify`, and a file of its own.
+//! simd-json pass, and the dispatch on `type` (gated by the socket's
+//! [`Version`]) to the per-type rules in `chat.rs`, `delete.rs`, `typing.rs`
+//! (v1 and v2) and `history.rs`, `mark_read.rs`, `react.rs` (v2 only: on a
+//! v1 socket their types are `Unknown message type`, exactly as an unknown
+//! type). A new client message type adds its keys here, one arm in
+//! `Frame::classify`, and a file of its own.
 //!
 //! Must never: fail the serde pass on a valid JSON document (every JSON type
 //! is accepted, the rules decide), or decide a field's validity itself.
@@ -15,11 +18,13 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 
 use super::errors::ReplyError;
 use super::value::{drain_seq, Json};
-use super::{chat, delete, typing};
+use super::version::Version;
+use super::{chat, delete, history, mark_read, react, typing};
 use crate::store::MessageId;
 
-/// A validated client message. `content` borrows from the
-/// [`Decoder`](super::Decoder).
+/// A validated client message. `content` and `emoji` borrow from the
+/// [`Decoder`](super::Decoder). The variants after `Typing` come only from
+/// v2 sockets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientMessage<'a> {
     /// `chat_message`; `content` is stripped, non-empty, at most
@@ -29,6 +34,25 @@ pub enum ClientMessage<'a> {
     Delete { message_id: MessageId },
     /// `typing`; `is_typing` defaults to false.
     Typing { is_typing: bool },
+    /// `history` (v2): `before` is positive when present; `limit` is 1–100,
+    /// 50 when absent.
+    History {
+        before: Option<MessageId>,
+        limit: u32,
+    },
+    /// `mark_read` (v2). `message_id` is 0 when the client sent a well-formed
+    /// id that can name no message (≤ 0 or beyond `i64::MAX`): the session
+    /// answers `Failed to mark read`, as for any id that is not a message.
+    MarkRead { message_id: MessageId },
+    /// `react` (v2). `message_id` as for `MarkRead` (0 → `Failed to react`);
+    /// `emoji` is 1–16 code points without white space or controls; `on`
+    /// defaults to true.
+    React {
+        message_id: MessageId,
+        emoji: &'a str,
+        on: bool,
+    },
+    // Issue 12 adds `CallSignal` and `UploadProgress` here (see `classify`).
 }
 
 /// The fields of a client frame the rules look at (later duplicates win,
@@ -39,6 +63,10 @@ pub(super) struct Fields<'a> {
     content: Option<Json<'a>>,
     message_id: Option<Json<'a>>,
     is_typing: Option<Json<'a>>,
+    before: Option<Json<'a>>,
+    limit: Option<Json<'a>>,
+    emoji: Option<Json<'a>>,
+    on: Option<Json<'a>>,
 }
 
 /// A parsed client frame: an object, or any other valid JSON value.
@@ -58,17 +86,32 @@ impl<'a> Frame<'a> {
             content: get("content"),
             message_id: get("message_id"),
             is_typing: get("is_typing"),
+            before: get("before"),
+            limit: get("limit"),
+            emoji: get("emoji"),
+            on: get("on"),
         })
     }
 
-    pub(super) fn classify(self) -> Result<ClientMessage<'a>, ReplyError> {
+    /// Dispatches on `type`; the v2 types exist only on v2 sockets.
+    pub(super) fn classify(self, version: Version) -> Result<ClientMessage<'a>, ReplyError> {
         let Frame::Object(f) = self else {
             return Err(ReplyError::UnknownType);
         };
-        match f.kind {
-            Some(Json::Str("chat_message")) => chat::decode(f.content),
-            Some(Json::Str("delete_message")) => delete::decode(f.message_id),
-            Some(Json::Str("typing")) => typing::decode(f.is_typing),
+        let Some(Json::Str(kind)) = f.kind else {
+            return Err(ReplyError::UnknownType);
+        };
+        match (kind, version) {
+            ("chat_message", _) => chat::decode(f.content),
+            ("delete_message", _) => delete::decode(f.message_id),
+            ("typing", _) => typing::decode(f.is_typing),
+            ("history", Version::V2) => history::decode(f.before, f.limit),
+            ("mark_read", Version::V2) => mark_read::decode(f.message_id),
+            ("react", Version::V2) => react::decode(f.message_id, f.emoji, f.on),
+            // Issue 12: `call_signal` and `upload_progress` (v2) land here,
+            // each with its own file and keys. Until then they are unknown
+            // on both versions, as is every v2 type on a v1 socket.
+            ("call_signal" | "upload_progress", _) => Err(ReplyError::UnknownType),
             _ => Err(ReplyError::UnknownType),
         }
     }
@@ -82,6 +125,10 @@ enum Key {
     Content,
     MessageId,
     IsTyping,
+    Before,
+    Limit,
+    Emoji,
+    On,
     Other,
 }
 
@@ -100,6 +147,10 @@ impl Visitor<'_> for KeyVisitor {
             "content" => Key::Content,
             "message_id" => Key::MessageId,
             "is_typing" => Key::IsTyping,
+            "before" => Key::Before,
+            "limit" => Key::Limit,
+            "emoji" => Key::Emoji,
+            "on" => Key::On,
             _ => Key::Other,
         })
     }
@@ -127,6 +178,10 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 Key::Content => &mut f.content,
                 Key::MessageId => &mut f.message_id,
                 Key::IsTyping => &mut f.is_typing,
+                Key::Before => &mut f.before,
+                Key::Limit => &mut f.limit,
+                Key::Emoji => &mut f.emoji,
+                Key::On => &mut f.on,
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

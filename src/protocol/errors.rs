@@ -1,11 +1,12 @@
-//! Reply errors: the `{"type":"error"}` answers of PROTOCOL.md §5, each
-//! defined once with its wire text, its metric label and its encoding.
+//! Reply errors: the `{"type":"error"}` answers of PROTOCOL.md §4 (and
+//! §6.8 for protocol v2), each defined once with its wire text, its metric
+//! label and its encoding.
 //!
 //! Owns [`ReplyError`]. A reply error goes only to the offending socket,
 //! which stays open; close codes (the socket goes) live in `crate::close`.
 //!
-//! Must never: change a text (clients match on them; they are the original
-//! backend's), or give two variants the same metric label.
+//! Must never: change a text (clients match on them; the v1 ones are the
+//! original backend's), or give two variants the same metric label.
 
 /// An error reply: sent only to the offending socket, which stays open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
@@ -30,11 +31,22 @@ pub enum ReplyError {
     SendFailed,
     #[error("Binary frames are not supported")]
     BinaryNotSupported,
+    // Protocol v2 (PROTOCOL.md §6.8); never sent to a v1 socket.
+    #[error("Failed to mark read")]
+    MarkReadFailed,
+    #[error("Failed to react")]
+    ReactFailed,
+    #[error("Too many reactions")]
+    TooManyReactions,
+    #[error("Invalid recipient")]
+    InvalidRecipient,
+    #[error("User not available")]
+    UserNotAvailable,
 }
 
 impl ReplyError {
     /// Every variant, e.g. to pre-register metric labels.
-    pub const ALL: [ReplyError; 10] = [
+    pub const ALL: [ReplyError; 15] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidFormat,
@@ -45,6 +57,11 @@ impl ReplyError {
         Self::RateLimited,
         Self::SendFailed,
         Self::BinaryNotSupported,
+        Self::MarkReadFailed,
+        Self::ReactFailed,
+        Self::TooManyReactions,
+        Self::InvalidRecipient,
+        Self::UserNotAvailable,
     ];
 
     /// The `message` of the error reply, exactly as the original backend sent it.
@@ -60,6 +77,11 @@ impl ReplyError {
             Self::RateLimited => "Rate limit exceeded",
             Self::SendFailed => "Failed to send message",
             Self::BinaryNotSupported => "Binary frames are not supported",
+            Self::MarkReadFailed => "Failed to mark read",
+            Self::ReactFailed => "Failed to react",
+            Self::TooManyReactions => "Too many reactions",
+            Self::InvalidRecipient => "Invalid recipient",
+            Self::UserNotAvailable => "User not available",
         }
     }
 
@@ -76,6 +98,11 @@ impl ReplyError {
             Self::RateLimited => "rate_limited",
             Self::SendFailed => "send_failed",
             Self::BinaryNotSupported => "binary_not_supported",
+            Self::MarkReadFailed => "mark_read_failed",
+            Self::ReactFailed => "react_failed",
+            Self::TooManyReactions => "too_many_reactions",
+            Self::InvalidRecipient => "invalid_recipient",
+            Self::UserNotAvailable => "user_not_available",
         }
     }
 
@@ -108,6 +135,11 @@ mod tests {
             (RateLimited, "Rate limit exceeded"),
             (SendFailed, "Failed to send message"),
             (BinaryNotSupported, "Binary frames are not supported"),
+            (MarkReadFailed, "Failed to mark read"),
+            (ReactFailed, "Failed to react"),
+            (TooManyReactions, "Too many reactions"),
+            (InvalidRecipient, "Invalid recipient"),
+            (UserNotAvailable, "User not available"),
         ];
         assert_eq!(expected.map(|(e, _)| e), ReplyError::ALL);
         for (err, text) in expected {

@@ -4,14 +4,16 @@
 //! Owns Python's `str.strip()` / `str.isspace()` white-space set, the
 //! content rules of a chat message (strip, empty, too long in code points,
 //! U+0000 — in that order) and the parsing of an id sent as a decimal
-//! string. A v2 field that reuses one of these (a `message_id`, a text)
-//! calls it from its own type's file.
+//! string, and the `message_id` rule of the v2 types that point at a
+//! message (`mark_read`, `react`). A v2 field that reuses one of these (a
+//! `message_id`, a text) calls it from its own type's file.
 //!
 //! Must never: allocate (every rule borrows its input and returns a slice of
 //! it or a number), or drift from Python: the white-space set is checked
 //! against Python's table code point by code point.
 
 use super::errors::ReplyError;
+use super::value::Json;
 
 /// Longest accepted `chat_message` content, in Unicode code points after stripping.
 pub const MAX_CONTENT_CHARS: usize = 5000;
@@ -71,6 +73,31 @@ pub(super) fn parse_decimal_id(s: &str) -> Option<i64> {
         return None;
     }
     s.parse::<i64>().ok().filter(|&n| n > 0)
+}
+
+/// The `message_id` of `mark_read` and `react` (PROTOCOL.md §6.3, §6.4):
+/// a JSON integer or a string of ASCII digits (as `delete_message` accepts).
+///
+/// Missing, `null`, any other JSON type (bool, float, array, object) or any
+/// other string (empty, signed, spaced, fractional) → `Invalid message
+/// format`. A well-formed id that cannot name a message — zero, negative, or
+/// beyond `i64::MAX` — decodes as `0`: no message has it, so the session's
+/// store lookup answers the documented `Failed to mark read` /
+/// `Failed to react`, exactly as for an id that names no message. (Integer
+/// literals beyond the 64-bit range are floats to both JSON parsers, hence
+/// `Invalid message format`. `-0` is the integer 0 on the fast path; the
+/// serde_json slow path, taken only for a frame simd-json rejects, e.g. one
+/// that also carries an integer beyond 64 bits, reads it as `-0.0`: there
+/// it is `Invalid message format`. Either way an error reply.)
+pub(super) fn target_message_id(message_id: Option<Json<'_>>) -> Result<i64, ReplyError> {
+    match message_id {
+        Some(Json::Int(n)) => Ok(n.max(0)),
+        Some(Json::BigInt) => Ok(0),
+        Some(Json::Str(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(s.parse::<i64>().unwrap_or(0))
+        }
+        _ => Err(ReplyError::InvalidFormat),
+    }
 }
 
 #[cfg(test)]

@@ -1,34 +1,75 @@
 //! Protocol versions and their negotiation (PROTOCOL.md §6.0).
 //!
-//! Owns the `chatgate.v2` WebSocket subprotocol: a socket that offers it is
-//! a v2 socket, every other socket is v1, decided once at the upgrade.
+//! Owns [`Version`] and the rule that picks it from the
+//! `Sec-WebSocket-Protocol` header values a client offered: v2 iff one of
+//! the comma-separated tokens is exactly [`V2_SUBPROTOCOL`], v1 otherwise
+//! (every existing client offers nothing).
 //!
-//! Must never: pick v2 for a socket that did not offer it.
+//! Must never: pick v2 for anything but the exact token (no case folding, no
+//! prefix match), or fail: a malformed header just means v1.
 
-/// A socket's protocol version.
+/// The protocol a socket speaks. v1 is sections 1–5 of PROTOCOL.md, always;
+/// v2 adds section 6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
-    /// Sections 1–5: every existing client.
     V1,
-    /// Section 6 on top of v1.
     V2,
 }
 
-/// The subprotocol name that selects v2.
+/// The WebSocket subprotocol a v2 client offers, echoed in the 101 answer.
 pub const V2_SUBPROTOCOL: &str = "chatgate.v2";
 
 impl Version {
-    /// The version for the raw `Sec-WebSocket-Protocol` header values
-    /// (comma-separated token lists): v2 when any token is `chatgate.v2`.
+    /// Picks the version from the raw `Sec-WebSocket-Protocol` header values
+    /// (the header may repeat; each value is a comma-separated token list,
+    /// optional white space around tokens).
     pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Version {
-        let v2 = offered
-            .into_iter()
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == V2_SUBPROTOCOL);
+        let v2 = offered.into_iter().any(|value| {
+            value
+                .split(',')
+                .any(|token| token.trim_matches([' ', '\t']) == V2_SUBPROTOCOL)
+        });
         if v2 {
             Version::V2
         } else {
             Version::V1
         }
+    }
+
+    /// Whether this socket may use and receive the section-6 messages.
+    pub fn is_v2(self) -> bool {
+        self == Version::V2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        let v = |offered: &[&str]| Version::negotiate(offered.iter().copied());
+        assert_eq!(v(&[]), Version::V1);
+        assert_eq!(v(&[""]), Version::V1);
+        assert_eq!(v(&["chatgate.v2"]), Version::V2);
+        assert_eq!(v(&["graphql-ws, chatgate.v2"]), Version::V2);
+        assert_eq!(v(&[" chatgate.v2 ,x"]), Version::V2);
+        assert_eq!(v(&["\tchatgate.v2\t"]), Version::V2);
+        assert_eq!(v(&["x", "y,chatgate.v2"]), Version::V2, "repeated header");
+        assert_eq!(v(&["chatgate.v2,"]), Version::V2);
+        for no in [
+            "Chatgate.v2",
+            "chatgate.v2x",
+            "chatgate.v1",
+            "chatgate.v",
+            "chatgate.v2;q=1",
+            "\"chatgate.v2\"",
+            "chatgate. v2",
+            "graphql-ws",
+            ",,",
+        ] {
+            assert_eq!(v(&[no]), Version::V1, "{no:?}");
+        }
+        assert!(Version::V2.is_v2() && !Version::V1.is_v2());
     }
 }
