@@ -236,6 +236,14 @@ pub struct ServeArgs {
     /// How long a successful connect check (user, conversation) is cached per shard; 0s disables.
     #[arg(long, global = true, env = "CHATGATE_MEMBERSHIP_CACHE_TTL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub membership_cache_ttl: Duration,
+    /// Most missed messages replayed to a resuming v2 socket (`?since=`), the newest ones.
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_RESUME_MAX",
+        default_value_t = 1000
+    )]
+    pub resume_max: u32,
     /// Redis for cross-node fan-out (redis://host:6379/); unset: the node runs alone.
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -432,6 +440,7 @@ impl Cli {
         };
         c.store_batch_max = s.store_batch_max;
         c.membership_cache_ttl = s.membership_cache_ttl;
+        c.resume_max = s.resume_max;
         c.admin_listen = s.admin_listen.0;
         c.trusted_proxies = s.trusted_proxies.clone();
         c.rate_limits = LimitsConfig {

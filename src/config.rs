@@ -153,6 +153,9 @@ pub struct Config {
     /// How long a successful admission (user, conversation) is remembered
     /// per shard, skipping the store on reconnects. Default 5 s; 0 disables.
     pub membership_cache_ttl: Duration,
+    /// Most missed messages replayed to a resuming v2 socket (the newest
+    /// ones; `complete: false` tells it to page the rest). Default 1000.
+    pub resume_max: u32,
     /// Worker threads of the side runtime (Postgres store, Redis bridge). Default 1.
     pub store_threads: usize,
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default 127.0.0.1:9000; `None` disables.
@@ -192,6 +195,7 @@ impl Config {
             store_batch_max: 512,
             store_threads: 1,
             membership_cache_ttl: Duration::from_secs(5),
+            resume_max: 1000,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
             trusted_proxies: Vec::new(),
             rate_limits: LimitsConfig::default(),
@@ -259,6 +263,9 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError(format!("{name} must be positive")));
             }
+        }
+        if !(1..=100_000).contains(&self.resume_max) {
+            return bad("resume max must be between 1 and 100000");
         }
         if self.store_batch_max == 0 {
             return bad("store batch size must be positive");

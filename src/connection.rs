@@ -19,6 +19,8 @@
 mod actions;
 mod admission;
 mod commit;
+mod stored;
+mod sync;
 mod websocket;
 
 pub use commit::deliver_committed;
@@ -41,9 +43,10 @@ use crate::hub::Peer;
 use crate::limits::ConnectionPermit;
 use crate::membership::Member;
 use crate::outbound::Bounds;
+use crate::protocol::Version;
 use crate::shard::{ShardCtx, TaskGuard};
 use crate::sockio;
-use crate::store::InsertRequest;
+use crate::store::{InsertRequest, MessageId};
 
 use admission::{Admission, Granted};
 
@@ -68,15 +71,19 @@ pub async fn serve(
     deadline: Instant,
 ) {
     let opened = Box::pin(open(ctx, stream, peer_addr, upgrade, leftover, deadline)).await;
-    if let Some(session) = opened {
+    if let Some((session, sync)) = opened {
         // The session runs as a task of its own, so an idle socket costs
         // only the session's state, not the handshake's.
-        monoio::spawn(session.live());
+        monoio::spawn(session.live(sync));
     }
 }
 
-/// The handshake: admission, the 101 answer, and the session to run
-/// (`None` when the socket is already gone).
+/// What an admitted v2 socket is sent before live events: `Some(since)`
+/// (`since` from `?since=`, if any); `None` for v1 and refused sockets.
+type Sync = Option<Option<MessageId>>;
+
+/// The handshake: admission, the 101 answer, and the session to run with
+/// its initial sync (`None` when the socket is already gone).
 async fn open(
     ctx: Rc<ShardCtx>,
     mut stream: TcpStream,
@@ -84,7 +91,7 @@ async fn open(
     upgrade: Upgrade,
     leftover: Vec<u8>,
     deadline: Instant,
-) -> Option<Session> {
+) -> Option<(Session, Sync)> {
     let task = TaskGuard::new(&ctx);
     let admission = monoio::time::timeout_at(deadline, admission::admit(&ctx, &upgrade, peer_addr))
         .await
@@ -101,7 +108,9 @@ async fn open(
         bounds(&ctx),
     );
     let mut head = handshake::switching_protocols(&upgrade.accept_key, upgrade.version);
+    let (version, since) = (upgrade.version, upgrade.since);
     drop(upgrade);
+    let mut sync = None;
     if granted.is_some() {
         head.extend_from_slice(&ctx.established_frame);
     }
@@ -126,10 +135,15 @@ async fn open(
             ctx.metrics.connection_opened();
             // Deliveries may now go straight to the socket (see outbound.rs).
             session.peer.outbound.attach(session.stream.as_raw_fd());
+            if version == Version::V2 {
+                // Held from before anything is read: nothing missed (sync.rs).
+                session.peer.hold();
+                sync = Some(since);
+            }
             ctx.join_member(&session.peer);
         }
     }
-    Some(session)
+    Some((session, sync))
 }
 
 /// Where the session is in its life.
@@ -228,8 +242,11 @@ impl Session {
     /// argument twice in the future (the argument and the local it is moved
     /// to), which would double every idle socket's session state.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    fn live(mut self) -> impl std::future::Future<Output = ()> {
+    fn live(mut self, sync: Sync) -> impl std::future::Future<Output = ()> {
         async move {
+            if let Some(since) = sync {
+                Box::pin(self.sync(since)).await;
+            }
             self.run().await;
             if let Some(blocked) = self.blocked.take() {
                 // Never reached the store: nothing to send in its place.

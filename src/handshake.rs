@@ -11,6 +11,7 @@
 //! Must never: look at the token's contents (that is `auth`), or accept an
 //! upgrade whose headers RFC 6455 rejects.
 
+use crate::http_api::{self, ApiRequest};
 use crate::protocol::{Version, V2_SUBPROTOCOL};
 use crate::routing::{conversation_from_path, query_param, split_target, token_from_query};
 use crate::store::{ConversationId, MessageId};
@@ -94,12 +95,34 @@ impl Rejection {
 /// Most headers a request head may have.
 const MAX_HEADERS: usize = 64;
 
-/// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more.
-/// `Ok(Some((head_len, upgrade)))`: bytes after `head_len` are WebSocket data.
+/// What a request head asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A WebSocket upgrade of a chat path.
+    Upgrade(Upgrade),
+    /// A request of the HTTP history API (`/api/…`).
+    Api(ApiRequest),
+}
+
+/// Parses an upgrade head at the start of `buf` (an `/api/` head is 404
+/// here). `Ok(None)`: incomplete, read more. `Ok(Some((head_len,
+/// upgrade)))`: bytes after `head_len` are WebSocket data.
 pub fn parse(
     buf: &[u8],
     allowed_origins: &[String],
 ) -> Result<Option<(usize, Upgrade)>, Rejection> {
+    match parse_head(buf, allowed_origins)? {
+        None => Ok(None),
+        Some((n, Head::Upgrade(u))) => Ok(Some((n, u))),
+        Some((_, Head::Api(_))) => Err(Rejection::NotFound),
+    }
+}
+
+/// Parses the head at the start of `buf`: an upgrade or an API request.
+pub fn parse_head(
+    buf: &[u8],
+    allowed_origins: &[String],
+) -> Result<Option<(usize, Head)>, Rejection> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -111,8 +134,25 @@ pub fn parse(
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Rejection::BadRequest),
     };
+    let target = req.path.ok_or(Rejection::BadRequest)?;
+    if split_target(target).0.starts_with(http_api::PREFIX) {
+        return Ok(Some((head_len, Head::Api(api_request(&req, target)))));
+    }
     let upgrade = validate(&req, allowed_origins)?;
-    Ok(Some((head_len, upgrade)))
+    Ok(Some((head_len, Head::Upgrade(upgrade))))
+}
+
+fn api_request(req: &httparse::Request, target: &str) -> ApiRequest {
+    let (path, query) = split_target(target);
+    ApiRequest {
+        method: req.method.unwrap_or_default().to_owned(),
+        conversation_id: http_api::conversation_of(path),
+        query: query.map(str::to_owned),
+        token: header(req, "authorization")
+            .and_then(bearer)
+            .map(str::to_owned),
+        origin: header(req, "origin").map(str::to_owned),
+    }
 }
 
 fn validate(req: &httparse::Request, allowed_origins: &[String]) -> Result<Upgrade, Rejection> {

@@ -54,6 +54,28 @@ pub struct Peer {
     pub timer_at: Cell<Option<monoio::time::Instant>>,
     /// This socket's effects in the order it sent their frames (§6.9).
     pub sequencer: RefCell<Sequencer<Effect>>,
+    /// While a v2 socket's initial state (replay, read state) is read,
+    /// broadcasts to it are held here instead of queued (`resume.rs`).
+    holding: Cell<bool>,
+    held: RefCell<Vec<Bytes>>,
+}
+
+impl Peer {
+    /// Holds broadcasts to this socket until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.holding.set(true);
+    }
+
+    /// Stops holding; returns what was held, in arrival order.
+    pub fn release(&self) -> Vec<Bytes> {
+        self.holding.set(false);
+        self.held.take()
+    }
+
+    /// Frames held so far.
+    pub fn held_len(&self) -> usize {
+        self.held.borrow().len()
+    }
 }
 
 /// A message of a socket's, handed to the store and not yet answered.
@@ -110,6 +132,8 @@ impl Hub {
             inflight: RefCell::new(VecDeque::new()),
             timer_at: Cell::new(None),
             sequencer: RefCell::new(Sequencer::new()),
+            holding: Cell::new(false),
+            held: RefCell::new(Vec::new()),
         })
     }
 
@@ -174,6 +198,11 @@ impl Hub {
         let mut d = Delivery::default();
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
             if !audience.includes(peer.user_id, peer.version) {
+                continue;
+            }
+            if peer.holding.get() {
+                peer.held.borrow_mut().push(frame.clone());
+                d.queued += 1;
                 continue;
             }
             let pushed = if self.corked.get() {

@@ -8,12 +8,14 @@
 //! - [`shard`] — one monoio runtime per core: accept loop, socket hand-off, inbox.
 //! - [`routing`] — `shard_for`, the request path and token extraction.
 //! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400) and the 101 answer.
+//! - [`http_api`] — `GET /api/conversations/<id>/messages/` (history over HTTP) on the WebSocket port.
 //! - [`auth`] — simplejwt-compatible HS256 access tokens.
 //! - [`connection`] — one socket's life: read, decode, act, write, close.
 //! - [`protocol`] — client message decoding (simd-json) and server message encoding.
 //! - [`frame`] — server WebSocket frames, built once and shared.
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
+//! - [`resume`] — a resuming socket's replay merged with the live events held meanwhile.
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
 //! - [`audience`] — who an event is for (all, all but a user, v2 sockets only), on every node.
@@ -41,6 +43,7 @@ pub mod connection;
 pub mod frame;
 pub mod gateway;
 pub mod handshake;
+pub mod http_api;
 pub mod hub;
 pub mod limits;
 pub mod loadgen;
@@ -48,6 +51,7 @@ pub mod membership;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;
+pub mod resume;
 pub mod routing;
 pub mod sequencer;
 pub mod shard;

@@ -94,7 +94,15 @@ const BROADCAST_BUCKETS: [f64; 13] = [
 // ---------------------------------------------------------------------------
 
 /// Client message types (the `type` label of [`MESSAGES_RECEIVED`]).
-pub const MESSAGE_KINDS: [&str; 4] = ["chat_message", "delete_message", "typing", "invalid"];
+pub const MESSAGE_KINDS: [&str; 7] = [
+    "chat_message",
+    "delete_message",
+    "typing",
+    "history",
+    "mark_read",
+    "react",
+    "invalid",
+];
 /// Rate-limited kinds (the `kind` label of [`RATE_LIMITED`]).
 pub const RATE_LIMIT_KINDS: [&str; 2] = ["chat", "typing"];
 /// Handshake rejection reasons: HTTP statuses, close codes sent right after

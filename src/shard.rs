@@ -31,7 +31,8 @@ use crate::close::CloseReason;
 use crate::config::{Config, IoDriver};
 use crate::connection;
 use crate::frame;
-use crate::handshake::{self, Rejection, Upgrade};
+use crate::handshake::{self, Head, Rejection, Upgrade};
+use crate::http_api;
 use crate::hub::{Audience, Effect, Hub, Peer};
 use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
@@ -532,7 +533,13 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
     let deadline = Instant::now() + ctx.config.timeouts.handshake;
     let head = monoio::time::timeout_at(deadline, read_head(&ctx, &mut stream)).await;
     let (upgrade, leftover) = match head {
-        Ok(Ok(Some(v))) => v,
+        Ok(Ok(Some((Head::Upgrade(upgrade), leftover)))) => (upgrade, leftover),
+        Ok(Ok(Some((Head::Api(request), _)))) => {
+            if !ctx.limits.check_handshake(peer.ip()) {
+                return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
+            }
+            return http_api::serve(&ctx, stream, peer, request).await;
+        }
         Ok(Ok(None)) => return, // peer went away
         Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
         Err(_) => {
@@ -611,7 +618,7 @@ fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
 async fn read_head(
     ctx: &ShardCtx,
     stream: &mut TcpStream,
-) -> Result<Option<(Upgrade, Vec<u8>)>, Rejection> {
+) -> Result<Option<(Head, Vec<u8>)>, Rejection> {
     use monoio::io::AsyncReadRent;
     let max = ctx.config.limits.max_request_head_bytes;
     let mut acc: Vec<u8> = Vec::with_capacity(1024);
@@ -622,8 +629,8 @@ async fn read_head(
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => acc.extend_from_slice(&buf),
         }
-        match handshake::parse(&acc, &ctx.config.allowed_origins)? {
-            Some((head_len, upgrade)) => return Ok(Some((upgrade, acc.split_off(head_len)))),
+        match handshake::parse_head(&acc, &ctx.config.allowed_origins)? {
+            Some((head_len, head)) => return Ok(Some((head, acc.split_off(head_len)))),
             None if acc.len() >= max => return Err(Rejection::HeadTooLarge),
             None => {}
         }

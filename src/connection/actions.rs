@@ -26,6 +26,16 @@ enum Action {
     Store(String),
     Delete(i64),
     Typing(bool),
+    History {
+        before: Option<i64>,
+        limit: u32,
+    },
+    MarkRead(i64),
+    React {
+        message_id: i64,
+        emoji: String,
+        on: bool,
+    },
 }
 
 impl Action {
@@ -36,6 +46,9 @@ impl Action {
             Self::Store(_) => "chat_message",
             Self::Delete(_) => "delete_message",
             Self::Typing(_) => "typing",
+            Self::History { .. } => "history",
+            Self::MarkRead(_) => "mark_read",
+            Self::React { .. } => "react",
         }
     }
 }
@@ -50,16 +63,22 @@ impl Session {
         if self.phase != Phase::Open || self.close_queued {
             return Ok(());
         }
-        let action = match self
-            .ctx
-            .decoder
-            .borrow_mut()
-            .decode(payload, protocol::Version::V1)
-        {
+        let version = self.peer.version;
+        let action = match self.ctx.decoder.borrow_mut().decode(payload, version) {
             Ok(ClientMessage::Chat { content }) => Action::Store(content.to_owned()),
             Ok(ClientMessage::Delete { message_id }) => Action::Delete(message_id),
             Ok(ClientMessage::Typing { is_typing }) => Action::Typing(is_typing),
-            Ok(_) => Action::Reply(ReplyError::UnknownType), // v2 types: never decoded on V1
+            Ok(ClientMessage::History { before, limit }) => Action::History { before, limit },
+            Ok(ClientMessage::MarkRead { message_id }) => Action::MarkRead(message_id),
+            Ok(ClientMessage::React {
+                message_id,
+                emoji,
+                on,
+            }) => Action::React {
+                message_id,
+                emoji: emoji.to_owned(),
+                on,
+            },
             Err(e) => Action::Reply(e),
         };
         self.ctx.metrics.message_received(action.kind());
@@ -72,13 +91,20 @@ impl Session {
             }
             Action::Delete(id) => self.delete(id),
             Action::Typing(is_typing) => self.typing(&member, is_typing),
+            Action::History { before, limit } => self.history(before, limit),
+            Action::MarkRead(id) => self.mark_read(id),
+            Action::React {
+                message_id,
+                emoji,
+                on,
+            } => self.react(&member, message_id, &emoji, on),
         }
         Ok(())
     }
 
     /// Applies the user's chat rate limit: over it, the message is dropped
     /// with `Rate limit exceeded`; sustained abuse closes with 1008.
-    fn admitted_by_chat_limit(&mut self, user: UserId) -> bool {
+    pub(super) fn admitted_by_chat_limit(&mut self, user: UserId) -> bool {
         match self.ctx.limits.check_chat(user) {
             Verdict::Allowed => return true,
             Verdict::Limited => self.reply(ReplyError::RateLimited),

@@ -42,11 +42,14 @@ pub enum ReplyError {
     InvalidRecipient,
     #[error("User not available")]
     UserNotAvailable,
+    /// A `history` request the store could not answer (down, timing out).
+    #[error("Failed to load history")]
+    HistoryFailed,
 }
 
 impl ReplyError {
     /// Every variant, e.g. to pre-register metric labels.
-    pub const ALL: [ReplyError; 15] = [
+    pub const ALL: [ReplyError; 16] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidFormat,
@@ -62,6 +65,7 @@ impl ReplyError {
         Self::TooManyReactions,
         Self::InvalidRecipient,
         Self::UserNotAvailable,
+        Self::HistoryFailed,
     ];
 
     /// The `message` of the error reply, exactly as the original backend sent it.
@@ -82,6 +86,7 @@ impl ReplyError {
             Self::TooManyReactions => "Too many reactions",
             Self::InvalidRecipient => "Invalid recipient",
             Self::UserNotAvailable => "User not available",
+            Self::HistoryFailed => "Failed to load history",
         }
     }
 
@@ -103,6 +108,7 @@ impl ReplyError {
             Self::TooManyReactions => "too_many_reactions",
             Self::InvalidRecipient => "invalid_recipient",
             Self::UserNotAvailable => "user_not_available",
+            Self::HistoryFailed => "history_failed",
         }
     }
 
@@ -140,6 +146,7 @@ mod tests {
             (TooManyReactions, "Too many reactions"),
             (InvalidRecipient, "Invalid recipient"),
             (UserNotAvailable, "User not available"),
+            (HistoryFailed, "Failed to load history"),
         ];
         assert_eq!(expected.map(|(e, _)| e), ReplyError::ALL);
         for (err, text) in expected {

@@ -32,6 +32,9 @@ pub const SECRET: &str = "integration-test-secret";
 /// How long any single read waits before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The header that asks for protocol v2.
+pub const V2_PROTOCOL: (&str, &str) = ("Sec-WebSocket-Protocol", "chatgate.v2");
+
 /// Expands each scenario `fn name(driver: IoDriver)` into
 /// `uring::name` (io driver Auto: io_uring where the kernel allows it) and
 /// `epoll::name` tests.
@@ -676,6 +679,33 @@ impl TestGateway {
             &format!("/ws/chat/{conversation}/?token={}", user.token),
             &[],
         )
+    }
+
+    /// A protocol v2 socket of `user` (`query` is appended to the token,
+    /// e.g. `&since=5`), after `connection_established`; what follows
+    /// (replay, `resumed`, `read_state`) is left unread.
+    pub fn open_v2(&self, conversation: i64, user: &User, query: &str) -> Client {
+        self.connect_path(
+            &format!("/ws/chat/{conversation}/?token={}{query}", user.token),
+            &[V2_PROTOCOL],
+        )
+    }
+
+    /// A protocol v2 socket of `user`, after `connection_established` and
+    /// `read_state`; returns it and the `read_state` receipts.
+    pub fn connect_v2_state(&self, conversation: i64, user: &User) -> (Client, Value) {
+        let mut c = self.open_v2(conversation, user, "");
+        let state = c.recv_json();
+        assert_eq!(
+            state["type"], "read_state",
+            "after connection_established: {state}"
+        );
+        (c, state["receipts"].clone())
+    }
+
+    /// A protocol v2 socket of `user`, ready for live events.
+    pub fn connect_v2(&self, conversation: i64, user: &User) -> Client {
+        self.connect_v2_state(conversation, user).0
     }
 
     /// Upgrade on `path`, then assert the server closes with `code`.

@@ -1,0 +1,183 @@
+//! The stored v2 requests of a socket: history, mark_read, react (§6.2–6.4).
+//!
+//! Owns the step from a decoded v2 request to the store and back: each
+//! takes a place in the socket's sequencer when it arrives, asks the store
+//! in the background, and fills its place with what the outcome means: a
+//! `history` reply to this socket, a `read_receipt` or `reaction` event for
+//! every v2 socket of the conversation (on every node), nothing when
+//! nothing changed, or the documented error.
+//!
+//! Must never: await on the session's path (requests run as their own
+//! tasks), answer `Rate limit exceeded` to `mark_read`, or send a v2 event
+//! to a v1 socket (the audience is v2-only).
+
+use std::rc::Rc;
+
+use crate::frame::FrameBuf;
+use crate::hub::{Audience, Effect, Peer};
+use crate::membership::Member;
+use crate::protocol::{self, ReplyError};
+use crate::sequencer::Ticket;
+use crate::shard::ShardCtx;
+use crate::store::v2::{V2Error, V2Request};
+use crate::store::MessageId;
+
+use super::Session;
+
+impl Session {
+    /// `history`: a page of this conversation for this socket only.
+    pub(super) fn history(&self, before: Option<MessageId>, limit: u32) {
+        let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
+        self.in_background(ReplyError::HistoryFailed, move |ctx| async move {
+            let page = ctx
+                .store
+                .v2(|reply| V2Request::History {
+                    conversation_id,
+                    user_id,
+                    before,
+                    limit,
+                    reply,
+                })
+                .await;
+            match page {
+                Ok(page) => {
+                    let mut f = FrameBuf::with_capacity(64 + 200 * page.items.len());
+                    protocol::encode_history_reply(f.payload(), &page.items, page.has_more);
+                    Some(Effect::Reply(f.finish_text()))
+                }
+                Err(e) => {
+                    tracing::warn!(user_id, error = %e, "history not read");
+                    Some(reply(&ctx, ReplyError::HistoryFailed))
+                }
+            }
+        });
+    }
+
+    /// `mark_read`: the user's read position and unread count; a move is
+    /// broadcast as `read_receipt`.
+    pub(super) fn mark_read(&self, message_id: MessageId) {
+        if message_id <= 0 {
+            return self.reply(ReplyError::MarkReadFailed);
+        }
+        let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
+        self.in_background(ReplyError::MarkReadFailed, move |ctx| async move {
+            let moved = ctx
+                .store
+                .v2(|reply| V2Request::MarkRead {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                    reply,
+                })
+                .await;
+            match moved {
+                Ok(Some(position)) => {
+                    let mut f = FrameBuf::with_capacity(160);
+                    protocol::encode_read_receipt(f.payload(), &position);
+                    Some(Effect::Broadcast {
+                        frame: f.finish_text(),
+                        audience: Audience::V2,
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    log_failure(user_id, "mark_read", &e);
+                    Some(reply(&ctx, ReplyError::MarkReadFailed))
+                }
+            }
+        });
+    }
+
+    /// `react`: adds or removes the user's reaction; a change is broadcast
+    /// as `reaction`.
+    pub(super) fn react(&mut self, member: &Member, message_id: MessageId, emoji: &str, on: bool) {
+        if !self.admitted_by_chat_limit(member.user_id) {
+            return;
+        }
+        if message_id <= 0 {
+            return self.reply(ReplyError::ReactFailed);
+        }
+        let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
+        let username = member.username.clone();
+        let emoji = emoji.to_owned();
+        self.in_background(ReplyError::ReactFailed, move |ctx| async move {
+            let changed = ctx
+                .store
+                .v2(|reply| V2Request::React {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                    emoji: emoji.clone(),
+                    on,
+                    reply,
+                })
+                .await;
+            match changed {
+                Ok(true) => {
+                    let mut f = FrameBuf::with_capacity(160);
+                    protocol::encode_reaction(
+                        f.payload(),
+                        message_id,
+                        user_id,
+                        &username,
+                        &emoji,
+                        on,
+                    );
+                    Some(Effect::Broadcast {
+                        frame: f.finish_text(),
+                        audience: Audience::V2,
+                    })
+                }
+                Ok(false) => None,
+                Err(V2Error::TooManyReactions) => Some(reply(&ctx, ReplyError::TooManyReactions)),
+                Err(e) => {
+                    log_failure(user_id, "react", &e);
+                    Some(reply(&ctx, ReplyError::ReactFailed))
+                }
+            }
+        });
+    }
+
+    /// Runs a store request as its own task; what it decides takes the
+    /// place reserved now. Past the store timeout the place gets `failed`.
+    fn in_background<F, Fut>(&self, failed: ReplyError, work: F)
+    where
+        F: FnOnce(Rc<ShardCtx>) -> Fut + 'static,
+        Fut: std::future::Future<Output = Option<Effect>> + 'static,
+    {
+        let ctx = self.ctx.clone();
+        let peer = self.peer.clone();
+        let place = peer.sequencer.borrow_mut().reserve();
+        monoio::spawn(run_in_place(ctx, peer, place, failed, work));
+    }
+}
+
+async fn run_in_place<F, Fut>(
+    ctx: Rc<ShardCtx>,
+    peer: Rc<Peer>,
+    place: Ticket,
+    failed: ReplyError,
+    work: F,
+) where
+    F: FnOnce(Rc<ShardCtx>) -> Fut,
+    Fut: std::future::Future<Output = Option<Effect>>,
+{
+    let timeout = ctx.config.timeouts.store;
+    let effect = match monoio::time::timeout(timeout, work(ctx.clone())).await {
+        Ok(effect) => effect,
+        Err(_) => Some(reply(&ctx, failed)),
+    };
+    ctx.fill_ordered(&peer, place, effect);
+}
+
+fn reply(ctx: &ShardCtx, e: ReplyError) -> Effect {
+    ctx.metrics.error_sent(e);
+    Effect::Reply(ctx.error_frame(e))
+}
+
+fn log_failure(user_id: i64, what: &'static str, e: &V2Error) {
+    match e {
+        V2Error::NoSuchMessage => {}
+        _ => tracing::warn!(user_id, request = what, error = %e, "v2 request failed"),
+    }
+}
