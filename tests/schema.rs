@@ -1,5 +1,6 @@
 //! PROTOCOL.md §7 on the embedded store: the gateway's migrate creates
-//! Django's tables (columns, NOT NULL, keys, uniques, the unread check); the
+//! Django's tables (columns, NOT NULL, keys, uniques, the unread check) and
+//! its own `chatgate_` tables beside them; the
 //! rows it writes hold what it broadcast, in Django's datetime text; and it
 //! runs on a database Django created, without its own migrate mattering.
 
@@ -102,7 +103,9 @@ fn migrate_creates_the_django_tables() {
             "chatapp_conversation",
             "chatapp_conversationparticipant",
             "chatapp_message",
-            "chatapp_messagedeletion"
+            "chatapp_messagedeletion",
+            "chatgate_reaction",
+            "chatgate_readreceipt"
         ]
     );
     assert_eq!(
@@ -205,6 +208,47 @@ fn migrate_creates_the_django_tables() {
     );
     assert_eq!(
         foreign_keys(&gw, "chatapp_messagedeletion"),
+        fk(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
+    );
+
+    // The gateway's own v2 tables, beside Django's (§7).
+    assert_eq!(
+        columns(&gw, "chatgate_readreceipt"),
+        cols(&[
+            ("id", "integer", true),
+            ("conversation_id", "bigint", true),
+            ("user_id", "integer", true),
+            ("message_id", "bigint", true),
+            ("read_at", "datetime", true),
+        ])
+    );
+    assert_eq!(
+        columns(&gw, "chatgate_reaction"),
+        cols(&[
+            ("id", "integer", true),
+            ("message_id", "bigint", true),
+            ("user_id", "integer", true),
+            ("emoji", "varchar(64)", true),
+            ("created_at", "datetime", true),
+        ])
+    );
+    assert_eq!(
+        unique_sets(&gw, "chatgate_readreceipt"),
+        set(&[&["conversation_id", "user_id"]])
+    );
+    assert_eq!(
+        unique_sets(&gw, "chatgate_reaction"),
+        set(&[&["message_id", "user_id", "emoji"]])
+    );
+    assert_eq!(
+        foreign_keys(&gw, "chatgate_readreceipt"),
+        fk(&[
+            ("conversation_id", "chatapp_conversation"),
+            ("user_id", "auth_user")
+        ])
+    );
+    assert_eq!(
+        foreign_keys(&gw, "chatgate_reaction"),
         fk(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
     );
 

@@ -8,8 +8,11 @@
 //! `sqlite/batch.rs`, connect and delete lookups in `sqlite/lookup.rs`, the
 //! schema ([`migrate`]: Django's five tables with their column types, NOT
 //! NULL flags and unique constraints) in `sqlite/schema.rs`, the synchronous
-//! [`Admin`] API for the CLI and tests in `sqlite/admin.rs` — the same parts
-//! as `postgres/`, whose dispatcher task is this backend's worker thread.
+//! [`Admin`] API for the CLI and tests in `sqlite/admin.rs`, protocol v2's
+//! requests in `sqlite/v2.rs` (history and grouped replays in
+//! `sqlite/history.rs`, read positions in `sqlite/receipts.rs`, reactions in
+//! `sqlite/reactions.rs`) — the same parts as `postgres/`, whose dispatcher
+//! task is this backend's worker thread.
 //! Helpers shared by the unit tests are in `sqlite/testing.rs`.
 //!
 //! Must never: run on a shard thread or inside an async runtime — every
@@ -20,7 +23,10 @@
 
 mod admin;
 mod batch;
+mod history;
 mod lookup;
+mod reactions;
+mod receipts;
 mod schema;
 #[cfg(test)]
 mod testing;
@@ -30,7 +36,7 @@ mod worker;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
@@ -87,6 +93,16 @@ fn format_timestamp(at: DateTime<Utc>) -> String {
     at.format(TIMESTAMP_FORMAT).to_string()
 }
 
+/// Reads a datetime column: Django's text (fraction optional, as Django
+/// writes whole seconds without one), or RFC 3339 (an offset written by
+/// something else).
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .map(|naive| naive.and_utc())
+        .or_else(|_| DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc)))
+        .map_err(|_| StoreError::Database(format!("unreadable datetime {text:?}")))
+}
+
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
@@ -115,6 +131,15 @@ mod tests {
         assert_eq!(format_timestamp(at), "2023-11-14 22:13:20.000005");
         let t = now();
         assert_eq!(t.timestamp_subsec_nanos() % 1_000, 0);
+        assert_eq!(parse_timestamp(&format_timestamp(t)).unwrap(), t);
+    }
+
+    #[test]
+    fn timestamps_written_by_django_or_others_are_read() {
+        let whole = DateTime::from_timestamp(1_740_830_400, 0).unwrap();
+        assert_eq!(parse_timestamp("2025-03-01 12:00:00").unwrap(), whole);
+        assert_eq!(parse_timestamp("2025-03-01T13:00:00+01:00").unwrap(), whole);
+        assert!(parse_timestamp("yesterday").is_err());
     }
 
     #[test]

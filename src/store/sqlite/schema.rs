@@ -1,9 +1,19 @@
-//! The SQLite schema: Django's five tables, created idempotently.
+//! The SQLite schema: Django's five tables and the gateway's two v2 tables,
+//! created idempotently.
 //!
 //! Owns `SCHEMA`: the tables as Django's SQLite backend creates them (column
 //! types, NOT NULL flags, unique constraints, AUTOINCREMENT ids), plus the
-//! indexes the worker's queries need under Django's index names, and
-//! [`migrate`], which applies it in one transaction.
+//! indexes the worker's queries need under Django's index names;
+//! `V2_SCHEMA`: the gateway's own `chatgate_readreceipt` and
+//! `chatgate_reaction` (PROTOCOL.md §7), with foreign keys to Django's tables
+//! (`ON DELETE CASCADE`); and [`migrate`], which applies both in one
+//! transaction, on databases created by any earlier version too.
+//!
+//! Paging a conversation's messages by id (history `before`, replay `since`)
+//! needs an index on `chatapp_message (conversation_id, id)`. In SQLite that
+//! is Django's own `conversation_id` index: `id` is the rowid, and every index
+//! ends with the rowid, so its entries are ordered by (conversation_id, id).
+//! A second index would only slow inserts down; a test checks the plan.
 //!
 //! Must never: alter or drop anything that exists (a database created by
 //! Django is left as it is).
@@ -65,10 +75,41 @@ CREATE INDEX IF NOT EXISTS "chatapp_messagedeletion_user_id_cae8a1e0"
     ON "chatapp_messagedeletion" ("user_id");
 "#;
 
-/// Creates Django's tables and the worker's indexes if they are missing (idempotent).
+/// The gateway's v2 tables, in the style of Django's (a `chatgate migrate`
+/// of a Django database adds these and nothing else). `emoji` holds at most
+/// 16 code points, 64 bytes of UTF-8. The `user_id` indexes keep the cascade
+/// of a deleted user cheap; the unique constraints serve every lookup by
+/// conversation or message.
+const V2_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS "chatgate_readreceipt" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "message_id" bigint NOT NULL,
+    "read_at" datetime NOT NULL,
+    "conversation_id" bigint NOT NULL
+        REFERENCES "chatapp_conversation" ("id") ON DELETE CASCADE,
+    "user_id" integer NOT NULL REFERENCES "auth_user" ("id") ON DELETE CASCADE,
+    UNIQUE ("conversation_id", "user_id")
+);
+CREATE TABLE IF NOT EXISTS "chatgate_reaction" (
+    "id" integer NOT NULL PRIMARY KEY AUTOINCREMENT,
+    "emoji" varchar(64) NOT NULL,
+    "created_at" datetime NOT NULL,
+    "message_id" bigint NOT NULL REFERENCES "chatapp_message" ("id") ON DELETE CASCADE,
+    "user_id" integer NOT NULL REFERENCES "auth_user" ("id") ON DELETE CASCADE,
+    UNIQUE ("message_id", "user_id", "emoji")
+);
+CREATE INDEX IF NOT EXISTS "chatgate_readreceipt_user_id"
+    ON "chatgate_readreceipt" ("user_id");
+CREATE INDEX IF NOT EXISTS "chatgate_reaction_user_id"
+    ON "chatgate_reaction" ("user_id");
+"#;
+
+/// Creates Django's tables, the worker's indexes and the gateway's v2
+/// tables if they are missing (idempotent).
 pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_err)?;
     tx.execute_batch(SCHEMA).map_err(db_err)?;
+    tx.execute_batch(V2_SCHEMA).map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
 
@@ -133,6 +174,8 @@ mod tests {
             "chatapp_conversationparticipant",
             "chatapp_message",
             "chatapp_messagedeletion",
+            "chatgate_reaction",
+            "chatgate_readreceipt",
         ];
         assert_eq!(
             tables,
@@ -208,5 +251,103 @@ mod tests {
             uniques(&[&["message_id", "user_id"]])
         );
         assert!(unique_column_sets(conn, "chatapp_message").is_empty());
+    }
+
+    /// (column, referenced table, ON DELETE) of a table's foreign keys.
+    fn foreign_keys(conn: &Connection, table: &str) -> BTreeSet<(String, String, String)> {
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA foreign_key_list(\"{table}\")"))
+            .unwrap();
+        let rows = stmt.query_map([], |row| Ok((row.get(3)?, row.get(2)?, row.get(6)?)));
+        rows.unwrap().map(Result::unwrap).collect()
+    }
+
+    fn cascades(spec: &[(&str, &str)]) -> BTreeSet<(String, String, String)> {
+        let row = |(c, t): &(&str, &str)| (c.to_string(), t.to_string(), "CASCADE".to_string());
+        spec.iter().map(row).collect()
+    }
+
+    #[test]
+    fn migrate_creates_the_chatgate_tables_with_cascading_keys() {
+        let fx = Fixture::new();
+        let conn = fx.admin.connection();
+        let nn = |cols: &[&str]| -> Vec<(String, bool)> {
+            cols.iter().map(|c| (c.to_string(), true)).collect()
+        };
+        assert_eq!(
+            table_columns(conn, "chatgate_readreceipt"),
+            nn(&["id", "message_id", "read_at", "conversation_id", "user_id"])
+        );
+        assert_eq!(
+            table_columns(conn, "chatgate_reaction"),
+            nn(&["id", "emoji", "created_at", "message_id", "user_id"])
+        );
+        assert_eq!(
+            unique_column_sets(conn, "chatgate_readreceipt"),
+            [names(&["conversation_id", "user_id"])].into()
+        );
+        assert_eq!(
+            unique_column_sets(conn, "chatgate_reaction"),
+            [names(&["message_id", "user_id", "emoji"])].into()
+        );
+        assert_eq!(
+            foreign_keys(conn, "chatgate_readreceipt"),
+            cascades(&[
+                ("conversation_id", "chatapp_conversation"),
+                ("user_id", "auth_user")
+            ])
+        );
+        assert_eq!(
+            foreign_keys(conn, "chatgate_reaction"),
+            cascades(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
+        );
+    }
+
+    #[test]
+    fn migrate_adds_the_chatgate_tables_to_an_older_database_and_keeps_its_rows() {
+        let fx = Fixture::new();
+        let a = fx.user("a");
+        let conv = fx.admin.create_conversation(&[a]).unwrap();
+        fx.write_messages(conv, a, 3);
+        let conn = fx.admin.connection();
+        conn.execute_batch("DROP TABLE chatgate_readreceipt; DROP TABLE chatgate_reaction;")
+            .unwrap();
+
+        migrate(conn).unwrap();
+        assert_eq!(fx.messages(), 3);
+        let v2_tables = fx.query(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'chatgate_%'",
+            [],
+        );
+        assert_eq!(v2_tables, 2);
+    }
+
+    #[test]
+    fn deleting_a_conversation_cascades_to_its_receipts_and_reactions() {
+        let fx = Fixture::new();
+        let a = fx.user("a");
+        let conv = fx.admin.create_conversation(&[a]).unwrap();
+        let m = fx.write_messages(conv, a, 1)[0];
+        let conn = fx.admin.connection();
+        conn.execute(
+            "INSERT INTO chatgate_readreceipt (message_id, read_at, conversation_id, user_id) \
+             VALUES (?1, '2025-01-01 00:00:00.000000', ?2, ?3)",
+            [m, conv, a],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO chatgate_reaction (emoji, created_at, message_id, user_id) \
+             VALUES ('👍', '2025-01-01 00:00:00.000000', ?1, ?2)",
+            [m, a],
+        )
+        .unwrap();
+
+        fx.admin.delete_conversation(conv).unwrap();
+        let left = fx.query(
+            "SELECT (SELECT COUNT(*) FROM chatgate_readreceipt) + \
+             (SELECT COUNT(*) FROM chatgate_reaction)",
+            [],
+        );
+        assert_eq!(left, 0);
     }
 }

@@ -1,7 +1,9 @@
 //! Test helpers shared by the SQLite backend's unit tests (compiled for
 //! tests only): a database in a temporary directory with its [`Admin`], a
 //! worker run over requests queued in advance (deterministic batches), a
-//! recording [`CommitSink`], and insert requests.
+//! recording [`CommitSink`], insert requests, and for v2: messages and
+//! deletions written directly (many at once), and v2 requests queued before
+//! a worker starts.
 //!
 //! Must never: be used outside `#[cfg(test)]` code, or hold backend logic of
 //! its own.
@@ -14,10 +16,11 @@ use tempfile::TempDir;
 use tokio::sync::mpsc;
 
 use super::worker::spawn_worker;
-use super::{open, Admin};
+use super::{format_timestamp, now, open, Admin};
+use crate::store::v2::V2Request;
 use crate::store::{
-    CommitSink, ConversationId, InsertOutcome, InsertRequest, Origin, StoreHandle, StoredMessage,
-    UserId, REQUEST_QUEUE,
+    CommitSink, ConversationId, InsertOutcome, InsertRequest, MessageId, Origin, StoreHandle,
+    StoreRequest, StoredMessage, UserId, REQUEST_QUEUE,
 };
 
 pub(super) type Delivered = Arc<Mutex<Vec<(usize, Vec<InsertOutcome>)>>>;
@@ -59,6 +62,60 @@ impl Fixture {
     pub(super) fn query<P: rusqlite::Params>(&self, sql: &str, params: P) -> i64 {
         let conn = self.admin.connection();
         conn.query_row(sql, params, |row| row.get(0)).unwrap()
+    }
+
+    /// Writes `count` messages from `sender` ("m0", "m1", ...) in one
+    /// transaction, straight into the table; their ids, ascending.
+    pub(super) fn write_messages(
+        &self,
+        conv: ConversationId,
+        sender: UserId,
+        count: usize,
+    ) -> Vec<MessageId> {
+        let conn = self.admin.connection();
+        let tx = conn.unchecked_transaction().unwrap();
+        let at = format_timestamp(now());
+        let ids = (0..count)
+            .map(|i| {
+                tx.execute(
+                    "INSERT INTO chatapp_message (content, timestamp, conversation_id, sender_id) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![format!("m{i}"), at, conv, sender],
+                )
+                .unwrap();
+                tx.last_insert_rowid()
+            })
+            .collect();
+        tx.commit().unwrap();
+        ids
+    }
+
+    /// `user` deletes `messages` (for themselves), straight into the table.
+    pub(super) fn delete_for(&self, user: UserId, messages: &[MessageId]) {
+        let at = format_timestamp(now());
+        for message in messages {
+            self.admin
+                .connection()
+                .execute(
+                    "INSERT INTO chatapp_messagedeletion (deleted_at, message_id, user_id) \
+                     VALUES (?1, ?2, ?3)",
+                    rusqlite::params![at, message, user],
+                )
+                .unwrap();
+        }
+    }
+
+    /// Queues `requests` on a channel *before* a worker starts, so the
+    /// worker drains them together (one pass); waits for it to finish.
+    pub(super) fn run_queued_v2(&self, requests: Vec<V2Request>) {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        for request in requests {
+            tx.try_send(StoreRequest::V2(request)).unwrap();
+        }
+        drop(tx);
+        let (sink, _) = recording_sink();
+        let conn = open(&self.path).unwrap();
+        spawn_worker(conn, rx, 16, sink).unwrap().join();
     }
 
     /// Queues `requests` through a real handle *before* the worker starts,

@@ -4,9 +4,12 @@
 //!
 //! Owns the loop: wait for a request (blocking, on a driverless
 //! current-thread runtime, only while idle), answer connects and deletes at
-//! once, gather the inserts among the requests waiting when the batch
-//! started (at most `batch_max`), commit them as one batch (`batch.rs`) and
-//! hand the outcomes to the [`CommitSink`] once per shard. When every handle
+//! once (and v2's history, read positions and reactions: `v2.rs`), gather
+//! the inserts among the requests waiting when the batch started (at most
+//! `batch_max`), commit them as one batch (`batch.rs`) and hand the outcomes
+//! to the [`CommitSink`] once per shard. Replays among those waiting
+//! requests are gathered too and answered, before the commit, with one read
+//! per conversation (a reconnect storm: `history.rs`). When every handle
 //! is dropped, or `StoreWorker::join` fires the close signal, it commits
 //! what is queued and stops — after a close without waiting for senders
 //! that will never send.
@@ -20,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::commit_batch;
 use super::lookup::{connect_info, delete_message};
+use super::v2::{answer_replays, ReplayRequest};
 use super::StoreError;
 use crate::store::{deliver, CommitSink, InsertRequest, StoreRequest, StoreWorker};
 
@@ -120,14 +124,18 @@ impl Worker {
     /// Answers connects and deletes at once and gathers the inserts among
     /// the requests waiting when the batch started (at most `batch_max`).
     /// Bounding the drain to what was waiting keeps a steady stream of
-    /// connects from postponing the commit.
+    /// connects from postponing the commit. The replays gathered on the way
+    /// are answered last, one read per conversation.
     fn collect(&mut self, first: StoreRequest) -> Vec<InsertRequest> {
         let mut waiting = self.rx.len();
         let mut inserts = Vec::new();
+        let mut replays = Vec::new();
         let mut next = Some(first);
         while let Some(request) = next {
-            if let Some(insert) = self.answer(request) {
-                inserts.push(insert);
+            match self.answer(request) {
+                Some(Gathered::Insert(insert)) => inserts.push(insert),
+                Some(Gathered::Replay(replay)) => replays.push(replay),
+                None => {}
             }
             if inserts.len() >= self.batch_max || waiting == 0 {
                 break;
@@ -135,14 +143,18 @@ impl Worker {
             waiting -= 1;
             next = self.rx.try_recv().ok();
         }
+        if !replays.is_empty() {
+            answer_replays(&self.conn, replays);
+        }
         inserts
     }
 
-    /// Answers a connect or delete; hands an insert back for the batch.
-    fn answer(&self, request: StoreRequest) -> Option<InsertRequest> {
+    /// Answers a connect, a delete or a v2 request; hands an insert or a
+    /// replay back to be gathered.
+    fn answer(&self, request: StoreRequest) -> Option<Gathered> {
         // A failed `send` means the requester stopped waiting: nothing to do.
         match request {
-            StoreRequest::Insert(insert) => return Some(insert),
+            StoreRequest::Insert(insert) => return Some(Gathered::Insert(insert)),
             StoreRequest::Connect {
                 user_id,
                 conversation_id,
@@ -157,10 +169,18 @@ impl Worker {
             } => {
                 let _ = reply.send(delete_message(&self.conn, message_id, user_id));
             }
-            StoreRequest::V2(request) => super::v2::answer(&self.conn, request),
+            StoreRequest::V2(request) => {
+                return super::v2::answer(&self.conn, request).map(Gathered::Replay)
+            }
         }
         None
     }
+}
+
+/// What the drain gathers instead of answering at once.
+enum Gathered {
+    Insert(InsertRequest),
+    Replay(ReplayRequest),
 }
 
 #[cfg(test)]
