@@ -7,10 +7,20 @@
 //! `has_more`), so any page costs the same however long the conversation
 //! is; and [`page`], which adds the reactions of the page's messages.
 //!
+//! The page statement is sent unnamed (`query_typed`: one round trip,
+//! planned for its actual values each time). A cached prepared statement
+//! gets a generic plan after five runs, and the generic plan of
+//! `conversation_id = $1 ORDER BY id DESC LIMIT n` is a backward scan of
+//! the primary key filtering on the conversation: fine for the busiest
+//! conversation, most of the table for a quiet one (measured on a million
+//! messages: 0.2 ms became 260 ms).
+//!
 //! Must never: page with OFFSET (cost would grow with the depth); return a
-//! message the asking user deleted.
+//! message the asking user deleted; page with a cached (generically
+//! planned) statement.
 
 use tokio::time::Instant;
+use tokio_postgres::types::Type;
 
 use super::v2::{ItemRow, ITEM_COLUMNS};
 use super::{reactions, Failure, Shared};
@@ -47,11 +57,15 @@ pub(super) async fn page(
     let limit = i64::from(limit.max(1));
     let client = shared.checkout(deadline).await?;
     let query = async {
-        let statement = client.prepare_cached(&HISTORY_PAGE).await?;
         let rows = client
-            .query(
-                &statement,
-                &[&conversation_id, &before, &user_id, &(limit + 1)],
+            .query_typed(
+                &HISTORY_PAGE,
+                &[
+                    (&conversation_id, Type::INT8),
+                    (&before, Type::INT8),
+                    (&user_id, Type::INT8),
+                    (&(limit + 1), Type::INT8),
+                ],
             )
             .await?;
         let mut items = rows

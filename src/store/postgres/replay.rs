@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_postgres::types::Type;
 
 use super::v2::{store_error, ItemRow, ITEM_COLUMNS};
 use super::{reactions, Failure, Shared};
@@ -113,7 +114,6 @@ async fn group_read(
     let client = shared.checkout(deadline).await?;
     let run = async {
         let deletions_of = client.prepare_cached(GROUP_DELETIONS).await?;
-        let messages_of = client.prepare_cached(&GROUP_MESSAGES).await?;
         let mut deleted: HashMap<UserId, HashSet<MessageId>> = HashMap::new();
         for row in client
             .query(&deletions_of, &[&users, &conversation_id, &floor])
@@ -123,8 +123,16 @@ async fn group_read(
             deleted.entry(user).or_default().insert(row.try_get(1)?);
         }
         let limit = row_limit(waiters, &deleted);
+        // Unnamed, planned for its values (see `postgres/history.rs`).
         let rows = client
-            .query(&messages_of, &[&conversation_id, &floor, &limit])
+            .query_typed(
+                &GROUP_MESSAGES,
+                &[
+                    (&conversation_id, Type::INT8),
+                    (&floor, Type::INT8),
+                    (&limit, Type::INT8),
+                ],
+            )
             .await?
             .iter()
             .map(ItemRow::from_row)
