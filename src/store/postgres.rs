@@ -8,8 +8,10 @@
 //! connection whose query overran its deadline is discarded, never returned
 //! to the pool (its state is unknown). The request dispatcher and the group
 //! commit live in `postgres/dispatch.rs` and `postgres/batch.rs`, connect
-//! and delete lookups in `postgres/lookup.rs`, the schema in
-//! `postgres/schema.rs`, the synchronous admin API in `postgres/admin.rs`.
+//! and delete lookups in `postgres/lookup.rs`, protocol v2 in
+//! `postgres/v2.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
+//! `reactions.rs`), the schema in `postgres/schema.rs`, the synchronous
+//! admin API in `postgres/admin.rs`.
 //!
 //! Must never: run on a shard thread or block a runtime thread (everything
 //! here is async on the side runtime, except [`Admin`] and
@@ -20,7 +22,11 @@
 mod admin;
 mod batch;
 mod dispatch;
+mod history;
 mod lookup;
+mod reactions;
+mod receipts;
+mod replay;
 mod schema;
 mod v2;
 
@@ -47,6 +53,8 @@ struct Shared {
     ready: Readiness,
     /// Longest a request (a batch, a connect lookup, a delete) may take.
     timeout: Duration,
+    /// Whether the v2 (`chatgate_`) tables were found missing.
+    tables: v2::Tables,
 }
 
 /// Starts the Postgres store: builds the pool (no connection is opened
@@ -68,6 +76,7 @@ pub fn start(
         pool,
         ready: Readiness::new(false),
         timeout,
+        tables: v2::Tables::default(),
     });
     // Bounded: shards feel backpressure when the database falls behind.
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);

@@ -4,7 +4,8 @@
 //! (so ids of a conversation increase in delivery order) while the next one
 //! fills; everything waiting when a batch starts, up to `batch_max`, goes
 //! into it. Connect requests that arrive together are answered by one
-//! lookup task, deletes each by its own task — both concurrently with the
+//! lookup task, replays that arrive together by one read per conversation
+//! (`postgres/replay.rs`), deletes and other v2 requests each by its own task — both concurrently with the
 //! commit. Outcomes go to the [`CommitSink`] once per shard per batch, in
 //! commit order. When every handle is dropped, or `StoreWorker::join`
 //! closes the channel, it commits what is queued and returns (after a
@@ -26,8 +27,10 @@ use tokio::time::Instant;
 
 use super::batch::{self, Queued};
 use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
+use super::replay::{self, ReplayWaiter, REPLAY_GROUP_MAX};
 use super::Shared;
-use crate::store::{deliver, CommitSink, InsertOutcome, StoreRequest};
+use crate::store::v2::V2Request;
+use crate::store::{deliver, CommitSink, ConversationId, InsertOutcome, StoreRequest};
 
 /// The batch being committed.
 type InFlight = Pin<Box<dyn Future<Output = Vec<InsertOutcome>> + Send>>;
@@ -41,6 +44,9 @@ pub(super) struct Dispatcher {
     sink: CommitSink,
     /// Inserts not yet in a batch, oldest first.
     pending: VecDeque<Queued>,
+    /// Replays of the burst being read, by conversation: each conversation's
+    /// are answered by one read when the burst ends.
+    replays: std::collections::BTreeMap<ConversationId, Vec<ReplayWaiter>>,
 }
 
 impl Dispatcher {
@@ -58,6 +64,7 @@ impl Dispatcher {
             batch_max: batch_max.max(1),
             sink,
             pending: VecDeque::new(),
+            replays: Default::default(),
         }
     }
 
@@ -114,6 +121,7 @@ impl Dispatcher {
             self.accept(request, &mut connects);
         }
         self.answer_connects(connects);
+        self.answer_replays();
     }
 
     /// The oldest `batch_max` queued inserts.
@@ -143,6 +151,7 @@ impl Dispatcher {
             next = self.rx.try_recv().ok();
         }
         self.answer_connects(connects);
+        self.answer_replays();
     }
 
     /// One lookup task per [`CONNECT_BATCH_MAX`] connects.
@@ -151,6 +160,18 @@ impl Dispatcher {
             let rest = connects.split_off(connects.len().min(CONNECT_BATCH_MAX));
             let batch = std::mem::replace(&mut connects, rest);
             tokio::spawn(lookup::answer_connects(self.shared.clone(), batch));
+        }
+    }
+
+    /// One group read per conversation per [`REPLAY_GROUP_MAX`] replays.
+    fn answer_replays(&mut self) {
+        for (conversation_id, mut waiters) in std::mem::take(&mut self.replays) {
+            while !waiters.is_empty() {
+                let rest = waiters.split_off(waiters.len().min(REPLAY_GROUP_MAX));
+                let group = std::mem::replace(&mut waiters, rest);
+                let shared = self.shared.clone();
+                tokio::spawn(replay::answer_group(shared, conversation_id, group));
+            }
         }
     }
 
@@ -177,6 +198,22 @@ impl Dispatcher {
                 let shared = self.shared.clone();
                 tokio::spawn(lookup::answer_delete(shared, message_id, user_id, reply));
             }
+            StoreRequest::V2(V2Request::Replay {
+                conversation_id,
+                user_id,
+                since,
+                max,
+                reply,
+            }) => self
+                .replays
+                .entry(conversation_id)
+                .or_default()
+                .push(ReplayWaiter {
+                    user_id,
+                    since,
+                    max,
+                    reply,
+                }),
             StoreRequest::V2(request) => {
                 tokio::spawn(super::v2::answer(self.shared.clone(), request));
             }
