@@ -585,7 +585,10 @@ mod tests {
             [
                 format!("chatgate_messages_received_total{shard},type=\"chat_message\"}} 4"),
                 format!("chatgate_messages_received_total{shard},type=\"delete_message\"}} 0"),
+                format!("chatgate_messages_received_total{shard},type=\"history\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"invalid\"}} 1"),
+                format!("chatgate_messages_received_total{shard},type=\"mark_read\"}} 0"),
+                format!("chatgate_messages_received_total{shard},type=\"react\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"typing\"}} 1"),
             ]
         );
