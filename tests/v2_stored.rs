@@ -212,12 +212,24 @@ fn resume_replays_what_was_missed_exactly_once(on: Target) {
     let total = 600;
     let mut all = Vec::new();
     std::thread::scope(|s| {
-        let sender = s.spawn(|| send_messages(&mut a, "r", total));
-        std::thread::sleep(Duration::from_millis(30));
+        // Paced over ~1 s, so bob's replay read overlaps live traffic.
+        let sender = s.spawn(|| {
+            for chunk in 0..total / 20 {
+                send_burst(
+                    &mut a,
+                    (0..20).map(|i| json!({"type": "chat_message", "content": format!("r {}", chunk * 20 + i)}).to_string()),
+                );
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            (0..total)
+                .map(|_| a.recv_new_message()["id"].as_i64().unwrap())
+                .collect::<Vec<i64>>()
+        });
+        std::thread::sleep(Duration::from_millis(300));
         let mut back = gw.open_v2(conv, &bob, &format!("&since={seen_last}"));
         let mut got = Vec::new();
         let mut resumed = None;
-        while got.len() < total {
+        while got.len() < total || resumed.is_none() {
             let v = back.recv_json();
             match v["type"].as_str() {
                 Some("new_message") => {
@@ -247,7 +259,11 @@ fn resume_replays_what_was_missed_exactly_once(on: Target) {
                 _ => panic!("unexpected frame {v}"),
             }
         }
-        assert!(resumed.is_some(), "resumed arrived");
+        let replayed = resumed.expect("resumed arrived");
+        assert!(
+            replayed > 0 && replayed < total,
+            "replay ({replayed}) and live traffic overlap"
+        );
         all = sender.join().unwrap();
         back.expect_silence(QUIET);
         assert_eq!(
