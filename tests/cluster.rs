@@ -110,6 +110,91 @@ fn chat_then_typing_keeps_the_senders_order_across_nodes() {
     assert_eq!(expect_chat_then_typing(&mut c_remote, &alice, 500), ids);
 }
 
+/// PROTOCOL.md §6.0–6.4 across nodes: receipts and reactions reach the v2
+/// sockets of the other node (never a v1 socket), and a v2 client resumes
+/// on the other node than the one it left, exactly once.
+#[test]
+fn v2_events_and_resume_cross_nodes() {
+    let Some(env) = env("cluster_v2") else {
+        return;
+    };
+    let cluster = Cluster::start(|n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let carol = cluster.a.user("carol");
+    let conv = cluster.a.conversation(&[&alice, &bob, &carol]);
+    let v2 = [V2_PROTOCOL];
+    let path = |u: &User| format!("/ws/chat/{conv}/?token={}", u.token);
+    let connect_b_v2 = |u: &User, query: &str| {
+        let stream = std::net::TcpStream::connect(cluster.b().local_addr()).unwrap();
+        let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}{}{query}",
+            cluster.b().local_addr(),
+            path(u)
+        ))
+        .unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "chatgate.v2".parse().unwrap());
+        let (ws, _) = tungstenite::client::client(req, stream).expect("v2 upgrade on b");
+        let mut c = Client { ws };
+        c.expect_established();
+        c
+    };
+    let mut a = cluster.a.connect_path(&path(&alice), &v2);
+    assert_eq!(a.recv_json()["type"], "read_state");
+    let mut b = connect_b_v2(&bob, "");
+    assert_eq!(b.recv_json()["type"], "read_state");
+    let mut old = cluster.connect_b(conv, &carol);
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
+    a.chat("hello");
+    let id = a.recv_new_message()["id"].as_i64().unwrap();
+    assert_eq!(b.recv_new_message()["id"], id);
+    assert_eq!(old.recv_new_message()["id"], id);
+    b.send_json(json!({"type": "mark_read", "message_id": id}));
+    for c in [&mut b, &mut a] {
+        let r = c.recv_json();
+        assert_eq!(
+            (r["type"].as_str(), r["user_id"].as_i64()),
+            (Some("read_receipt"), Some(bob.id)),
+            "{r}"
+        );
+    }
+    a.send_json(json!({"type": "react", "message_id": id, "emoji": "🎉"}));
+    for c in [&mut a, &mut b] {
+        let r = c.recv_json();
+        assert_eq!(
+            (r["type"].as_str(), r["emoji"].as_str()),
+            (Some("reaction"), Some("🎉")),
+            "{r}"
+        );
+    }
+    // bob leaves node B, misses 20 messages, resumes on node A.
+    drop(b);
+    let missed: Vec<i64> = (0..20)
+        .map(|i| {
+            a.chat(&format!("missed {i}"));
+            a.recv_new_message()["id"].as_i64().unwrap()
+        })
+        .collect();
+    let mut back = cluster
+        .a
+        .connect_path(&format!("{}&since={id}", path(&bob)), &v2);
+    let got: Vec<i64> = (0..20)
+        .map(|_| back.recv_new_message()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, missed);
+    assert_eq!(
+        back.recv_json(),
+        json!({"type": "resumed", "last_id": missed[19], "complete": true})
+    );
+    // The v1 socket on B saw the messages only.
+    for m in &missed {
+        assert_eq!(old.recv_new_message()["id"], *m);
+    }
+    old.expect_silence(Duration::from_millis(300));
+}
+
 #[test]
 fn a_message_reaches_every_socket_on_both_nodes_once_and_in_order() {
     let Some(env) = env("cluster_once") else {
