@@ -1,31 +1,27 @@
-//! A small log-linear histogram of `u64` values (microseconds here).
+//! Histograms of `u64` values (microseconds here), on `hdrhistogram`.
 //!
-//! Owns bucketing and quantiles: values below 128 are counted exactly;
-//! above, every power of two is split into 64 linear sub-buckets, so a
-//! reported quantile is at most 1/64 (1.6 %) above the true value. Fixed
-//! size (about 30 KiB), no allocation when recording, mergeable across
-//! threads.
+//! Owns the histograms' shape — three significant figures (a reported
+//! quantile is at most 0.1 % above the true value), values from 0 to
+//! [`HIGHEST`] (larger ones are counted as [`HIGHEST`]), fixed at creation
+//! so recording never allocates (about 184 KiB per histogram; a thread
+//! holds one or two) — and the two figures kept exactly beside
+//! the buckets: the largest value (quantiles are clamped to it, as before
+//! this module used hdrhistogram) and the sum (for the mean).
 //!
 //! Must never: allocate on [`Histogram::record`], or report a quantile
 //! below the true value (bucket upper bounds are reported, clamped to the
 //! largest value seen).
 
-/// Values below this are their own bucket.
-const EXACT: u64 = 128;
-/// Sub-buckets per power of two above [`EXACT`].
-const SUB: usize = 64;
-const SUB_BITS: u32 = 6;
-/// Powers of two above [`EXACT`] that a `u64` can reach.
-const OCTAVES: usize = 64 - 7;
-const BUCKETS: usize = EXACT as usize + OCTAVES * SUB;
+/// Largest value told apart from larger ones: one hour in microseconds.
+pub const HIGHEST: u64 = 3_600_000_000;
+/// Significant figures of every bucket boundary.
+const SIGFIG: u8 = 3;
 
-/// A log-linear histogram.
+/// A histogram with an exact maximum and mean.
 #[derive(Clone)]
 pub struct Histogram {
-    counts: Box<[u64]>,
-    count: u64,
+    buckets: hdrhistogram::Histogram<u64>,
     sum: u128,
-    min: u64,
     max: u64,
 }
 
@@ -38,8 +34,8 @@ impl Default for Histogram {
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Histogram")
-            .field("count", &self.count)
-            .field("min", &self.min)
+            .field("count", &self.count())
+            .field("min", &self.min())
             .field("max", &self.max)
             .finish_non_exhaustive()
     }
@@ -49,10 +45,9 @@ impl Histogram {
     /// An empty histogram.
     pub fn new() -> Self {
         Self {
-            counts: vec![0; BUCKETS].into_boxed_slice(),
-            count: 0,
+            buckets: hdrhistogram::Histogram::new_with_bounds(1, HIGHEST, SIGFIG)
+                .expect("constant bounds are valid"),
             sum: 0,
-            min: u64::MAX,
             max: 0,
         }
     }
@@ -60,49 +55,41 @@ impl Histogram {
     /// Counts one value.
     #[inline]
     pub fn record(&mut self, value: u64) {
-        self.counts[index_of(value)] += 1;
-        self.count += 1;
+        self.buckets.saturating_record(value);
         self.sum += u128::from(value);
-        self.min = self.min.min(value);
         self.max = self.max.max(value);
     }
 
     /// Adds every value of `other`.
     pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
-        }
-        self.count += other.count;
+        self.buckets
+            .add(&other.buckets)
+            .expect("histograms of one shape add up");
         self.sum += other.sum;
-        self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
     }
 
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
-        self.count
+        self.buckets.len()
     }
 
-    /// Largest value recorded (0 when empty).
+    /// Largest value recorded, exactly (0 when empty).
     pub fn max(&self) -> u64 {
         self.max
     }
 
-    /// Smallest value recorded (0 when empty).
+    /// Smallest value recorded (0 when empty; exact below 2048, else the
+    /// lower bound of its bucket).
     pub fn min(&self) -> u64 {
-        if self.count == 0 {
-            0
-        } else {
-            self.min
-        }
+        self.buckets.min()
     }
 
-    /// Mean of the values recorded (0 when empty).
+    /// Mean of the values recorded, exactly (0 when empty).
     pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.count as f64
+        match self.count() {
+            0 => 0.0,
+            n => self.sum as f64 / n as f64,
         }
     }
 
@@ -110,42 +97,12 @@ impl Histogram {
     /// holding the `ceil(q × count)`-th smallest value, never above the
     /// maximum. 0 when empty.
     pub fn quantile(&self, q: f64) -> u64 {
-        if self.count == 0 {
+        if self.count() == 0 {
             return 0;
         }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return upper_bound(i).min(self.max);
-            }
-        }
-        self.max
+        let q = q.clamp(0.0, 1.0).max(f64::MIN_POSITIVE);
+        self.buckets.value_at_quantile(q).min(self.max)
     }
-}
-
-/// The bucket of `v`.
-#[inline]
-fn index_of(v: u64) -> usize {
-    if v < EXACT {
-        return v as usize;
-    }
-    let top_bit = 63 - v.leading_zeros(); // ≥ 7
-    let shift = top_bit - SUB_BITS; // ≥ 1
-    let sub = (v >> shift) as usize - SUB; // 0..64
-    EXACT as usize + (shift as usize - 1) * SUB + sub
-}
-
-/// The largest value that lands in bucket `i`.
-fn upper_bound(i: usize) -> u64 {
-    if i < EXACT as usize {
-        return i as u64;
-    }
-    let j = i - EXACT as usize;
-    let shift = (j / SUB + 1) as u32;
-    let top = (j % SUB + SUB) as u64;
-    ((top + 1) << shift).wrapping_sub(1)
 }
 
 #[cfg(test)]
@@ -166,17 +123,29 @@ mod tests {
     }
 
     #[test]
-    fn buckets_cover_every_value_with_bounded_error() {
-        for v in [128u64, 129, 255, 256, 1000, 12_345, 1 << 40, u64::MAX] {
-            let i = index_of(v);
-            assert!(i < BUCKETS, "{v} -> {i}");
-            let hi = upper_bound(i);
-            assert!(hi >= v, "{v}: upper bound {hi}");
-            assert!((hi - v) as f64 <= v as f64 / 64.0 + 1.0, "{v}: {hi}");
-            if i > 0 {
-                assert!(upper_bound(i - 1) < v, "{v} belongs in an earlier bucket");
-            }
+    fn quantiles_are_at_most_a_thousandth_above_the_value() {
+        for v in [128u64, 129, 255, 256, 1000, 2049, 12_345, 1 << 30, HIGHEST] {
+            let mut h = Histogram::new();
+            h.record(v);
+            h.record(u64::MAX); // so that the clamp to the maximum hides nothing
+            let reported = h.quantile(0.5);
+            assert!(reported >= v, "{v}: reported {reported}");
+            assert!(
+                (reported - v) as f64 <= v as f64 / 1000.0 + 1.0,
+                "{v}: {reported}"
+            );
         }
+    }
+
+    #[test]
+    fn values_beyond_the_range_count_at_its_top_and_keep_the_exact_max() {
+        let mut h = Histogram::new();
+        h.record(1 << 40);
+        h.record(u64::MAX);
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.max(), u64::MAX);
+        assert!(h.quantile(0.5) >= HIGHEST);
+        assert_eq!(h.quantile(1.0), h.buckets.max());
     }
 
     #[test]
@@ -189,6 +158,8 @@ mod tests {
         let p99 = h.quantile(0.99);
         assert!((50_000..=50_000 + 50_000 / 64).contains(&p50), "{p50}");
         assert!((99_000..=99_000 + 99_000 / 64).contains(&p99), "{p99}");
+        assert!((50_000..=50_000 + 50_000 / 1000).contains(&p50), "{p50}");
+        assert!((99_000..=99_000 + 99_000 / 1000).contains(&p99), "{p99}");
         assert_eq!(h.quantile(1.0), 100_000);
         assert!((h.mean() - 50_000.5).abs() < 1e-6);
     }
