@@ -29,7 +29,6 @@
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
-//! - [`loadgen`] — load tools behind `chatgate-bench`: plan provisioning, fan-out, idle-connection and handshake scenarios.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -46,7 +45,6 @@ pub mod handshake;
 pub mod http_api;
 pub mod hub;
 pub mod limits;
-pub mod loadgen;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;

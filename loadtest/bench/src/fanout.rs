@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::driver::{self, Ending};
-use super::net::{self, BufPool};
-use super::plan::Plan;
-use super::runner::{self, ConnectOptions, Control, Phase, Schedule};
-use super::LoadgenError;
+use crate::driver::{self, Ending};
+use crate::net::{self, BufPool};
+use crate::plan::Plan;
+use crate::runner::{self, ConnectOptions, Control, Phase, Schedule};
+use crate::BenchError;
 
 mod member;
 mod report;
@@ -126,14 +126,14 @@ pub fn run(
     plan: &Plan,
     opts: ConnectOptions,
     spec: FanoutSpec,
-) -> Result<FanoutReport, LoadgenError> {
+) -> Result<FanoutReport, BenchError> {
     opts.validate()?;
     if !spec.rate.is_finite()
         || spec.rate <= 0.0
         || spec.senders_per_conv == 0
         || spec.duration.is_zero()
     {
-        return Err(LoadgenError::Invalid(
+        return Err(BenchError::Invalid(
             "--rate, --senders-per-conv and --duration must be positive".into(),
         ));
     }
@@ -143,7 +143,7 @@ pub fn run(
     let ctl = Control::new();
     let opts = Arc::new(opts);
     let spec = Arc::new(spec);
-    let mut rss = super::report::rss_before(&spec.gateway_pids);
+    let mut rss = crate::report::rss_before(&spec.gateway_pids);
     let started = Instant::now();
     let workers = (0..opts.threads)
         .map(|t| {
@@ -177,7 +177,7 @@ pub fn run(
     ctl.set(Phase::Run(schedule));
     watch_progress(&ctl, &schedule, spec.progress);
     let drain = drain(&ctl, schedule.end, spec.drain);
-    super::report::rss_after(&mut rss);
+    crate::report::rss_after(&mut rss);
     ctl.set(Phase::Done);
     let tallies = runner::join_all(workers)?;
     let tally = FanoutTally::merge_all(tallies);
@@ -194,15 +194,15 @@ pub fn run(
     ))
 }
 
-fn connect_error(ctl: &Control, total: usize, tallies: &[FanoutTally]) -> LoadgenError {
-    let mut reasons = super::report::Tally::new();
+fn connect_error(ctl: &Control, total: usize, tallies: &[FanoutTally]) -> BenchError {
+    let mut reasons = crate::report::Tally::new();
     for t in tallies {
-        super::report::merge_tally(&mut reasons, &t.failures);
+        crate::report::merge_tally(&mut reasons, &t.failures);
     }
-    LoadgenError::Connect {
+    BenchError::Connect {
         total,
         established: ctl.established.load(Ordering::Relaxed),
-        reasons: super::report::tally_line(&reasons),
+        reasons: crate::report::tally_line(&reasons),
     }
 }
 
@@ -297,7 +297,7 @@ async fn socket_task(w: Rc<Worker>, i: usize) {
 
 impl Worker {
     fn not_admitted(&self, label: &str) {
-        super::report::bump(&mut self.tally.borrow_mut().failures, label);
+        crate::report::bump(&mut self.tally.borrow_mut().failures, label);
         self.ctl.failed.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -311,12 +311,12 @@ impl Worker {
             Ending::Closed => {}
             Ending::ClosedByServer(code) => {
                 t.dropped += 1;
-                super::report::bump(&mut t.closes, code.map_or("none".into(), |c| c.to_string()));
+                crate::report::bump(&mut t.closes, code.map_or("none".into(), |c| c.to_string()));
             }
             Ending::Dropped => t.dropped += 1,
             Ending::Protocol(e) => {
                 t.dropped += 1;
-                super::report::bump(&mut t.closes, format!("protocol: {e}"));
+                crate::report::bump(&mut t.closes, format!("protocol: {e}"));
             }
         }
     }

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::net::Target;
-use super::LoadgenError;
+use crate::net::Target;
+use crate::BenchError;
 
 /// Where a run is; the coordinator moves it forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,12 +137,12 @@ impl ConnectOptions {
     }
 
     /// Checks the options make sense.
-    pub fn validate(&self) -> Result<(), LoadgenError> {
+    pub fn validate(&self) -> Result<(), BenchError> {
         if self.targets.is_empty() {
-            return Err(LoadgenError::Invalid("no --url".into()));
+            return Err(BenchError::Invalid("no --url".into()));
         }
         if self.threads == 0 || self.concurrency == 0 {
-            return Err(LoadgenError::Invalid(
+            return Err(BenchError::Invalid(
                 "--threads and --connect-concurrency must be at least 1".into(),
             ));
         }
@@ -173,7 +173,7 @@ pub fn spawn_worker<F, Fut, R>(
     index: usize,
     driver: ClientDriver,
     make: F,
-) -> Result<Worker<R>, LoadgenError>
+) -> Result<Worker<R>, BenchError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + 'static,
@@ -192,16 +192,16 @@ where
                 .build()
                 .map(|mut rt| rt.block_on(make())),
         })
-        .map_err(LoadgenError::Runtime)
+        .map_err(BenchError::Runtime)
 }
 
 /// Joins every worker; a worker that panicked or could not start is an error.
-pub fn join_all<R>(handles: Vec<Worker<R>>) -> Result<Vec<R>, LoadgenError> {
+pub fn join_all<R>(handles: Vec<Worker<R>>) -> Result<Vec<R>, BenchError> {
     handles
         .into_iter()
         .map(|h| match h.join() {
-            Ok(r) => r.map_err(LoadgenError::Runtime),
-            Err(_) => Err(LoadgenError::Runtime(io::Error::other(
+            Ok(r) => r.map_err(BenchError::Runtime),
+            Err(_) => Err(BenchError::Runtime(io::Error::other(
                 "a load thread panicked",
             ))),
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{ConnsSpec, ConnsTally};
-use crate::loadgen::report::{merge_tally, per_sec, tally_line, Latency, Rss, Tally};
+use crate::report::{merge_tally, per_sec, tally_line, Latency, Rss, Tally};
 
 /// What the run measured.
 #[derive(Debug, Serialize)]

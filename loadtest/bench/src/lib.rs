@@ -1,4 +1,6 @@
-//! Load generation: the library behind the `chatgate-bench` binary.
+//! chatgate-bench: the load tools for chatgate, a crate of their own (the
+//! gateway library never links them). The binary `chatgate-bench` parses
+//! the flags and prints what [`args::execute`] returns.
 //!
 //! Owns provisioning a load-test plan in the gateway's store ([`plan`]), a
 //! cheap client side of the WebSocket protocol ([`wire`], [`message`],
@@ -7,6 +9,12 @@
 //! RSS per connection; [`storm`]: handshake rate), their figures
 //! ([`hist`], [`report`]), the load threads ([`runner`]) and the flags
 //! ([`args`]).
+//!
+//! From the gateway library it takes only what must match the gateway
+//! exactly: token minting and the secret's resolution (`chatgate::auth`,
+//! `chatgate::cli`, `chatgate::config::JwtConfig`), the store's admin API
+//! for provisioning (`chatgate::store`), and the non-blocking `recv`
+//! (`chatgate::sockio::try_recv`).
 //!
 //! One load thread is one monoio runtime; every socket of a thread is a
 //! task on it, frames are parsed in place from pooled read buffers, and
@@ -30,18 +38,15 @@ pub mod runner;
 pub mod storm;
 pub mod wire;
 
-#[cfg(test)]
-mod e2e_tests;
-
 use std::path::PathBuf;
 
-use crate::cli::SecretError;
-use crate::store::StoreError;
+use chatgate::cli::SecretError;
+use chatgate::store::StoreError;
 
 /// Why a load run could not be carried out (failed checks are not errors:
 /// they are in the report).
 #[derive(Debug, thiserror::Error)]
-pub enum LoadgenError {
+pub enum BenchError {
     #[error("cannot read or write the plan {path}: {source}")]
     PlanFile {
         path: PathBuf,

@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{SocketSpec, Worker, P_EXPECTED, P_SENT};
-use crate::loadgen::driver::Handler;
-use crate::loadgen::message::{parse_stamp, write_chat_message, ServerMessage, Stamp};
-use crate::loadgen::net::Session;
-use crate::loadgen::report::bump;
-use crate::loadgen::runner::{Phase, Schedule};
+use crate::driver::Handler;
+use crate::message::{parse_stamp, write_chat_message, ServerMessage, Stamp};
+use crate::net::Session;
+use crate::report::bump;
+use crate::runner::{Phase, Schedule};
 
 /// A sender's open-loop schedule.
 struct Sender {

@@ -2,10 +2,12 @@
 //! Parses flags, runs the subcommand, prints its report. Exit codes: 0 when
 //! the run's checks held, 2 when it ran but a check failed (loss, disorder,
 //! drops, failed handshakes), 1 when it could not run.
+//!
+//! Must never: hold load logic of its own (it is in the library's modules).
 
 use std::process::ExitCode;
 
-use chatgate::loadgen::args::{execute, BenchCli};
+use chatgate_bench::args::{execute, BenchCli};
 use clap::Parser;
 
 #[global_allocator]

@@ -14,15 +14,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::conns::{self, ConnsSpec};
-use super::fanout::{self, FanoutSpec};
-use super::net::parse_targets;
-use super::plan::{self, Plan, PrepareSpec, StoreTarget};
-use super::runner::{ClientDriver, ConnectOptions};
-use super::storm::{self, StormSpec};
-use super::LoadgenError;
-use crate::cli::{resolve_secret, SecretError};
-use crate::config::JwtConfig;
+use crate::conns::{self, ConnsSpec};
+use crate::fanout::{self, FanoutSpec};
+use crate::net::parse_targets;
+use crate::plan::{self, Plan, PrepareSpec, StoreTarget};
+use crate::runner::{ClientDriver, ConnectOptions};
+use crate::storm::{self, StormSpec};
+use crate::BenchError;
+use chatgate::cli::{resolve_secret, SecretError};
+use chatgate::config::JwtConfig;
 
 /// chatgate-bench: provision a load-test plan, then drive a gateway with it.
 #[derive(Debug, Parser)]
@@ -196,7 +196,7 @@ pub struct Outcome {
 }
 
 /// Runs a subcommand.
-pub fn execute(cli: BenchCli) -> Result<Outcome, LoadgenError> {
+pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
     match cli.command {
         BenchCommand::Prepare(a) => prepare(a),
         BenchCommand::Fanout(a) => {
@@ -239,7 +239,7 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, LoadgenError> {
     }
 }
 
-fn prepare(a: PrepareArgs) -> Result<Outcome, LoadgenError> {
+fn prepare(a: PrepareArgs) -> Result<Outcome, BenchError> {
     if a.jwt_secret.is_none() && a.database_url.is_some() {
         return Err(SecretError::Required.into());
     }
@@ -281,7 +281,7 @@ fn prepare(a: PrepareArgs) -> Result<Outcome, LoadgenError> {
 fn load(
     a: &ConnectArgs,
     default_driver: ClientDriver,
-) -> Result<(Plan, ConnectOptions), LoadgenError> {
+) -> Result<(Plan, ConnectOptions), BenchError> {
     let plan = Plan::load(&a.plan)?;
     let urls = a.url.clone().unwrap_or_else(|| plan.url_base.clone());
     let opts = ConnectOptions {
@@ -301,7 +301,7 @@ fn render<R: serde::Serialize>(
     text: String,
     ok: bool,
     json: bool,
-) -> Result<Outcome, LoadgenError> {
+) -> Result<Outcome, BenchError> {
     let report = if json {
         serde_json::to_string_pretty(report).expect("reports serialize")
     } else {

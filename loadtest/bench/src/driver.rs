@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::message::{classify, ServerMessage};
-use super::net::{BufPool, ConnFailure, ReadOutcome, Session};
-use super::runner::{next_phase, Phase};
-use super::wire::Event;
+use crate::message::{classify, ServerMessage};
+use crate::net::{BufPool, ConnFailure, ReadOutcome, Session};
+use crate::runner::{next_phase, Phase};
+use crate::wire::Event;
 
 /// How long to wait for the server's Close after sending ours.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);

@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::hist::Histogram;
+use crate::hist::Histogram;
 
 /// Latency quantiles in milliseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::driver::{self, Ending, Handler};
-use super::hist::Histogram;
-use super::message::ServerMessage;
-use super::net::{self, BufPool};
-use super::plan::Plan;
-use super::report::{bump, rss_after, rss_before, Tally};
-use super::runner::{self, ConnectOptions, Control, Phase};
-use super::LoadgenError;
+use crate::driver::{self, Ending, Handler};
+use crate::hist::Histogram;
+use crate::message::ServerMessage;
+use crate::net::{self, BufPool};
+use crate::plan::Plan;
+use crate::report::{bump, rss_after, rss_before, Tally};
+use crate::runner::{self, ConnectOptions, Control, Phase};
+use crate::BenchError;
 
 mod report;
 
@@ -94,14 +94,10 @@ struct Worker {
 }
 
 /// Runs the scenario and reports.
-pub fn run(
-    plan: &Plan,
-    opts: ConnectOptions,
-    spec: ConnsSpec,
-) -> Result<ConnsReport, LoadgenError> {
+pub fn run(plan: &Plan, opts: ConnectOptions, spec: ConnsSpec) -> Result<ConnsReport, BenchError> {
     opts.validate()?;
     if spec.count == 0 {
-        return Err(LoadgenError::Invalid("--count must be at least 1".into()));
+        return Err(BenchError::Invalid("--count must be at least 1".into()));
     }
     let seats = Arc::new(seats(plan, opts.targets.len()));
     let per_user = spec.count.div_ceil(seats.len());

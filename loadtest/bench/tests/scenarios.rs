@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use super::conns::{self, ConnsSpec};
-use super::fanout::{self, FanoutSpec};
-use super::net::Target;
-use super::plan::{prepare, Plan, PrepareSpec, StoreTarget};
-use super::runner::{ClientDriver, ConnectOptions};
-use super::storm::{self, StormSpec};
-use super::LoadgenError;
-use crate::config::{Config, JwtConfig};
-use crate::Gateway;
+use chatgate::config::{Config, JwtConfig};
+use chatgate::Gateway;
+use chatgate_bench::conns::{self, ConnsSpec};
+use chatgate_bench::fanout::{self, FanoutSpec};
+use chatgate_bench::net::Target;
+use chatgate_bench::plan::{prepare, Plan, PrepareSpec, StoreTarget};
+use chatgate_bench::runner::{ClientDriver, ConnectOptions};
+use chatgate_bench::storm::{self, StormSpec};
+use chatgate_bench::BenchError;
 
 const SECRET: &str = "loadgen-test";
 
@@ -119,7 +119,7 @@ fn refused_sockets_are_reported_with_their_close_code() {
     assert_eq!(r.failures.get("closed with 4001"), Some(&2), "{}", r.text());
     let err = fanout::run(&plan, options(&gw, ClientDriver::Epoll), fanout_spec()).unwrap_err();
     assert!(
-        matches!(&err, LoadgenError::Connect { total: 2, established: 1, reasons } if reasons.contains("4001")),
+        matches!(&err, BenchError::Connect { total: 2, established: 1, reasons } if reasons.contains("4001")),
         "{err}"
     );
     gw.shutdown();

@@ -23,9 +23,9 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::wire::{self, Answer, Event, FrameReader, WireError};
-use super::LoadgenError;
-use crate::sockio;
+use crate::wire::{self, Answer, Event, FrameReader, WireError};
+use crate::BenchError;
+use chatgate::sockio;
 
 /// Largest server message a load client accepts.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -48,8 +48,8 @@ pub struct Target {
 
 impl Target {
     /// Parses and resolves a `ws://` URL (`wss://` is not supported).
-    pub fn parse(url: &str) -> Result<Target, LoadgenError> {
-        let bad = |why: &str| LoadgenError::Url(format!("{url}: {why}"));
+    pub fn parse(url: &str) -> Result<Target, BenchError> {
+        let bad = |why: &str| BenchError::Url(format!("{url}: {why}"));
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| bad("only ws:// URLs are supported"))?;
@@ -87,7 +87,7 @@ impl Target {
 }
 
 /// Parses a comma-separated list of `ws://` URLs.
-pub fn parse_targets(urls: &str) -> Result<Vec<Target>, LoadgenError> {
+pub fn parse_targets(urls: &str) -> Result<Vec<Target>, BenchError> {
     urls.split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())

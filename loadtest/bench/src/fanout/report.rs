@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use super::tally::FanoutTally;
 use super::FanoutSpec;
-use crate::loadgen::plan::Plan;
-use crate::loadgen::report::{per_sec, tally_line, Latency, Rss, Tally};
-use crate::loadgen::runner::ConnectOptions;
+use crate::plan::Plan;
+use crate::report::{per_sec, tally_line, Latency, Rss, Tally};
+use crate::runner::ConnectOptions;
 
 /// Everything a fan-out run measured.
 #[derive(Debug, Serialize)]

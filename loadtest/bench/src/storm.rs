@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::conns::{seats, Seat};
-use super::driver::{self, Ending, Handler};
-use super::hist::Histogram;
-use super::message::ServerMessage;
-use super::net::{self, BufPool};
-use super::plan::Plan;
-use super::report::{bump, merge_tally, per_sec, tally_line, Latency, Tally};
-use super::runner::{self, ConnectOptions, Control};
-use super::LoadgenError;
+use crate::conns::{seats, Seat};
+use crate::driver::{self, Ending, Handler};
+use crate::hist::Histogram;
+use crate::message::ServerMessage;
+use crate::net::{self, BufPool};
+use crate::plan::Plan;
+use crate::report::{bump, merge_tally, per_sec, tally_line, Latency, Tally};
+use crate::runner::{self, ConnectOptions, Control};
+use crate::BenchError;
 
 /// Scenario parameters.
 #[derive(Clone, Debug)]
@@ -67,14 +67,10 @@ struct Worker {
 }
 
 /// Runs the storm and reports.
-pub fn run(
-    plan: &Plan,
-    opts: ConnectOptions,
-    spec: StormSpec,
-) -> Result<StormReport, LoadgenError> {
+pub fn run(plan: &Plan, opts: ConnectOptions, spec: StormSpec) -> Result<StormReport, BenchError> {
     opts.validate()?;
     if spec.count == 0 || spec.concurrency == 0 {
-        return Err(LoadgenError::Invalid(
+        return Err(BenchError::Invalid(
             "--count and --concurrency must be at least 1".into(),
         ));
     }

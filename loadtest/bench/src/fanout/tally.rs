@@ -4,8 +4,8 @@
 //! Must never: be shared between threads while the run is on (each thread
 //! owns its tally; the coordinator merges them after joining).
 
-use crate::loadgen::hist::Histogram;
-use crate::loadgen::report::{merge_tally, Tally};
+use crate::hist::Histogram;
+use crate::report::{merge_tally, Tally};
 
 /// Counts of one thread (or, after [`FanoutTally::merge_all`], of all).
 #[derive(Debug, Default)]

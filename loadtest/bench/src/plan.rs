@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::LoadgenError;
-use crate::auth::mint_token;
-use crate::config::JwtConfig;
-use crate::store::postgres::Admin as PgAdmin;
-use crate::store::sqlite::Admin as SqliteAdmin;
-use crate::store::{ConversationId, StoreError, UserId};
+use crate::BenchError;
+use chatgate::auth::mint_token;
+use chatgate::config::JwtConfig;
+use chatgate::store::postgres::Admin as PgAdmin;
+use chatgate::store::sqlite::Admin as SqliteAdmin;
+use chatgate::store::{ConversationId, StoreError, UserId};
 
 /// A provisioned load test.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -49,18 +49,18 @@ pub struct PlanMember {
 
 impl Plan {
     /// Reads a plan file.
-    pub fn load(path: &Path) -> Result<Plan, LoadgenError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadgenError::PlanFile {
+    pub fn load(path: &Path) -> Result<Plan, BenchError> {
+        let bytes = std::fs::read(path).map_err(|source| BenchError::PlanFile {
             path: path.to_owned(),
             source,
         })?;
         let plan: Plan =
-            serde_json::from_slice(&bytes).map_err(|source| LoadgenError::PlanFormat {
+            serde_json::from_slice(&bytes).map_err(|source| BenchError::PlanFormat {
                 path: path.to_owned(),
                 source,
             })?;
         if plan.conversations.iter().all(|c| c.members.is_empty()) {
-            return Err(LoadgenError::Invalid(format!(
+            return Err(BenchError::Invalid(format!(
                 "plan {} has no members",
                 path.display()
             )));
@@ -69,10 +69,10 @@ impl Plan {
     }
 
     /// Writes the plan file (compact JSON, one trailing newline).
-    pub fn save(&self, path: &Path) -> Result<(), LoadgenError> {
+    pub fn save(&self, path: &Path) -> Result<(), BenchError> {
         let mut bytes = serde_json::to_vec(self).expect("a plan serializes");
         bytes.push(b'\n');
-        std::fs::write(path, bytes).map_err(|source| LoadgenError::PlanFile {
+        std::fs::write(path, bytes).map_err(|source| BenchError::PlanFile {
             path: path.to_owned(),
             source,
         })
@@ -194,9 +194,9 @@ pub fn prepare(
     target: &StoreTarget,
     jwt: &JwtConfig,
     spec: &PrepareSpec,
-) -> Result<Plan, LoadgenError> {
+) -> Result<Plan, BenchError> {
     if spec.conversations == 0 || spec.members == 0 {
-        return Err(LoadgenError::Invalid(
+        return Err(BenchError::Invalid(
             "--conversations and --members must be at least 1".into(),
         ));
     }
@@ -234,7 +234,7 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Verifier;
+    use chatgate::auth::Verifier;
 
     #[test]
     fn prepare_creates_fresh_members_with_valid_tokens() {
