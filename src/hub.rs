@@ -23,6 +23,7 @@ pub use crate::audience::Audience;
 use crate::close::CloseReason;
 use crate::outbound::{Bounds, Deferred, Outbound};
 use crate::protocol::Version;
+use crate::read_marks::ReadMarker;
 use crate::sequencer::{Sequencer, Ticket};
 use crate::store::{ConversationId, UserId};
 
@@ -58,6 +59,9 @@ pub struct Peer {
     /// broadcasts to it are held here instead of queued (`resume.rs`).
     holding: Cell<bool>,
     held: RefCell<Vec<Bytes>>,
+    /// `mark_read` values not yet written (`read_marks.rs`); boxed on first
+    /// use, so sockets that never mark read pay one pointer.
+    read_marks: RefCell<Option<Box<ReadMarker<Ticket>>>>,
 }
 
 impl Peer {
@@ -75,6 +79,12 @@ impl Peer {
     /// Frames held so far.
     pub fn held_len(&self) -> usize {
         self.held.borrow().len()
+    }
+
+    /// Runs `f` on this socket's unwritten read positions.
+    pub fn read_marks<R>(&self, f: impl FnOnce(&mut ReadMarker<Ticket>) -> R) -> R {
+        let mut marks = self.read_marks.borrow_mut();
+        f(marks.get_or_insert_with(Box::default))
     }
 }
 
@@ -134,6 +144,7 @@ impl Hub {
             sequencer: RefCell::new(Sequencer::new()),
             holding: Cell::new(false),
             held: RefCell::new(Vec::new()),
+            read_marks: RefCell::new(None),
         })
     }
 

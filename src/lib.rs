@@ -49,6 +49,7 @@ pub mod membership;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;
+pub mod read_marks;
 pub mod resume;
 pub mod routing;
 pub mod sequencer;

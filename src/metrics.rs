@@ -37,6 +37,8 @@ pub const ERRORS_SENT: &str = "chatgate_errors_sent_total";
 pub const RATE_LIMITED: &str = "chatgate_messages_rate_limited_total";
 /// Typing frames not forwarded: repeats of a state within a second.
 pub const TYPING_COALESCED: &str = "chatgate_typing_coalesced_total";
+/// `mark_read` frames merged into a higher value written in their stead.
+pub const MARK_READ_COALESCED: &str = "chatgate_mark_read_coalesced_total";
 /// Events queued on sockets (one per socket per event).
 pub const EVENTS_DELIVERED: &str = "chatgate_events_delivered_total";
 /// Sockets written at the end of a shard turn, one `sendmsg` each with
@@ -179,6 +181,10 @@ pub fn describe() {
         TYPING_COALESCED,
         "Typing frames not forwarded: repeats of the same state within a second."
     );
+    describe_counter!(
+        MARK_READ_COALESCED,
+        "mark_read frames merged into a higher read position written in their stead."
+    );
     describe_counter!(EVENTS_DELIVERED, "Events queued on sockets.");
     describe_counter!(
         GATHERED_WRITES,
@@ -257,6 +263,7 @@ pub struct ShardMetrics {
     errors: [Tally; ReplyError::ALL.len()],
     rate_limited: [Tally; RATE_LIMIT_KINDS.len()],
     typing_coalesced: Tally,
+    mark_read_coalesced: Tally,
     delivered: Tally,
     gathered_writes: Tally,
     opened: Tally,
@@ -283,6 +290,7 @@ impl ShardMetrics {
             errors: labelled(ERRORS_SENT, &s, "kind", |i| ReplyError::ALL[i].kind()),
             rate_limited: labelled(RATE_LIMITED, &s, "kind", |i| RATE_LIMIT_KINDS[i]),
             typing_coalesced: plain(TYPING_COALESCED),
+            mark_read_coalesced: plain(MARK_READ_COALESCED),
             delivered: plain(EVENTS_DELIVERED),
             gathered_writes: plain(GATHERED_WRITES),
             opened: plain(CONNECTIONS_OPENED),
@@ -328,6 +336,12 @@ impl ShardMetrics {
     #[inline]
     pub fn typing_coalesced(&self) {
         self.typing_coalesced.add(1);
+    }
+
+    /// A `mark_read` was merged into a higher value (not written itself).
+    #[inline]
+    pub fn mark_read_coalesced(&self) {
+        self.mark_read_coalesced.add(1);
     }
 
     /// `n` sockets got an event queued.
@@ -396,6 +410,7 @@ impl ShardMetrics {
         groups.iter().flat_map(|g| g.iter()).for_each(Tally::flush);
         for t in [
             &self.typing_coalesced,
+            &self.mark_read_coalesced,
             &self.delivered,
             &self.gathered_writes,
             &self.opened,

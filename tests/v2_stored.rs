@@ -20,6 +20,7 @@ on_every_store!(
     resume_replays_what_was_missed_exactly_once,
     resume_max_sends_the_newest_and_history_reaches_the_rest,
     mark_read_moves_the_position_and_tells_v2_sockets,
+    mark_read_is_a_state_written_a_few_times_a_second,
     reactions_are_stored_once_and_broadcast,
 );
 
@@ -373,6 +374,64 @@ fn mark_read_moves_the_position_and_tells_v2_sockets(on: Target) {
     // The v1 socket saw the messages only.
     old.recv_new_message();
     old.expect_silence(QUIET);
+}
+
+fn mark_read_is_a_state_written_a_few_times_a_second(on: Target) {
+    let gw = TestGateway::on_target(on);
+    let (alice, bob, conv) = gw.alice_and_bob();
+    let mut a = gw.connect_v2(conv, &alice);
+    let mut b = gw.connect_v2(conv, &bob);
+    let ids = send_messages(&mut a, "m", 200);
+    for _ in &ids {
+        b.recv_new_message();
+    }
+    if !migrated(&gw) {
+        return;
+    }
+    // Bob's client marks every message it shows, at once, then one id that
+    // is no message of this conversation, then writes.
+    let last = *ids.last().unwrap();
+    let marks = ids.iter().copied().chain([last + 1000]);
+    send_burst(
+        &mut b,
+        marks.map(|id| json!({"type": "mark_read", "message_id": id}).to_string()),
+    );
+    b.chat("after marking");
+    // Alice sees a few receipts, rising, ending at the last good id, and
+    // all of them before bob's next message (§6.9); never 200.
+    let mut seen = Vec::new();
+    loop {
+        let f = a.recv_json();
+        match f["type"].as_str() {
+            Some("read_receipt") => seen.push(f["message_id"].as_i64().unwrap()),
+            Some("new_message") => {
+                assert_new_message(&f["message"], &bob, "after marking");
+                break;
+            }
+            other => panic!("unexpected {other:?}: {f}"),
+        }
+    }
+    assert_eq!(seen.last(), Some(&last), "receipts {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "receipts {seen:?}");
+    assert!(seen.len() <= 10, "{} receipts for 200 marks", seen.len());
+    // Bob: receipts as alice saw them, the bad id's error, then his message.
+    let mut errors = 0;
+    loop {
+        let f = b.recv_json();
+        match f["type"].as_str() {
+            Some("read_receipt") => {}
+            Some("error") => {
+                assert_eq!(f["message"], "Failed to mark read");
+                errors += 1;
+            }
+            Some("new_message") => break,
+            other => panic!("unexpected {other:?}: {f}"),
+        }
+    }
+    assert_eq!(errors, 1);
+    assert_eq!(gw.unread(conv, &bob), 0);
+    let (_, receipts) = gw.connect_v2_state(conv, &alice);
+    assert_eq!(receipts[0]["message_id"], last);
 }
 
 fn reactions_are_stored_once_and_broadcast(on: Target) {

@@ -13,14 +13,17 @@
 
 use std::rc::Rc;
 
+use monoio::time::Instant;
+
 use crate::frame::FrameBuf;
 use crate::hub::{Audience, Effect, Peer};
 use crate::membership::Member;
 use crate::protocol::{self, ReplyError};
+use crate::read_marks::{Next, Offered, Write};
 use crate::sequencer::Ticket;
 use crate::shard::ShardCtx;
-use crate::store::v2::{V2Error, V2Request};
-use crate::store::MessageId;
+use crate::store::v2::{ReadPosition, V2Error, V2Request};
+use crate::store::{MessageId, StoreError};
 
 use super::Session;
 
@@ -53,39 +56,24 @@ impl Session {
         });
     }
 
-    /// `mark_read`: the user's read position and unread count; a move is
-    /// broadcast as `read_receipt`.
+    /// `mark_read`: the user's read position and unread count, written at
+    /// most once per `read_marks::WRITE_INTERVAL` (highest value wins); a
+    /// move is broadcast as `read_receipt`.
     pub(super) fn mark_read(&self, message_id: MessageId) {
         if message_id <= 0 {
             return self.reply(ReplyError::MarkReadFailed);
         }
-        let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
-        self.in_background(ReplyError::MarkReadFailed, move |ctx| async move {
-            let moved = ctx
-                .store
-                .v2(|reply| V2Request::MarkRead {
-                    conversation_id,
-                    user_id,
-                    message_id,
-                    reply,
-                })
-                .await;
-            match moved {
-                Ok(Some(position)) => {
-                    let mut f = FrameBuf::with_capacity(160);
-                    protocol::encode_read_receipt(f.payload(), &position);
-                    Some(Effect::Broadcast {
-                        frame: f.finish_text(),
-                        audience: Audience::V2,
-                    })
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    log_failure(user_id, "mark_read", &e);
-                    Some(reply(&ctx, ReplyError::MarkReadFailed))
-                }
+        let place = self.peer.sequencer.borrow_mut().reserve();
+        match self.peer.read_marks(|m| m.offer(message_id, place)) {
+            Offered::StartWriter => {
+                monoio::spawn(write_read_marks(self.ctx.clone(), self.peer.clone()));
             }
-        });
+            Offered::Queued => {}
+            Offered::Merged(place) => {
+                self.ctx.metrics.mark_read_coalesced();
+                self.ctx.fill_ordered(&self.peer, place, None);
+            }
+        }
     }
 
     /// `react`: adds or removes the user's reaction; a change is broadcast
@@ -168,6 +156,79 @@ async fn run_in_place<F, Fut>(
         Err(_) => Some(reply(&ctx, failed)),
     };
     ctx.fill_ordered(&peer, place, effect);
+}
+
+/// A socket's read-position writer: runs while values are held, one store
+/// write per slot.
+async fn write_read_marks(ctx: Rc<ShardCtx>, peer: Rc<Peer>) {
+    loop {
+        let next = peer.read_marks(|m| m.next(std::time::Instant::now()));
+        match next {
+            Next::Idle => return,
+            Next::WaitUntil(at) => monoio::time::sleep_until(Instant::from_std(at)).await,
+            Next::Write(write) => write_marks(&ctx, &peer, write).await,
+        }
+    }
+}
+
+/// Writes the highest held value; when it names no message, its frame gets
+/// the error and the runner-up is written in its own place.
+async fn write_marks(ctx: &Rc<ShardCtx>, peer: &Peer, write: Write<Ticket>) {
+    let Write { top, runner_up } = write;
+    let outcome = mark_read_once(ctx, peer, top.message_id).await;
+    match (outcome, runner_up) {
+        (Err(V2Error::NoSuchMessage), Some(second)) => {
+            ctx.fill_ordered(
+                peer,
+                top.place,
+                Some(reply(ctx, ReplyError::MarkReadFailed)),
+            );
+            let outcome = mark_read_once(ctx, peer, second.message_id).await;
+            ctx.fill_ordered(peer, second.place, read_effect(ctx, peer, outcome));
+        }
+        (outcome, runner_up) => {
+            ctx.fill_ordered(peer, top.place, read_effect(ctx, peer, outcome));
+            if let Some(second) = runner_up {
+                ctx.fill_ordered(peer, second.place, None);
+            }
+        }
+    }
+}
+
+type MarkOutcome = Result<Option<ReadPosition>, V2Error>;
+
+/// One `MarkRead` at the store, bounded by the store timeout.
+async fn mark_read_once(ctx: &ShardCtx, peer: &Peer, message_id: MessageId) -> MarkOutcome {
+    let (conversation_id, user_id) = (peer.conversation_id, peer.user_id);
+    let request = ctx.store.v2(|reply| V2Request::MarkRead {
+        conversation_id,
+        user_id,
+        message_id,
+        reply,
+    });
+    monoio::time::timeout(ctx.config.timeouts.store, request)
+        .await
+        .unwrap_or(Err(V2Error::Store(StoreError::Timeout)))
+}
+
+/// What a `MarkRead` outcome sends: a `read_receipt` for a move, nothing
+/// for none, else the error to the socket.
+fn read_effect(ctx: &ShardCtx, peer: &Peer, outcome: MarkOutcome) -> Option<Effect> {
+    match outcome {
+        Ok(Some(position)) => {
+            let mut f = FrameBuf::with_capacity(160);
+            protocol::encode_read_receipt(f.payload(), &position);
+            Some(Effect::Broadcast {
+                frame: f.finish_text(),
+                audience: Audience::V2,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            log_failure(peer.user_id, "mark_read", &e);
+            Some(reply(ctx, ReplyError::MarkReadFailed))
+        }
+    }
 }
 
 fn reply(ctx: &ShardCtx, e: ReplyError) -> Effect {
