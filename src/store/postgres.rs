@@ -55,6 +55,9 @@ struct Shared {
     timeout: Duration,
     /// Whether the v2 (`chatgate_`) tables were found missing.
     tables: v2::Tables,
+    /// Conversations with a replay read running, and the replays queued
+    /// behind it.
+    replays: replay::Running,
 }
 
 /// Starts the Postgres store: builds the pool (no connection is opened
@@ -77,6 +80,7 @@ pub fn start(
         ready: Readiness::new(false),
         timeout,
         tables: v2::Tables::default(),
+        replays: replay::Running::default(),
     });
     // Bounded: shards feel backpressure when the database falls behind.
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::batch::{self, Queued};
 use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
-use super::replay::{self, ReplayWaiter, REPLAY_GROUP_MAX};
+use super::replay::{self, ReplayWaiter};
 use super::Shared;
 use crate::store::v2::V2Request;
 use crate::store::{deliver, CommitSink, ConversationId, InsertOutcome, StoreRequest};
@@ -163,15 +163,10 @@ impl Dispatcher {
         }
     }
 
-    /// One group read per conversation per [`REPLAY_GROUP_MAX`] replays.
+    /// Hands each conversation's replays to its reader (`replay::answer`).
     fn answer_replays(&mut self) {
-        for (conversation_id, mut waiters) in std::mem::take(&mut self.replays) {
-            while !waiters.is_empty() {
-                let rest = waiters.split_off(waiters.len().min(REPLAY_GROUP_MAX));
-                let group = std::mem::replace(&mut waiters, rest);
-                let shared = self.shared.clone();
-                tokio::spawn(replay::answer_group(shared, conversation_id, group));
-            }
+        for (conversation_id, waiters) in std::mem::take(&mut self.replays) {
+            replay::answer(&self.shared, conversation_id, waiters);
         }
     }
 

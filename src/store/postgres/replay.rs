@@ -20,11 +20,18 @@
 //! their newest `max` are there and `complete` is false. Either way
 //! `complete` is exactly "at most `max` found".
 //!
+//! One reader per conversation: while its read runs, replays of that
+//! conversation queue behind it and are answered together by the next
+//! read (which starts after they arrived, so it sees everything committed
+//! before they registered). A reconnect storm thus costs about one read
+//! per conversation per read time, however the requests trickle in.
+//!
 //! Must never: answer a requester past the store timeout; run one read per
-//! requester of a group; return a message the requester deleted.
+//! requester of a group; return a message the requester deleted; start a
+//! read for a requester before the requester arrived.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -71,6 +78,77 @@ pub(super) struct ReplayWaiter {
     pub since: MessageId,
     pub max: u32,
     pub reply: oneshot::Sender<Result<Replay, V2Error>>,
+}
+
+/// Conversations whose reader is running, with the replays queued for its
+/// next read.
+#[derive(Debug, Default)]
+pub(super) struct Running(Mutex<HashMap<ConversationId, Vec<ReplayWaiter>>>);
+
+impl Running {
+    /// Queues `waiters` behind a running reader; hands them back (and marks
+    /// the conversation as read) when there is none.
+    fn queue_or_start(
+        &self,
+        conversation_id: ConversationId,
+        waiters: Vec<ReplayWaiter>,
+    ) -> Option<Vec<ReplayWaiter>> {
+        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match running.get_mut(&conversation_id) {
+            Some(queued) => {
+                queued.extend(waiters);
+                None
+            }
+            None => {
+                running.insert(conversation_id, Vec::new());
+                Some(waiters)
+            }
+        }
+    }
+
+    /// What queued while the reader read; `None` ends the reader.
+    fn next(&self, conversation_id: ConversationId) -> Option<Vec<ReplayWaiter>> {
+        let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match running.get_mut(&conversation_id) {
+            Some(queued) if !queued.is_empty() => Some(std::mem::take(queued)),
+            _ => {
+                running.remove(&conversation_id);
+                None
+            }
+        }
+    }
+}
+
+/// Answers the replays of `conversation_id`: started now unless a read of
+/// that conversation is running, else by the read after it.
+pub(super) fn answer(
+    shared: &Arc<Shared>,
+    conversation_id: ConversationId,
+    waiters: Vec<ReplayWaiter>,
+) {
+    if let Some(waiters) = shared.replays.queue_or_start(conversation_id, waiters) {
+        tokio::spawn(read_while_queued(shared.clone(), conversation_id, waiters));
+    }
+}
+
+/// A conversation's reader: reads for `waiters`, then for whatever queued
+/// meanwhile, until nothing did.
+async fn read_while_queued(
+    shared: Arc<Shared>,
+    conversation_id: ConversationId,
+    mut waiters: Vec<ReplayWaiter>,
+) {
+    loop {
+        while !waiters.is_empty() {
+            let rest = waiters.split_off(waiters.len().min(REPLAY_GROUP_MAX));
+            let group = std::mem::replace(&mut waiters, rest);
+            answer_group(shared.clone(), conversation_id, group).await;
+        }
+        match shared.replays.next(conversation_id) {
+            Some(queued) => waiters = queued,
+            None => return,
+        }
+    }
 }
 
 /// Answers every waiter (all of `conversation_id`, at most
@@ -212,4 +290,47 @@ fn pick(
         picked.push(i);
     }
     (picked, complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(user_id: UserId) -> ReplayWaiter {
+        ReplayWaiter {
+            user_id,
+            since: 0,
+            max: 10,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn users(w: Option<Vec<ReplayWaiter>>) -> Option<Vec<UserId>> {
+        w.map(|w| w.iter().map(|w| w.user_id).collect())
+    }
+
+    #[test]
+    fn replays_queue_behind_a_running_read_of_their_conversation() {
+        let running = Running::default();
+        assert_eq!(
+            users(running.queue_or_start(1, vec![waiter(1)])),
+            Some(vec![1])
+        );
+        // Conversation 1 is being read: these wait for its next read.
+        assert_eq!(users(running.queue_or_start(1, vec![waiter(2)])), None);
+        assert_eq!(users(running.queue_or_start(1, vec![waiter(3)])), None);
+        // Another conversation starts at once.
+        assert_eq!(
+            users(running.queue_or_start(2, vec![waiter(4)])),
+            Some(vec![4])
+        );
+        assert_eq!(users(running.next(1)), Some(vec![2, 3]));
+        assert_eq!(users(running.next(1)), None);
+        // The reader ended: the next replay starts a new one.
+        assert_eq!(
+            users(running.queue_or_start(1, vec![waiter(5)])),
+            Some(vec![5])
+        );
+        assert_eq!(users(running.next(2)), None);
+    }
 }
