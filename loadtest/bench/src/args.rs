@@ -18,6 +18,7 @@ use crate::conns::{self, ConnsSpec};
 use crate::fanout::{self, FanoutSpec};
 use crate::net::parse_targets;
 use crate::plan::{self, Plan, PrepareSpec, StoreTarget};
+use crate::resume::{self, ResumeSpec};
 use crate::runner::{ClientDriver, ConnectOptions};
 use crate::storm::{self, StormSpec};
 use crate::BenchError;
@@ -42,6 +43,8 @@ pub enum BenchCommand {
     Conns(ConnsArgs),
     /// Connect, wait for admission, close — N times with C at once (handshakes/s).
     Storm(StormArgs),
+    /// N protocol-v2 sockets reconnect at once with `?since=`; time until all resumed.
+    Resume(ResumeArgs),
 }
 
 /// Flags of `prepare`.
@@ -188,6 +191,19 @@ pub struct StormArgs {
     pub concurrency: usize,
 }
 
+/// Flags of `resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Sockets to open at once (socket i uses plan member i mod members).
+    #[arg(long)]
+    pub count: usize,
+    /// The `since` message id every socket resumes from (0: the beginning).
+    #[arg(long, default_value_t = 0)]
+    pub since: i64,
+}
+
 /// A subcommand's result: the rendered report and whether its checks held.
 #[derive(Debug)]
 pub struct Outcome {
@@ -234,6 +250,16 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
                 concurrency: a.concurrency,
             };
             let r = storm::run(&plan, opts, spec)?;
+            render(&r, r.text(), r.ok, a.connect.json)
+        }
+        BenchCommand::Resume(a) => {
+            let (plan, opts) = load(&a.connect, ClientDriver::Epoll)?;
+            let spec = ResumeSpec {
+                count: a.count,
+                since: a.since,
+                progress: !a.connect.quiet,
+            };
+            let r = resume::run(&plan, opts, spec)?;
             render(&r, r.text(), r.ok, a.connect.json)
         }
     }

@@ -6,7 +6,8 @@
 //! cheap client side of the WebSocket protocol ([`wire`], [`message`],
 //! [`net`], [`driver`]), the scenarios ([`fanout`]: open-loop chat with
 //! latency, loss and ordering checks; [`conns`]: idle sockets, heartbeats,
-//! RSS per connection; [`storm`]: handshake rate), their figures
+//! RSS per connection; [`storm`]: handshake rate; [`resume`]: the v2
+//! reconnect storm), their figures
 //! ([`hist`], [`report`]), the load threads ([`runner`]) and the flags
 //! ([`args`]).
 //!
@@ -34,6 +35,7 @@ pub mod message;
 pub mod net;
 pub mod plan;
 pub mod report;
+pub mod resume;
 pub mod runner;
 pub mod storm;
 pub mod wire;

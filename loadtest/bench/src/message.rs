@@ -28,6 +28,8 @@ pub enum ServerMessage<'a> {
     Error(Cow<'a, str>),
     /// A `typing` event.
     Typing,
+    /// `resumed` (v2): the end of a replay.
+    Resumed { complete: bool },
     /// `message_deleted`, or a type this tool does not know.
     Other,
     /// Not JSON, or not an object with a `type`.
@@ -50,6 +52,10 @@ pub fn classify(payload: &[u8]) -> ServerMessage<'_> {
         return ServerMessage::Established;
     } else if payload.starts_with(br#"{"type":"typing""#) {
         return ServerMessage::Typing;
+    } else if payload.starts_with(br#"{"type":"resumed""#) {
+        return ServerMessage::Resumed {
+            complete: !payload.ends_with(br#""complete":false}"#),
+        };
     } else if let Some(rest) = payload.strip_prefix(ERROR) {
         if let Some(text) = rest.strip_suffix(br#""}"#) {
             if !text.contains(&b'\\') {
@@ -111,6 +117,9 @@ fn slow_classify(payload: &[u8]) -> ServerMessage<'static> {
         Some("connection_established") => ServerMessage::Established,
         Some("ping") => ServerMessage::Ping,
         Some("typing") => ServerMessage::Typing,
+        Some("resumed") => ServerMessage::Resumed {
+            complete: v.get("complete").and_then(|c| c.as_bool()) != Some(false),
+        },
         Some("error") => ServerMessage::Error(Cow::Owned(field("message").unwrap_or_default())),
         Some("new_message") => {
             let m = v.get("message");
@@ -235,6 +244,18 @@ mod tests {
             ServerMessage::Other
         );
         assert_eq!(classify(b"nope"), ServerMessage::Invalid);
+        assert_eq!(
+            classify(br#"{"type":"resumed","last_id":9,"complete":true}"#),
+            ServerMessage::Resumed { complete: true }
+        );
+        assert_eq!(
+            classify(br#"{"type":"resumed","last_id":9,"complete":false}"#),
+            ServerMessage::Resumed { complete: false }
+        );
+        assert_eq!(
+            classify(br#"{"complete":false,"type":"resumed"}"#),
+            ServerMessage::Resumed { complete: false }
+        );
     }
 
     #[test]

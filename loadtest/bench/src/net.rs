@@ -176,11 +176,23 @@ pub async fn open(
     path: &str,
     timeout: Duration,
 ) -> Result<Session, ConnFailure> {
+    open_with(target, source, path, None, timeout).await
+}
+
+/// [`open`], asking for the WebSocket subprotocol `protocol` (e.g.
+/// `chatgate.v2`) when given.
+pub async fn open_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    path: &str,
+    protocol: Option<&str>,
+    timeout: Duration,
+) -> Result<Session, ConnFailure> {
     let attempt = async {
         let stream = connect(target.addr, source)
             .await
             .map_err(ConnFailure::Connect)?;
-        upgrade(stream, &target.host, path).await
+        upgrade(stream, &target.host, path, protocol).await
     };
     monoio::select! {
         r = attempt => r,
@@ -189,10 +201,15 @@ pub async fn open(
 }
 
 /// Sends the upgrade request and reads the answer.
-async fn upgrade(mut stream: TcpStream, host: &str, path: &str) -> Result<Session, ConnFailure> {
+async fn upgrade(
+    mut stream: TcpStream,
+    host: &str,
+    path: &str,
+    protocol: Option<&str>,
+) -> Result<Session, ConnFailure> {
     let key = wire::new_key();
     let (res, _) = stream
-        .write_all(wire::upgrade_request(host, path, &key))
+        .write_all(wire::upgrade_request(host, path, &key, protocol))
         .await;
     res.map_err(ConnFailure::Connect)?;
     let mut head: Vec<u8> = Vec::with_capacity(1024);
