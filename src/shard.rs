@@ -477,7 +477,7 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
     while !ctx.shutting_down.get() {
         monoio::time::sleep(Duration::from_millis(100)).await;
         ticks += 1;
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             let now = std::time::Instant::now();
             ctx.membership.prune(now);
             ctx.typing.borrow_mut().prune(now);

@@ -25,8 +25,8 @@ fn event(conversation_id: i64, n: usize) -> RemoteEvent {
     RemoteEvent {
         conversation_id,
         audience: chatgate::audience::Audience {
-            except_user: (n % 2 == 0).then_some(7),
-            v2_only: n % 3 == 0,
+            except_user: n.is_multiple_of(2).then_some(7),
+            v2_only: n.is_multiple_of(3),
         },
         payload: Bytes::from(format!(r#"{{"type":"test","n":{n}}}"#)),
     }

@@ -182,12 +182,7 @@ fn hold(ctl: &Control, hold: Duration, established: usize, print: bool) {
 }
 
 async fn worker(w: Rc<Worker>, t: usize) -> ConnsTally {
-    let handles: Vec<_> = runner::owned_by(t, w.opts.threads, w.count)
-        .map(|i| monoio::spawn(socket_task(w.clone(), i)))
-        .collect();
-    for h in handles {
-        h.await;
-    }
+    runner::each_owned(t, w.opts.threads, w.count, |i| socket_task(w.clone(), i)).await;
     w.tally.take()
 }
 

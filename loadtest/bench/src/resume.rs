@@ -134,12 +134,10 @@ pub fn run(
 }
 
 async fn worker(w: Rc<Worker>, t: usize) -> ResumeTally {
-    let handles: Vec<_> = runner::owned_by(t, w.opts.threads, w.spec.count)
-        .map(|i| monoio::spawn(socket_task(w.clone(), i)))
-        .collect();
-    for h in handles {
-        h.await;
-    }
+    runner::each_owned(t, w.opts.threads, w.spec.count, |i| {
+        socket_task(w.clone(), i)
+    })
+    .await;
     w.tally.take()
 }
 

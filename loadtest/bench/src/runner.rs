@@ -213,6 +213,21 @@ pub fn owned_by(t: usize, threads: usize, total: usize) -> impl Iterator<Item = 
     (t..total).step_by(threads)
 }
 
+/// Runs `task(i)` for every socket index thread `t` owns, all at once, and
+/// returns when every one has ended.
+pub async fn each_owned<F, Fut>(t: usize, threads: usize, total: usize, task: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let handles: Vec<_> = owned_by(t, threads, total)
+        .map(|i| monoio::spawn(task(i)))
+        .collect();
+    for h in handles {
+        h.await;
+    }
+}
+
 /// A monoio-compatible wait for the next phase change; `Done` if the
 /// coordinator went away.
 pub async fn next_phase(rx: &mut watch::Receiver<Phase>) -> Phase {
