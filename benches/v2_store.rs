@@ -201,7 +201,8 @@ fn bench_store(c: &mut Criterion, name: &str, f: &Fixture) {
         g.bench_with_input(BenchmarkId::new("newest", rows), &conv, |b, &conv| {
             b.iter(|| assert_eq!(history(&rt, &f.store, conv, None), 50))
         });
-        let middle = last - rows / 2;
+        // 50 older messages exist below the middle of either conversation.
+        let middle = last - rows / 2 + 1;
         g.bench_with_input(BenchmarkId::new("middle", rows), &conv, |b, &conv| {
             b.iter(|| assert_eq!(history(&rt, &f.store, conv, Some(middle)), 50))
         });
