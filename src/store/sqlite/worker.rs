@@ -9,7 +9,9 @@
 //! `batch_max`), commit them as one batch (`batch.rs`) and hand the outcomes
 //! to the [`CommitSink`] once per shard. Replays among those waiting
 //! requests are gathered too and answered, before the commit, with one read
-//! per conversation (a reconnect storm: `history.rs`). When every handle
+//! per conversation (a reconnect storm: `history.rs`); history pages among
+//! them are answered after the commit, so they include the messages queued
+//! before them. When every handle
 //! is dropped, or `StoreWorker::join` fires the close signal, it commits
 //! what is queued and stops — after a close without waiting for senders
 //! that will never send.
@@ -25,6 +27,7 @@ use super::batch::commit_batch;
 use super::lookup::{connect_info, delete_message};
 use super::v2::{answer_replays, ReplayRequest};
 use super::StoreError;
+use crate::store::v2::V2Request;
 use crate::store::{deliver, CommitSink, InsertRequest, StoreRequest, StoreWorker};
 
 pub(super) fn spawn_worker(
@@ -70,11 +73,14 @@ impl Worker {
     fn run(mut self, close: oneshot::Receiver<()>) {
         let mut close = Some(close);
         while let Some(first) = self.next_request(&mut close) {
-            let inserts = self.collect(first);
+            let Pass { inserts, after } = self.collect(first);
             if !inserts.is_empty() {
                 let started = std::time::Instant::now();
                 let outcomes = commit_batch(&mut self.conn, inserts);
                 deliver(&self.sink, outcomes, started.elapsed());
+            }
+            for request in after {
+                let _ = super::v2::answer(&self.conn, request);
             }
         }
         tracing::debug!("sqlite store: worker stopped");
@@ -125,19 +131,21 @@ impl Worker {
     /// the requests waiting when the batch started (at most `batch_max`).
     /// Bounding the drain to what was waiting keeps a steady stream of
     /// connects from postponing the commit. The replays gathered on the way
-    /// are answered last, one read per conversation.
-    fn collect(&mut self, first: StoreRequest) -> Vec<InsertRequest> {
+    /// are answered last, one read per conversation; history pages after
+    /// the commit, so a page asked for after one's own message includes it.
+    fn collect(&mut self, first: StoreRequest) -> Pass {
         let mut waiting = self.rx.len();
-        let mut inserts = Vec::new();
+        let mut pass = Pass::default();
         let mut replays = Vec::new();
         let mut next = Some(first);
         while let Some(request) = next {
             match self.answer(request) {
-                Some(Gathered::Insert(insert)) => inserts.push(insert),
+                Some(Gathered::Insert(insert)) => pass.inserts.push(insert),
                 Some(Gathered::Replay(replay)) => replays.push(replay),
+                Some(Gathered::AfterCommit(request)) => pass.after.push(request),
                 None => {}
             }
-            if inserts.len() >= self.batch_max || waiting == 0 {
+            if pass.inserts.len() >= self.batch_max || waiting == 0 {
                 break;
             }
             waiting -= 1;
@@ -146,7 +154,7 @@ impl Worker {
         if !replays.is_empty() {
             answer_replays(&self.conn, replays);
         }
-        inserts
+        pass
     }
 
     /// Answers a connect, a delete or a v2 request; hands an insert or a
@@ -169,6 +177,9 @@ impl Worker {
             } => {
                 let _ = reply.send(delete_message(&self.conn, message_id, user_id));
             }
+            StoreRequest::V2(request @ V2Request::History { .. }) => {
+                return Some(Gathered::AfterCommit(request))
+            }
             StoreRequest::V2(request) => {
                 return super::v2::answer(&self.conn, request).map(Gathered::Replay)
             }
@@ -181,6 +192,16 @@ impl Worker {
 enum Gathered {
     Insert(InsertRequest),
     Replay(ReplayRequest),
+    /// Answered once the pass's inserts are committed.
+    AfterCommit(V2Request),
+}
+
+/// One pass over the waiting requests: the batch to commit, then what
+/// waits for it.
+#[derive(Default)]
+struct Pass {
+    inserts: Vec<InsertRequest>,
+    after: Vec<V2Request>,
 }
 
 #[cfg(test)]
@@ -226,6 +247,33 @@ mod tests {
             let ids: Vec<MessageId> = outcomes.iter().map(|o| stored(o).id).collect();
             assert!(ids.windows(2).all(|w| w[0] < w[1]));
         }
+    }
+
+    #[test]
+    fn a_page_asked_for_after_a_message_in_the_same_pass_includes_it() {
+        let fx = Fixture::new();
+        let a = fx.user("a");
+        let conv = fx.admin.create_conversation(&[a]).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let (reply, page) = oneshot::channel();
+        tx.try_send(StoreRequest::Insert(insert(conv, a, "just sent", 0)))
+            .unwrap();
+        let history = V2Request::History {
+            conversation_id: conv,
+            user_id: a,
+            before: None,
+            limit: 50,
+            reply,
+        };
+        tx.try_send(StoreRequest::V2(history)).unwrap();
+        drop(tx);
+        let (sink, _) = recording_sink();
+        spawn_worker(open(&fx.path).unwrap(), rx, 16, sink)
+            .unwrap()
+            .join();
+        let page = runtime().block_on(page).unwrap().unwrap();
+        let contents: Vec<&str> = page.items.iter().map(|i| i.content.as_str()).collect();
+        assert_eq!(contents, ["just sent"]);
     }
 
     #[test]
