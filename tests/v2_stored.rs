@@ -18,6 +18,7 @@ on_every_store!(
     v1_sockets_never_see_v2_frames,
     history_pages_visit_every_message_once,
     resume_replays_what_was_missed_exactly_once,
+    resume_after_a_restart_of_the_gateway,
     resume_max_sends_the_newest_and_history_reaches_the_rest,
     mark_read_moves_the_position_and_tells_v2_sockets,
     mark_read_is_a_state_written_a_few_times_a_second,
@@ -273,6 +274,32 @@ fn resume_replays_what_was_missed_exactly_once(on: Target) {
         );
     });
     assert_eq!(all.len(), total);
+}
+
+fn resume_after_a_restart_of_the_gateway(on: Target) {
+    let mut gw = TestGateway::on_target(on);
+    let (alice, bob, conv) = gw.alice_and_bob();
+    let mut b = gw.connect_v2(conv, &bob);
+    let mut a = gw.connect(conv, &alice);
+    let before = send_messages(&mut a, "before", 5);
+    for id in &before {
+        assert_eq!(b.recv_new_message()["id"].as_i64(), Some(*id));
+    }
+    gw.shutdown();
+    b.expect_close(1001);
+    gw.start_again();
+    // alice is back first and sends; bob comes back with what he saw last.
+    let mut a = gw.connect(conv, &alice);
+    let after = send_messages(&mut a, "after", 30);
+    let mut back = gw.open_v2(conv, &bob, &format!("&since={}", before[4]));
+    let replayed: Vec<i64> = (0..30)
+        .map(|_| back.recv_new_message()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(replayed, after, "what bob missed, once, in id order");
+    assert_eq!(
+        back.recv_json(),
+        json!({"type": "resumed", "last_id": after[29], "complete": true})
+    );
 }
 
 fn resume_max_sends_the_newest_and_history_reaches_the_rest(on: Target) {
