@@ -6,9 +6,9 @@
 //! cheap client side of the WebSocket protocol ([`wire`], [`message`],
 //! [`net`], [`driver`]), the scenarios ([`fanout`]: open-loop chat with
 //! latency, loss and ordering checks; [`conns`]: idle sockets, heartbeats,
-//! RSS per connection; [`storm`]: handshake rate), their figures
-//! ([`hist`], [`report`]), the load threads ([`runner`]) and the flags
-//! ([`args`]).
+//! RSS per connection; [`storm`]: handshake rate; [`ladder`]: fan-out at
+//! a series of offered rates, drawn as SVG), their figures ([`hist`],
+//! [`report`]), the load threads ([`runner`]) and the flags ([`args`]).
 //!
 //! From the gateway library it takes only what must match the gateway
 //! exactly: token minting and the secret's resolution (`chatgate::auth`,
@@ -30,6 +30,7 @@ pub mod conns;
 pub mod driver;
 pub mod fanout;
 pub mod hist;
+pub mod ladder;
 pub mod message;
 pub mod net;
 pub mod plan;
