@@ -12,7 +12,8 @@
 # kept elsewhere to compare); STORE: sqlite | pg; PLAN: 100x50 | 10x1000 |
 # 100x10 (the plans `prepare` wrote for that store); RATES: 5000,10000,...
 #
-# Environment: BENCH (chatgate-bench binary, default
+# Environment: GW (gateway used by `prepare` to migrate, default
+# target/release/chatgate), BENCH (chatgate-bench binary, default
 # target/release/chatgate-bench), PGURL (default
 # postgres://postgres@127.0.0.1:5432/chatgate_bench14), WORK (databases,
 # plans, logs; default /tmp/chatgate-store-run), PORT (default 18514),
@@ -43,7 +44,7 @@ psql_db() { psql "$PGURL" -qtAX -c "$1"; }
 
 prepare() {
     psql "$PGSERVER" -qtAX -c "CREATE DATABASE $PGDB" 2>/dev/null || true
-    DATABASE_URL=$PGURL CHATGATE_JWT_SECRET=$SECRET target/release/chatgate migrate
+    DATABASE_URL=$PGURL CHATGATE_JWT_SECRET=$SECRET "${GW:-target/release/chatgate}" migrate
     for shape in 100x50 10x1000 100x10; do
         local c=${shape%x*} m=${shape#*x}
         "$BENCH" prepare --database-url "$PGURL" --jwt-secret "$SECRET" \
