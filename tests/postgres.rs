@@ -8,13 +8,12 @@
 mod pg_support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chatgate::store::postgres::Admin;
 use chatgate::store::{
     ConnectInfo, DeleteError, InsertOutcome, StoreError, StoredMessage, UserProfile,
 };
-use pg_support::{insert, take, wait_for_outcomes, PgGateway, Schema, TestDb, TestStore};
+use pg_support::{insert, take, wait_for_outcomes, Blocker, PgGateway, Schema, TestDb, TestStore};
 use serde_json::json;
 
 const STORE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,49 +31,11 @@ fn contents(outcomes: &[InsertOutcome]) -> Vec<&str> {
         .collect()
 }
 
-/// Holds `LOCK TABLE chatapp_message` in an open transaction so the batch
-/// in flight waits, and the inserts queued meanwhile form the next batch.
-struct Blocker {
-    admin: Admin,
-}
-
-impl Blocker {
-    fn hold(db: &TestDb) -> Blocker {
-        let admin = Admin::connect(&db.url).expect("blocker connects");
-        admin
-            .block_on(
-                admin
-                    .client()
-                    .batch_execute("BEGIN; LOCK TABLE chatapp_message IN SHARE ROW EXCLUSIVE MODE"),
-            )
-            .expect("lock chatapp_message");
-        Blocker { admin }
-    }
-
-    /// Waits until a store connection waits for the lock. Polled from
-    /// another connection: inside the blocker's transaction
-    /// `pg_stat_activity` would be a snapshot taken at its first read.
-    fn wait_until_blocked(&self, db: &TestDb) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while db.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name = 'chatgate' AND wait_event_type = 'Lock'",
-            &[],
-        ) == 0
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the batch never waited for the lock"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn release(self) {
-        self.admin
-            .block_on(self.admin.client().batch_execute("COMMIT"))
-            .expect("release the lock");
-    }
+/// A store with one lane (pool of 2): every queued insert, whatever its
+/// conversation, waits for the batch in flight and joins the next one.
+/// Batches of several lanes are tested in `postgres_batching.rs`.
+fn one_lane_store(db: &TestDb) -> TestStore {
+    TestStore::with_pool(&db.url, 2, 64, STORE_TIMEOUT)
 }
 
 /// Commits `first` alone (blocked), queues `rest` meanwhile, releases: the
@@ -105,7 +66,7 @@ fn group_commit_maps_ids_in_input_order_with_one_timestamp_and_bumps_unread() {
     let (a, b, c) = (db.user("a"), db.user("b"), db.user("c"));
     let conv = db.admin().create_conversation(&[a, b, c]).unwrap();
     let other = db.admin().create_conversation(&[a, b]).unwrap();
-    let store = TestStore::start(&db.url, 64, STORE_TIMEOUT);
+    let store = one_lane_store(&db);
 
     let before = chrono::Utc::now();
     let calls = commit_as_one_batch(
@@ -176,7 +137,7 @@ fn a_message_for_a_deleted_conversation_or_unknown_sender_fails_alone() {
     let kept = db.admin().create_conversation(&[a, b]).unwrap();
     let gone = db.admin().create_conversation(&[a, b]).unwrap();
     db.admin().delete_conversation(gone).unwrap();
-    let store = TestStore::start(&db.url, 64, STORE_TIMEOUT);
+    let store = one_lane_store(&db);
 
     let calls = commit_as_one_batch(
         &db,
@@ -467,7 +428,7 @@ fn djangos_own_schema_works_without_migrate() {
     let conv = db.admin().create_conversation(&[a, b]).unwrap();
     let gone = db.admin().create_conversation(&[a, b]).unwrap();
     db.admin().delete_conversation(gone).unwrap();
-    let store = TestStore::start(&db.url, 64, STORE_TIMEOUT);
+    let store = one_lane_store(&db);
 
     let info = store
         .client_rt

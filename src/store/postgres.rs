@@ -6,8 +6,11 @@
 //! by every query's outcome and by a one-second probe while not ready), the
 //! classification of database errors ([`Failure`]), and the rule that a
 //! connection whose query overran its deadline is discarded, never returned
-//! to the pool (its state is unknown). The request dispatcher and the group
-//! commit live in `postgres/dispatch.rs` and `postgres/batch.rs`, connect
+//! to the pool (its state is unknown). The request dispatcher, its lanes
+//! (batches of disjoint conversations in flight together) and the group
+//! commit live in `postgres/dispatch.rs`, `postgres/lanes.rs` and
+//! `postgres/batch.rs` (unread increments summed in
+//! `postgres/increments.rs`), connect
 //! and delete lookups in `postgres/lookup.rs`, protocol v2 in
 //! `postgres/v2.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
 //! `reactions.rs`), the schema in `postgres/schema.rs`, the synchronous
@@ -23,6 +26,8 @@ mod admin;
 mod batch;
 mod dispatch;
 mod history;
+mod increments;
+mod lanes;
 mod lookup;
 mod reactions;
 mod receipts;
@@ -90,7 +95,9 @@ pub fn start(
     // `StoreWorker::join` closes the request channel through this.
     let (close_tx, close_rx) = tokio::sync::oneshot::channel();
     let probe = side.spawn(probe(shared.clone()));
-    let dispatcher = dispatch::Dispatcher::new(shared.clone(), rx, close_rx, batch_max, sink);
+    let lanes = lanes::lanes_for_pool(pool_size);
+    let dispatcher =
+        dispatch::Dispatcher::new(shared.clone(), rx, close_rx, batch_max, lanes, sink);
     side.spawn(async move {
         dispatcher.run().await;
         probe.abort();

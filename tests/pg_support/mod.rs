@@ -302,7 +302,19 @@ pub struct TestStore {
 }
 
 impl TestStore {
+    /// A store with a pool of 4 (two lanes: batches of disjoint
+    /// conversations commit two at a time).
     pub fn start(url: &str, batch_max: usize, timeout: Duration) -> TestStore {
+        TestStore::with_pool(url, 4, batch_max, timeout)
+    }
+
+    /// A store with `pool_size` connections (lanes: half of them, 1 to 4).
+    pub fn with_pool(
+        url: &str,
+        pool_size: usize,
+        batch_max: usize,
+        timeout: Duration,
+    ) -> TestStore {
         let side = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -310,7 +322,7 @@ impl TestStore {
             .expect("side runtime");
         let (sink, delivered) = recording_sink();
         let (handle, worker) =
-            store::postgres::start(url, 4, batch_max, timeout, sink, side.handle())
+            store::postgres::start(url, pool_size, batch_max, timeout, sink, side.handle())
                 .expect("the store starts");
         let client_rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -368,6 +380,56 @@ impl Drop for TestStore {
                 worker.join();
             }
         }
+    }
+}
+
+/// Holds `LOCK TABLE chatapp_message` in an open transaction so the batch
+/// in flight waits, and the inserts queued meanwhile form the next batch.
+pub struct Blocker {
+    admin: Admin,
+}
+
+impl Blocker {
+    pub fn hold(db: &TestDb) -> Blocker {
+        let admin = Admin::connect(&db.url).expect("blocker connects");
+        admin
+            .block_on(
+                admin
+                    .client()
+                    .batch_execute("BEGIN; LOCK TABLE chatapp_message IN SHARE ROW EXCLUSIVE MODE"),
+            )
+            .expect("lock chatapp_message");
+        Blocker { admin }
+    }
+
+    /// Waits until a store connection waits for the lock.
+    pub fn wait_until_blocked(&self, db: &TestDb) {
+        self.wait_until_waiting(db, 1);
+    }
+
+    /// Waits until `n` store connections wait for the lock. Polled from
+    /// another connection: inside the blocker's transaction
+    /// `pg_stat_activity` would be a snapshot taken at its first read.
+    pub fn wait_until_waiting(&self, db: &TestDb, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'chatgate' AND wait_event_type = 'Lock'",
+            &[],
+        ) < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the batch never waited for the lock"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn release(self) {
+        self.admin
+            .block_on(self.admin.client().batch_execute("COMMIT"))
+            .expect("release the lock");
     }
 }
 

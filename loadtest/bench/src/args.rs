@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::conns::{self, ConnsSpec};
 use crate::fanout::{self, FanoutSpec};
+use crate::ladder::{self, LadderData, LadderSpec};
 use crate::net::parse_targets;
 use crate::plan::{self, Plan, PrepareSpec, StoreTarget};
 use crate::resume::{self, ResumeSpec};
@@ -45,6 +46,10 @@ pub enum BenchCommand {
     Storm(StormArgs),
     /// N protocol-v2 sockets reconnect at once with `?since=`; time until all resumed.
     Resume(ResumeArgs),
+    /// One fanout run per offered rate; stores the series in a data file and draws it as SVG.
+    Ladder(LadderArgs),
+    /// Draws a ladder data file as SVG (no run).
+    Plot(PlotArgs),
 }
 
 /// Flags of `prepare`.
@@ -131,7 +136,7 @@ pub struct ConnectArgs {
     pub quiet: bool,
 }
 
-/// Flags of `fanout`.
+/// Flags of `fanout` (and of every step of `ladder`, whose `--rate` is ignored).
 #[derive(Debug, Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
@@ -139,8 +144,8 @@ pub struct FanoutArgs {
     /// Senders per conversation (its first K members).
     #[arg(long, default_value_t = 1)]
     pub senders_per_conv: usize,
-    /// Messages per second over all senders (open loop).
-    #[arg(long)]
+    /// Messages per second over all senders (open loop); required by `fanout`.
+    #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Measured sending time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -160,6 +165,45 @@ pub struct FanoutArgs {
     /// Use only the first M members of each conversation.
     #[arg(long)]
     pub members: Option<usize>,
+}
+
+/// Flags of `ladder`.
+#[derive(Debug, Args)]
+pub struct LadderArgs {
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Offered rates (messages/s over all senders), run in this order, e.g. 5000,10000,20000.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub rates: Vec<f64>,
+    /// Wait between steps, so the gateway drains what the previous step left.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+    /// Label of this series in the data file (a series of the same label is replaced).
+    #[arg(long)]
+    pub label: String,
+    /// JSON data file collecting the series (created if missing).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Title stored in the data file (drawn above the picture).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// SVG to draw from the data file after the run.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// Flags of `plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// JSON data file written by `ladder`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// SVG to write.
+    #[arg(long)]
+    pub svg: PathBuf,
+    /// Replaces the data file's title in the picture.
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 /// Flags of `conns`.
@@ -218,18 +262,36 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
         BenchCommand::Fanout(a) => {
             let (plan, opts) = load(&a.connect, ClientDriver::Epoll)?;
             let plan = plan.subset(a.conversations, a.members);
-            let spec = FanoutSpec {
-                senders_per_conv: a.senders_per_conv,
-                rate: a.rate,
-                warmup: a.warmup,
-                duration: a.duration,
-                drain: a.drain,
-                content_bytes: a.content_bytes,
-                gateway_pids: a.connect.gateway_pid.clone(),
-                progress: !a.connect.quiet,
-            };
-            let r = fanout::run(&plan, opts, spec)?;
+            let r = fanout::run(&plan, opts, fanout_spec(&a))?;
             render(&r, r.text(), r.ok, a.connect.json)
+        }
+        BenchCommand::Ladder(a) => {
+            let f = &a.fanout;
+            let (plan, opts) = load(&f.connect, ClientDriver::Epoll)?;
+            let plan = plan.subset(f.conversations, f.members);
+            let spec = LadderSpec {
+                rates: a.rates.clone(),
+                step: fanout_spec(f),
+                pause: a.pause,
+                label: a.label.clone(),
+                data: a.data.clone(),
+                title: a.title.clone(),
+                svg: a.svg.clone(),
+            };
+            let series = ladder::run(&plan, opts, &spec)?;
+            let ok = series.points.iter().any(|p| p.ok);
+            render(&series, ladder::text(&series), ok, f.connect.json)
+        }
+        BenchCommand::Plot(a) => {
+            let mut data = LadderData::load_or_default(&a.data)?;
+            if let Some(title) = a.title {
+                data.title = title;
+            }
+            ladder::plot::draw(&data, &a.svg)?;
+            Ok(Outcome {
+                report: format!("{} series drawn to {}", data.series.len(), a.svg.display()),
+                ok: true,
+            })
         }
         BenchCommand::Conns(a) => {
             let (plan, opts) = load(&a.connect, ClientDriver::Epoll)?;
@@ -262,6 +324,20 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
             let r = resume::run(&plan, opts, spec)?;
             render(&r, r.text(), r.ok, a.connect.json)
         }
+    }
+}
+
+/// A fan-out run's parameters from its flags.
+fn fanout_spec(a: &FanoutArgs) -> FanoutSpec {
+    FanoutSpec {
+        senders_per_conv: a.senders_per_conv,
+        rate: a.rate,
+        warmup: a.warmup,
+        duration: a.duration,
+        drain: a.drain,
+        content_bytes: a.content_bytes,
+        gateway_pids: a.connect.gateway_pid.clone(),
+        progress: !a.connect.quiet,
     }
 }
 
@@ -366,6 +442,25 @@ mod tests {
         assert_eq!(a.warmup, Duration::from_secs(2));
         assert_eq!(a.senders_per_conv, 1);
         assert!(BenchCli::try_parse_from(["chatgate-bench", "conns", "--plan", "p"]).is_err());
+        let cli = BenchCli::try_parse_from([
+            "chatgate-bench",
+            "ladder",
+            "--plan",
+            "p.json",
+            "--rates",
+            "1000,2000.5",
+            "--label",
+            "pg",
+            "--data",
+            "l.json",
+        ])
+        .unwrap();
+        let BenchCommand::Ladder(l) = cli.command else {
+            panic!("not ladder")
+        };
+        assert_eq!(l.rates, vec![1000.0, 2000.5]);
+        assert_eq!(l.pause, Duration::from_secs(3));
+        assert!(l.svg.is_none());
         let cli = BenchCli::try_parse_from([
             "chatgate-bench",
             "prepare",

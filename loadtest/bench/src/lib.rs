@@ -7,9 +7,9 @@
 //! [`net`], [`driver`]), the scenarios ([`fanout`]: open-loop chat with
 //! latency, loss and ordering checks; [`conns`]: idle sockets, heartbeats,
 //! RSS per connection; [`storm`]: handshake rate; [`resume`]: the v2
-//! reconnect storm), their figures
-//! ([`hist`], [`report`]), the load threads ([`runner`]) and the flags
-//! ([`args`]).
+//! reconnect storm; [`ladder`]: fan-out at a series of offered rates,
+//! drawn as SVG), their figures ([`hist`], [`report`]), the load threads
+//! ([`runner`]) and the flags ([`args`]).
 //!
 //! From the gateway library it takes only what must match the gateway
 //! exactly: token minting and the secret's resolution (`chatgate::auth`,
@@ -31,6 +31,7 @@ pub mod conns;
 pub mod driver;
 pub mod fanout;
 pub mod hist;
+pub mod ladder;
 pub mod message;
 pub mod net;
 pub mod plan;

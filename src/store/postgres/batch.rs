@@ -5,8 +5,9 @@
 //! their messages exactly and increase in delivery order), rows whose
 //! conversation or sender is missing filtered out and failed alone, the
 //! `unread_count` increments of every other participant in the same
-//! statement (participant rows locked in id order, so concurrent batches
-//! cannot deadlock on them), a whole-batch retry on deadlock or
+//! statement (summed per batch: one row update per participant of each
+//! conversation in the batch, however many messages it carries; see
+//! `postgres/increments.rs`), a whole-batch retry on deadlock or
 //! serialization failure, and — when the batch fails as a whole on a
 //! statement error (e.g. a deferred foreign key checked at COMMIT) — a retry
 //! message by message so only the offending ones fail.
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use super::increments::Increments;
 use super::{Failure, Shared};
 use crate::store::{InsertOutcome, InsertRequest, StoreError, StoredMessage};
 
@@ -32,19 +34,30 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// One statement for the whole batch. Parameters: `$1` conversation ids,
 /// `$2` sender ids, `$3` contents (one element per message, in input
-/// order), `$4` the commit timestamp. Returns one row per message, in input
-/// order: the id reserved for it, whether its conversation exists, whether
-/// it was stored.
+/// order), `$4` the commit timestamp, `$5`/`$6`/`$7` the batch's
+/// [`Increments`] (conversation, sender, message count per group). Returns
+/// one row per message, in input order: the id reserved for it, whether its
+/// conversation exists, whether it was stored.
 ///
 /// - `ids`: one `nextval` per message; the sequence is the column's own
-///   (`pg_get_serial_sequence` resolves Django's identity column and a
-///   plain `bigserial` alike). Sorted and numbered, the n-th smallest id goes
-///   to the n-th message, whatever order `nextval` ran in.
+///   (`pg_get_serial_sequence`, resolved once per statement, finds Django's
+///   identity column and a plain `bigserial` alike). Sorted and numbered,
+///   the n-th smallest id goes to the n-th message, whatever order
+///   `nextval` ran in.
+/// - `conversations`, `senders`: the referenced rows that exist, found by
+///   primary key from the groups' distinct ids (never a scan of
+///   `auth_user`).
 /// - `inserted`: names every NOT NULL column (Django sets no database
 ///   defaults) and skips messages whose conversation or sender is gone.
-/// - `locked`: the participant rows of the batch's conversations, locked in
-///   id order before any is updated.
-/// - `bumped`: +1 per stored message for every other participant.
+/// - `groups`, `totals`: the groups whose references exist (a group is
+///   stored all or nothing), summed per conversation with each sender's own
+///   count kept beside it.
+/// - `bumped`: each participant row of the batch's conversations updated
+///   once, by the conversation's stored messages minus the participant's
+///   own: the counts one increment per message per other participant would
+///   give. No explicit row locks: batches in flight together never share a
+///   conversation (`postgres/lanes.rs`), and a deadlock with another writer
+///   is retried as a whole.
 const INSERT_BATCH: &str = r#"
 WITH input AS (
     SELECT t.conversation_id, t.sender_id, t.content, t.ord
@@ -59,11 +72,16 @@ ids AS MATERIALIZED (
 numbered AS MATERIALIZED (
     SELECT id, row_number() OVER (ORDER BY id) AS ord FROM ids
 ),
+conversations AS MATERIALIZED (
+    SELECT c.id FROM chatapp_conversation c WHERE c.id = ANY($5::bigint[])
+),
+senders AS MATERIALIZED (
+    SELECT u.id::bigint AS id FROM auth_user u WHERE u.id = ANY($6::bigint[])
+),
 checked AS MATERIALIZED (
     SELECT i.ord, n.id, i.conversation_id, i.sender_id, i.content,
-           EXISTS (SELECT 1 FROM chatapp_conversation c
-                   WHERE c.id = i.conversation_id) AS conversation_exists,
-           EXISTS (SELECT 1 FROM auth_user u WHERE u.id = i.sender_id) AS sender_exists
+           i.conversation_id IN (SELECT id FROM conversations) AS conversation_exists,
+           i.sender_id IN (SELECT id FROM senders) AS sender_exists
     FROM input i JOIN numbered n ON n.ord = i.ord
 ),
 inserted AS (
@@ -72,26 +90,27 @@ inserted AS (
     FROM checked
     WHERE conversation_exists AND sender_exists
     ORDER BY ord
-    RETURNING id, conversation_id, sender_id
 ),
-locked AS (
-    SELECT p.id, p.conversation_id, p.user_id
-    FROM chatapp_conversationparticipant p
-    WHERE p.conversation_id = ANY($1::bigint[])
-    ORDER BY p.id
-    FOR UPDATE OF p
+groups AS (
+    SELECT g.conversation_id, g.sender_id, g.n
+    FROM unnest($5::bigint[], $6::bigint[], $7::integer[]) AS g(conversation_id, sender_id, n)
+    WHERE g.conversation_id IN (SELECT id FROM conversations)
+      AND g.sender_id IN (SELECT id FROM senders)
 ),
-bumps AS (
-    SELECT l.id, count(*)::integer AS n
-    FROM inserted m
-    JOIN locked l ON l.conversation_id = m.conversation_id AND l.user_id <> m.sender_id
-    GROUP BY l.id
+totals AS MATERIALIZED (
+    SELECT conversation_id, sum(n)::integer AS total,
+           array_agg(sender_id) AS senders, array_agg(n) AS own
+    FROM groups
+    GROUP BY conversation_id
 ),
 bumped AS (
     UPDATE chatapp_conversationparticipant p
-    SET unread_count = p.unread_count + b.n
-    FROM bumps b
-    WHERE p.id = b.id
+    SET unread_count = p.unread_count + t.total
+        - coalesce(t.own[array_position(t.senders, p.user_id::bigint)], 0)
+    FROM totals t
+    WHERE p.conversation_id = ANY($5::bigint[])
+      AND p.conversation_id = t.conversation_id
+      AND t.total > coalesce(t.own[array_position(t.senders, p.user_id::bigint)], 0)
 )
 SELECT id, conversation_exists, conversation_exists AND sender_exists AS stored
 FROM checked
@@ -237,8 +256,9 @@ async fn commit_once(
 ) -> Result<Vec<InsertResult>, Failure> {
     let mut client = shared.checkout(deadline).await?;
     let columns = Columns::of(rows);
+    let increments = Increments::of(rows);
     let committing = AtomicBool::new(false);
-    let run = run_transaction(&mut client, &columns, timestamp, &committing);
+    let run = run_transaction(&mut client, &columns, &increments, timestamp, &committing);
     let result = tokio::time::timeout_at(deadline, run).await;
     if result.is_err() && committing.load(Ordering::Acquire) {
         // COMMIT was sent but not answered in time: the batch may be stored
@@ -262,6 +282,7 @@ async fn commit_once(
 async fn run_transaction(
     client: &mut deadpool_postgres::Object,
     columns: &Columns<'_>,
+    increments: &Increments,
     timestamp: DateTime<Utc>,
     committing: &AtomicBool,
 ) -> Result<Vec<RowOutcome>, tokio_postgres::Error> {
@@ -275,6 +296,9 @@ async fn run_transaction(
                 &columns.senders,
                 &columns.contents,
                 &timestamp,
+                &increments.conversations,
+                &increments.senders,
+                &increments.counts,
             ],
         )
         .await?;

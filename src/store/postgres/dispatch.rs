@@ -1,9 +1,11 @@
 //! The dispatcher: the one task that reads the shards' request channel.
 //!
-//! Owns the insert queue and the pipeline rule: exactly one batch in flight
-//! (so ids of a conversation increase in delivery order) while the next one
-//! fills; everything waiting when a batch starts, up to `batch_max`, goes
-//! into it. Connect requests that arrive together are answered by one
+//! Owns the insert queue and the pipeline rule: the queue is split into
+//! lanes by conversation (`postgres/lanes.rs`), each lane has at most one
+//! batch in flight while its next one fills, so up to one batch per lane
+//! commits at once and ids of a conversation still increase in delivery
+//! order; everything a lane holds when its batch starts, up to
+//! `batch_max`, goes into it. Connect requests that arrive together are answered by one
 //! lookup task, replays that arrive together by one read per conversation
 //! (`postgres/replay.rs`), deletes and other v2 requests each by its own task — both concurrently with the
 //! commit. Outcomes go to the [`CommitSink`] once per shard per batch, in
@@ -14,26 +16,34 @@
 //!
 //! Must never: await the database itself (batches and lookups are futures
 //! it polls or tasks it spawns, so a slow commit never stops it reading
-//! requests); queue more than `2 × batch_max` inserts (then it stops
-//! reading and the bounded channel pushes back on the shards).
+//! requests); queue more than `(lanes + 1) × batch_max` inserts (then it
+//! stops reading and the bounded channel pushes back on the shards).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::batch::{self, Queued};
+use super::lanes::{Keyed, Lanes};
 use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
 use super::replay::{self, ReplayWaiter};
 use super::Shared;
 use crate::store::v2::V2Request;
 use crate::store::{deliver, CommitSink, ConversationId, InsertOutcome, StoreRequest};
 
-/// The batch being committed.
-type InFlight = Pin<Box<dyn Future<Output = Vec<InsertOutcome>> + Send>>;
+/// A batch being committed.
+type Commit = Pin<Box<dyn Future<Output = Vec<InsertOutcome>> + Send>>;
+
+impl Keyed for Queued {
+    fn conversation(&self) -> ConversationId {
+        self.request.conversation_id
+    }
+}
 
 pub(super) struct Dispatcher {
     shared: Arc<Shared>,
@@ -42,8 +52,8 @@ pub(super) struct Dispatcher {
     close: oneshot::Receiver<()>,
     batch_max: usize,
     sink: CommitSink,
-    /// Inserts not yet in a batch, oldest first.
-    pending: VecDeque<Queued>,
+    /// Inserts not yet in a batch, per lane, oldest first.
+    lanes: Lanes<Queued>,
     /// Replays of the burst being read, by conversation: each conversation's
     /// are answered by one read when the burst ends.
     replays: std::collections::BTreeMap<ConversationId, Vec<ReplayWaiter>>,
@@ -55,6 +65,7 @@ impl Dispatcher {
         rx: mpsc::Receiver<StoreRequest>,
         close: oneshot::Receiver<()>,
         batch_max: usize,
+        lanes: usize,
         sink: CommitSink,
     ) -> Self {
         Self {
@@ -63,7 +74,7 @@ impl Dispatcher {
             close,
             batch_max: batch_max.max(1),
             sink,
-            pending: VecDeque::new(),
+            lanes: Lanes::new(lanes, batch_max),
             replays: Default::default(),
         }
     }
@@ -71,26 +82,24 @@ impl Dispatcher {
     /// Runs until the channel is closed (every handle dropped, or closed by
     /// `StoreWorker::join`) and every queued insert has its outcome.
     pub(super) async fn run(mut self) {
-        let mut in_flight: Option<InFlight> = None;
-        let mut started = std::time::Instant::now();
+        let mut in_flight = InFlight::new(self.lanes.count());
         let mut open = true;
         let mut close_pending = true;
         loop {
-            if in_flight.is_none() && !self.pending.is_empty() {
-                let batch = self.take_batch();
-                in_flight = Some(Box::pin(batch::commit(self.shared.clone(), batch)));
-                started = std::time::Instant::now();
+            while let Some((lane, batch)) = self.lanes.start_batch() {
+                in_flight.start(lane, Box::pin(batch::commit(self.shared.clone(), batch)));
             }
-            // Here either a batch is in flight, or nothing is queued and
-            // (while open) the channel branch below is enabled.
-            if !open && in_flight.is_none() {
+            // Every idle lane with work just started, so with nothing in
+            // flight nothing is queued, and (while open) the channel branch
+            // below is enabled.
+            if !open && in_flight.is_empty() {
                 break;
             }
-            let room = self.pending.len() < self.max_pending();
+            let room = self.lanes.queued() < self.max_pending();
             tokio::select! {
-                outcomes = finish(&mut in_flight), if in_flight.is_some() => {
-                    in_flight = None;
-                    deliver(&self.sink, outcomes, started.elapsed());
+                (lane, outcomes, took) = in_flight.next(), if !in_flight.is_empty() => {
+                    self.lanes.finish(lane);
+                    deliver(&self.sink, outcomes, took);
                 }
                 request = self.rx.recv(), if open && room => match request {
                     Some(request) => self.accept_burst(request),
@@ -124,15 +133,9 @@ impl Dispatcher {
         self.answer_replays();
     }
 
-    /// The oldest `batch_max` queued inserts.
-    fn take_batch(&mut self) -> Vec<Queued> {
-        let n = self.pending.len().min(self.batch_max);
-        self.pending.drain(..n).collect()
-    }
-
-    /// One batch committing, one filling.
+    /// One batch per lane committing, one batch's worth filling.
     fn max_pending(&self) -> usize {
-        self.batch_max.saturating_mul(2)
+        self.batch_max.saturating_mul(self.lanes.count() + 1)
     }
 
     /// Takes `first` and every request already waiting behind it: inserts
@@ -144,7 +147,7 @@ impl Dispatcher {
         let mut next = Some(first);
         while let Some(request) = next {
             self.accept(request, &mut connects);
-            if waiting == 0 || self.pending.len() >= self.max_pending() {
+            if waiting == 0 || self.lanes.queued() >= self.max_pending() {
                 break;
             }
             waiting -= 1;
@@ -172,7 +175,7 @@ impl Dispatcher {
 
     fn accept(&mut self, request: StoreRequest, connects: &mut Vec<ConnectWaiter>) {
         match request {
-            StoreRequest::Insert(request) => self.pending.push_back(Queued {
+            StoreRequest::Insert(request) => self.lanes.push(Queued {
                 request,
                 deadline: Instant::now() + self.shared.timeout,
             }),
@@ -216,10 +219,48 @@ impl Dispatcher {
     }
 }
 
-/// Completes the batch in flight (never called without one).
-async fn finish(in_flight: &mut Option<InFlight>) -> Vec<InsertOutcome> {
-    match in_flight {
-        Some(batch) => batch.await,
-        None => std::future::pending().await,
+/// The batches committing, one slot per lane.
+struct InFlight {
+    slots: Vec<Option<(Commit, std::time::Instant)>>,
+    busy: usize,
+}
+
+impl InFlight {
+    fn new(lanes: usize) -> Self {
+        Self {
+            slots: (0..lanes).map(|_| None).collect(),
+            busy: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.busy == 0
+    }
+
+    fn start(&mut self, lane: usize, commit: Commit) {
+        debug_assert!(self.slots[lane].is_none(), "lane {lane} already committing");
+        self.slots[lane] = Some((commit, std::time::Instant::now()));
+        self.busy += 1;
+    }
+
+    /// The next batch to complete: its lane, outcomes and commit time
+    /// (pending forever when none is in flight). Polls every busy slot
+    /// on each wake-up: there are at most `MAX_IN_FLIGHT` of them.
+    async fn next(&mut self) -> (usize, Vec<InsertOutcome>, Duration) {
+        std::future::poll_fn(|cx| {
+            for (lane, slot) in self.slots.iter_mut().enumerate() {
+                let Some((commit, started)) = slot else {
+                    continue;
+                };
+                if let Poll::Ready(outcomes) = commit.as_mut().poll(cx) {
+                    let took = started.elapsed();
+                    *slot = None;
+                    self.busy -= 1;
+                    return Poll::Ready((lane, outcomes, took));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
