@@ -17,6 +17,7 @@ on_every_store!(
     v2_requests_on_a_v1_socket_are_unknown,
     v1_sockets_never_see_v2_frames,
     history_pages_visit_every_message_once,
+    a_page_asked_for_right_after_a_message_includes_it,
     resume_replays_what_was_missed_exactly_once,
     resume_after_a_restart_of_the_gateway,
     resume_max_sends_the_newest_and_history_reaches_the_rest,
@@ -198,6 +199,31 @@ fn history_pages_visit_every_message_once(on: Target) {
     ] {
         b.send_json(bad);
         b.expect_error("Invalid message format");
+    }
+}
+
+fn a_page_asked_for_right_after_a_message_includes_it(on: Target) {
+    let gw = TestGateway::on_target(on);
+    let (alice, bob, conv) = gw.alice_and_bob();
+    let mut a = gw.connect_v2(conv, &alice);
+    let _b = gw.connect(conv, &bob);
+    for round in 0..20 {
+        let content = format!("fresh {round}");
+        send_burst(
+            &mut a,
+            [
+                json!({"type": "chat_message", "content": content}).to_string(),
+                json!({"type": "history", "limit": 3}).to_string(),
+            ],
+        );
+        let id = a.recv_new_message()["id"].as_i64().unwrap();
+        let page = a.recv_json();
+        assert_eq!(page["type"], "history", "{page}");
+        let newest = &page["messages"].as_array().unwrap().last().unwrap();
+        assert_eq!(
+            (newest["id"].as_i64(), newest["content"].as_str()),
+            (Some(id), Some(content.as_str()))
+        );
     }
 }
 

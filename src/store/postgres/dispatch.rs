@@ -8,7 +8,8 @@
 //! `batch_max`, goes into it. Connect requests that arrive together are answered by one
 //! lookup task, replays that arrive together by one read per conversation
 //! (`postgres/replay.rs`), deletes and other v2 requests each by its own task — both concurrently with the
-//! commit. Outcomes go to the [`CommitSink`] once per shard per batch, in
+//! commit — except that a history page first waits for the inserts queued
+//! before it on its conversation's lane (so it includes one's own message). Outcomes go to the [`CommitSink`] once per shard per batch, in
 //! commit order. When every handle is dropped, or `StoreWorker::join`
 //! closes the channel, it commits what is queued and returns (after a
 //! close it takes what the channel holds and stops without waiting for
@@ -57,6 +58,10 @@ pub(super) struct Dispatcher {
     /// Replays of the burst being read, by conversation: each conversation's
     /// are answered by one read when the burst ends.
     replays: std::collections::BTreeMap<ConversationId, Vec<ReplayWaiter>>,
+    /// History pages waiting, per lane, for the inserts queued before them
+    /// on that lane to finish (the lane's mark), so a page asked for after
+    /// one's own message includes it.
+    pages: Vec<Vec<(u64, V2Request)>>,
 }
 
 impl Dispatcher {
@@ -76,6 +81,7 @@ impl Dispatcher {
             sink,
             lanes: Lanes::new(lanes, batch_max),
             replays: Default::default(),
+            pages: Vec::new(),
         }
     }
 
@@ -100,6 +106,7 @@ impl Dispatcher {
                 (lane, outcomes, took) = in_flight.next(), if !in_flight.is_empty() => {
                     self.lanes.finish(lane);
                     deliver(&self.sink, outcomes, took);
+                    self.release_pages(lane, false);
                 }
                 request = self.rx.recv(), if open && room => match request {
                     Some(request) => self.accept_burst(request),
@@ -115,6 +122,9 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        for lane in 0..self.pages.len() {
+            self.release_pages(lane, true);
         }
         tracing::debug!("postgres store: request channel closed, dispatcher stopped");
     }
@@ -212,6 +222,9 @@ impl Dispatcher {
                     max,
                     reply,
                 }),
+            StoreRequest::V2(request @ V2Request::History { .. }) => {
+                self.page_after_inserts(request)
+            }
             StoreRequest::V2(request) => {
                 tokio::spawn(super::v2::answer(self.shared.clone(), request));
             }
@@ -220,6 +233,48 @@ impl Dispatcher {
 }
 
 /// The batches committing, one slot per lane.
+impl Dispatcher {
+    /// Answers a history page once the inserts queued before it on its
+    /// conversation's lane have finished (at once when none are waiting),
+    /// so a page asked for after one's own message includes it.
+    fn page_after_inserts(&mut self, request: V2Request) {
+        let V2Request::History {
+            conversation_id, ..
+        } = &request
+        else {
+            return;
+        };
+        let (lane, mark) = self.lanes.mark(*conversation_id);
+        if self.lanes.finished(lane) >= mark {
+            tokio::spawn(super::v2::answer(self.shared.clone(), request));
+            return;
+        }
+        if self.pages.len() <= lane {
+            self.pages.resize_with(lane + 1, Vec::new);
+        }
+        self.pages[lane].push((mark, request));
+    }
+
+    /// Starts the pages of `lane` whose mark its finished batches reached;
+    /// with `all`, every page of the lane (the dispatcher is stopping).
+    fn release_pages(&mut self, lane: usize, all: bool) {
+        let Some(pages) = self.pages.get_mut(lane) else {
+            return;
+        };
+        if pages.is_empty() {
+            return;
+        }
+        let finished = self.lanes.finished(lane);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(pages)
+            .into_iter()
+            .partition(|(mark, _)| all || *mark <= finished);
+        *pages = waiting;
+        for (_, request) in ready {
+            tokio::spawn(super::v2::answer(self.shared.clone(), request));
+        }
+    }
+}
+
 struct InFlight {
     slots: Vec<Option<(Commit, std::time::Instant)>>,
     busy: usize,

@@ -38,6 +38,12 @@ pub(super) trait Keyed {
 struct Lane<T> {
     pending: VecDeque<T>,
     busy: bool,
+    /// Items ever queued on this lane.
+    pushed: u64,
+    /// Items of this lane whose batch has finished.
+    finished: u64,
+    /// Size of the batch in flight.
+    in_batch: usize,
 }
 
 /// The queue of every lane.
@@ -58,6 +64,9 @@ impl<T: Keyed> Lanes<T> {
             .map(|_| Lane {
                 pending: VecDeque::new(),
                 busy: false,
+                pushed: 0,
+                finished: 0,
+                in_batch: 0,
             })
             .collect();
         Self {
@@ -82,7 +91,20 @@ impl<T: Keyed> Lanes<T> {
     pub fn push(&mut self, item: T) {
         let lane = self.lane_of(item.conversation());
         self.lanes[lane].pending.push_back(item);
+        self.lanes[lane].pushed += 1;
         self.queued += 1;
+    }
+
+    /// `conversation`'s lane and a mark of everything queued on it so far:
+    /// all of it has finished once [`Lanes::finished`] reaches the mark.
+    pub fn mark(&self, conversation: ConversationId) -> (usize, u64) {
+        let lane = self.lane_of(conversation);
+        (lane, self.lanes[lane].pushed)
+    }
+
+    /// Items of `lane` whose batch has finished (committed or failed).
+    pub fn finished(&self, lane: usize) -> u64 {
+        self.lanes[lane].finished
     }
 
     /// Items waiting for a batch.
@@ -108,6 +130,7 @@ impl<T: Keyed> Lanes<T> {
         let take = l.pending.len().min(self.batch_max);
         let batch: Vec<T> = l.pending.drain(..take).collect();
         l.busy = true;
+        l.in_batch = batch.len();
         self.queued -= batch.len();
         self.next = (lane + 1) % n;
         Some((lane, batch))
@@ -115,8 +138,11 @@ impl<T: Keyed> Lanes<T> {
 
     /// The batch of `lane` committed (or failed): the lane may start another.
     pub fn finish(&mut self, lane: usize) {
-        debug_assert!(self.lanes[lane].busy, "lane {lane} finished twice");
-        self.lanes[lane].busy = false;
+        let l = &mut self.lanes[lane];
+        debug_assert!(l.busy, "lane {lane} finished twice");
+        l.busy = false;
+        l.finished += l.in_batch as u64;
+        l.in_batch = 0;
     }
 }
 
@@ -185,6 +211,29 @@ mod tests {
         let (lane, second) = lanes.start_batch().unwrap();
         assert_eq!(lane, 0);
         assert_eq!(second, vec![Item(2, 3), Item(2, 4), Item(2, 5)]);
+    }
+
+    #[test]
+    fn a_mark_is_reached_when_what_was_queued_before_it_has_finished() {
+        let mut lanes = Lanes::new(2, 2);
+        let (lane, empty) = lanes.mark(4);
+        assert_eq!(
+            lanes.finished(lane),
+            empty,
+            "nothing queued: reached at once"
+        );
+        lanes.push(Item(4, 0));
+        lanes.push(Item(4, 1));
+        lanes.push(Item(4, 2));
+        let (lane, mark) = lanes.mark(4);
+        let (_, first) = lanes.start_batch().unwrap();
+        assert_eq!(first.len(), 2);
+        lanes.finish(lane);
+        assert!(lanes.finished(lane) < mark, "one item still queued");
+        lanes.start_batch().unwrap();
+        assert!(lanes.finished(lane) < mark, "still in flight");
+        lanes.finish(lane);
+        assert_eq!(lanes.finished(lane), mark);
     }
 
     #[test]
