@@ -19,6 +19,7 @@
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
 //! - [`audience`] — who an event is for (all, all but a user, v2 sockets only), on every node.
+//! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -48,6 +49,7 @@ pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;
+pub mod presence;
 pub mod protocol;
 pub mod resume;
 pub mod routing;

@@ -19,7 +19,8 @@
 //!   (`delete_message` → `message_deleted`), `typing.rs` (`typing` both ways);
 //!   v2: `history.rs` (`history` → a page; also the HTTP bodies),
 //!   `mark_read.rs` (`mark_read` → `read_receipt`, `read_state`),
-//!   `react.rs` (`react` → `reaction`).
+//!   `react.rs` (`react` → `reaction`), `presence.rs` (`presence_state`,
+//!   `presence`; no client message).
 //! - `resume.rs` — v2 replay after a reconnect (`new_message` with
 //!   reactions, `resumed`); no client message.
 //! - `version.rs` — [`Version`] and its negotiation from the subprotocol.
@@ -44,6 +45,7 @@ mod errors;
 mod history;
 mod json;
 mod mark_read;
+mod presence;
 mod react;
 mod resume;
 mod session;
@@ -65,6 +67,7 @@ pub use history::{
 };
 pub use json::{write_json_str, write_timestamp};
 pub use mark_read::{encode_read_receipt, encode_read_state};
+pub use presence::{encode_presence, encode_presence_state};
 pub use react::{encode_reaction, MAX_EMOJI_CHARS};
 pub use resume::{encode_replayed, encode_resumed};
 pub use session::{CONNECTION_ESTABLISHED, PING};
