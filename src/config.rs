@@ -228,6 +228,8 @@ impl Config {
             chat_burst: 1_000_000,
             typing_per_sec: 1_000_000,
             typing_burst: 1_000_000,
+            signal_per_sec: 1_000_000,
+            signal_burst: 1_000_000,
             max_conns_per_user: 100_000,
             handshakes_per_ip_per_sec: 1_000_000,
             handshake_ip_burst: 1_000_000,

@@ -19,6 +19,7 @@
 mod actions;
 mod admission;
 mod commit;
+mod live;
 mod stored;
 mod sync;
 mod websocket;

@@ -34,8 +34,8 @@ pub const STATE_MAX: usize = 1000;
 pub struct Change {
     /// The user went online or offline in the cluster (one `presence` event).
     pub transition: bool,
-    /// This node's first socket of the user opened / last one closed: other
-    /// nodes are told (local changes only).
+    /// What this node reports about the user changed (first / last socket,
+    /// first / last v2 socket): other nodes are told (local changes only).
     pub node_edge: bool,
     /// Distinct users online after the change.
     pub online: usize,
@@ -46,13 +46,34 @@ struct Entry {
     username: Rc<str>,
     /// This node's sockets of the user in the conversation.
     local: u32,
-    /// Other nodes that reported the user online here.
-    remote: Vec<NodeRef>,
+    /// Of those, v2 sockets.
+    local_v2: u32,
+    /// Other nodes that reported the user online here, and whether with a
+    /// v2 socket.
+    remote: Vec<(NodeRef, bool)>,
 }
 
 impl Entry {
+    fn new(name: &str) -> Self {
+        Entry {
+            username: Rc::from(name),
+            local: 0,
+            local_v2: 0,
+            remote: Vec::new(),
+        }
+    }
+
     fn online(&self) -> bool {
         self.local > 0 || !self.remote.is_empty()
+    }
+
+    fn reachable_v2(&self) -> bool {
+        self.local_v2 > 0 || self.remote.iter().any(|(_, v2)| *v2)
+    }
+
+    /// What this node reports: (online here, with a v2 socket here).
+    fn report(&self) -> (bool, bool) {
+        (self.local > 0, self.local_v2 > 0)
     }
 }
 
@@ -79,16 +100,13 @@ impl Presence {
     pub fn join(&mut self, conv: ConversationId, user: UserId, name: &str, v2: bool) -> Change {
         let room = self.rooms.entry(conv).or_default();
         room.v2_sockets += u32::from(v2);
-        let e = room.users.entry(user).or_insert_with(|| Entry {
-            username: Rc::from(name),
-            local: 0,
-            remote: Vec::new(),
-        });
-        let was_online = e.online();
+        let e = room.users.entry(user).or_insert_with(|| Entry::new(name));
+        let (was_online, was_report) = (e.online(), e.report());
         e.local += 1;
+        e.local_v2 += u32::from(v2);
         Change {
             transition: !was_online,
-            node_edge: e.local == 1,
+            node_edge: e.report() != was_report,
             online: room.users.len(),
         }
     }
@@ -103,10 +121,12 @@ impl Presence {
         let Some(e) = room.users.get_mut(&user) else {
             return Change::default();
         };
+        let was_report = e.report();
         e.local = e.local.saturating_sub(1);
+        e.local_v2 = e.local_v2.saturating_sub(u32::from(v2));
         let change = Change {
             transition: !e.online(),
-            node_edge: e.local == 0,
+            node_edge: e.report() != was_report,
             online: online_before - usize::from(!e.online()),
         };
         if change.transition {
@@ -116,29 +136,27 @@ impl Presence {
         change
     }
 
-    /// Another node reports `user` online (or no longer) in the
-    /// conversation. Only conversations this node holds are tracked.
+    /// Another node reports `user` online (`Some(with a v2 socket)`) or no
+    /// longer (`None`) in the conversation. Only conversations this node
+    /// holds are tracked.
     pub fn remote(
         &mut self,
         conv: ConversationId,
         node: NodeRef,
         user: UserId,
         name: &str,
-        online: bool,
+        report: Option<bool>,
     ) -> Change {
         let Some(room) = self.rooms.get_mut(&conv) else {
             return Change::default();
         };
         let online_before = room.users.len();
-        if online {
-            let e = room.users.entry(user).or_insert_with(|| Entry {
-                username: Rc::from(name),
-                local: 0,
-                remote: Vec::new(),
-            });
+        if let Some(v2) = report {
+            let e = room.users.entry(user).or_insert_with(|| Entry::new(name));
             let was = e.online();
-            if !e.remote.contains(&node) {
-                e.remote.push(node);
+            match e.remote.iter_mut().find(|(n, _)| *n == node) {
+                Some(r) => r.1 = v2,
+                None => e.remote.push((node, v2)),
             }
             return Change {
                 transition: !was,
@@ -149,7 +167,7 @@ impl Presence {
         let Some(e) = room.users.get_mut(&user) else {
             return Change::default();
         };
-        e.remote.retain(|n| *n != node);
+        e.remote.retain(|(n, _)| *n != node);
         let gone = !e.online();
         if gone {
             room.users.remove(&user);
@@ -169,7 +187,7 @@ impl Presence {
         for (conv, room) in &mut self.rooms {
             let before = room.users.len();
             room.users.retain(|user, e| {
-                e.remote.retain(|n| *n != node);
+                e.remote.retain(|(n, _)| *n != node);
                 let keep = e.online();
                 if !keep {
                     off.push((*conv, *user, e.username.clone(), before));
@@ -190,6 +208,23 @@ impl Presence {
         self.rooms
             .get(&conv)
             .is_some_and(|r| r.users.contains_key(&user))
+    }
+
+    /// Whether `user` has a v2 socket in the conversation on any node (a
+    /// call signal can reach them).
+    pub fn reachable_v2(&self, conv: ConversationId, user: UserId) -> bool {
+        self.rooms
+            .get(&conv)
+            .and_then(|r| r.users.get(&user))
+            .is_some_and(Entry::reachable_v2)
+    }
+
+    /// What this node reports about `user` in the conversation: `None`
+    /// when it has no socket of theirs, else whether one is v2.
+    pub fn local_report(&self, conv: ConversationId, user: UserId) -> Option<bool> {
+        let e = self.rooms.get(&conv)?.users.get(&user)?;
+        let (online, v2) = e.report();
+        online.then_some(v2)
     }
 
     /// The username of an online user.
@@ -219,14 +254,19 @@ impl Presence {
 
     /// Users this node has sockets of in the conversation (what it reports
     /// to other nodes).
-    pub fn local_users(&self, conv: ConversationId) -> Vec<(UserId, Rc<str>)> {
+    pub fn local_users(&self, conv: ConversationId) -> Vec<(UserId, Rc<str>, bool)> {
         self.rooms.get(&conv).map_or_else(Vec::new, |r| {
             r.users
                 .iter()
                 .filter(|(_, e)| e.local > 0)
-                .map(|(u, e)| (*u, e.username.clone()))
+                .map(|(u, e)| (*u, e.username.clone(), e.local_v2 > 0))
                 .collect()
         })
+    }
+
+    /// Conversations with a socket on this node.
+    pub fn conversations(&self) -> Vec<ConversationId> {
+        self.rooms.keys().copied().collect()
     }
 
     /// Distinct (conversation, user) pairs online, over all conversations.
@@ -266,8 +306,13 @@ mod tests {
         assert_eq!(p.join(1, 10, "a", false), ch(false, false, 1), "second tab");
         assert_eq!(p.join(1, 11, "b", false), ch(true, true, 2));
         assert!(p.watched(1) && p.is_online(1, 11));
-        assert_eq!(p.leave(1, 10, true), ch(false, false, 2));
+        assert!(p.reachable_v2(1, 10) && !p.reachable_v2(1, 11));
+        assert_eq!(p.local_report(1, 10), Some(true));
+        // The last v2 tab closing changes what this node reports.
+        assert_eq!(p.leave(1, 10, true), ch(false, true, 2));
         assert!(!p.watched(1), "only v1 sockets left");
+        assert!(!p.reachable_v2(1, 10) && p.is_online(1, 10));
+        assert_eq!(p.local_report(1, 10), Some(false));
         assert_eq!(p.leave(1, 10, false), ch(true, true, 1));
         assert!(!p.is_online(1, 10));
         assert_eq!(p.leave(1, 11, false), ch(true, true, 0));
@@ -279,24 +324,36 @@ mod tests {
     fn remote_reports_merge_with_local_sockets() {
         let mut p = Presence::new();
         p.join(1, 10, "a", true);
-        assert_eq!(p.remote(1, 7, 11, "b", true), ch(true, false, 2));
-        assert_eq!(p.remote(1, 7, 11, "b", true), ch(false, false, 2), "repeat");
+        assert_eq!(p.remote(1, 7, 11, "b", Some(false)), ch(true, false, 2));
         assert_eq!(
-            p.remote(1, 8, 11, "b", true),
+            p.remote(1, 7, 11, "b", Some(false)),
+            ch(false, false, 2),
+            "repeat"
+        );
+        assert_eq!(
+            p.remote(1, 8, 11, "b", Some(false)),
             ch(false, false, 2),
             "2nd node"
         );
-        assert_eq!(p.remote(1, 7, 11, "b", false), ch(false, false, 2));
-        assert_eq!(p.remote(1, 8, 11, "b", false), ch(true, false, 1));
+        assert_eq!(p.remote(1, 7, 11, "b", None), ch(false, false, 2));
+        assert_eq!(p.remote(1, 8, 11, "b", None), ch(true, false, 1));
         // A user online here and elsewhere: the other node leaving is no transition.
-        p.remote(1, 7, 10, "a", true);
-        assert_eq!(p.remote(1, 7, 10, "a", false), ch(false, false, 1));
+        p.remote(1, 7, 10, "a", Some(false));
+        assert_eq!(p.remote(1, 7, 10, "a", None), ch(false, false, 1));
         // Nor is this node leaving while another still has them.
-        p.remote(1, 7, 10, "a", true);
+        p.remote(1, 7, 10, "a", Some(false));
         p.join(1, 13, "d", false);
         assert_eq!(p.leave(1, 10, true), ch(false, true, 2));
-        assert_eq!(p.remote(1, 9, 12, "c", true).online, 3);
-        assert_eq!(p.remote(2, 7, 11, "b", true), Change::default(), "not held");
+        assert_eq!(p.remote(1, 9, 12, "c", Some(false)).online, 3);
+        assert!(!p.reachable_v2(1, 12));
+        assert_eq!(p.remote(1, 9, 12, "c", Some(true)), ch(false, false, 3));
+        assert!(p.reachable_v2(1, 12));
+        assert_eq!(p.local_report(1, 12), None);
+        assert_eq!(
+            p.remote(2, 7, 11, "b", Some(false)),
+            Change::default(),
+            "not held"
+        );
     }
 
     #[test]
@@ -304,10 +361,10 @@ mod tests {
         let mut p = Presence::new();
         p.join(1, 10, "a", true);
         p.join(2, 10, "a", true);
-        p.remote(1, 7, 10, "a", true);
-        p.remote(1, 7, 11, "b", true);
-        p.remote(1, 8, 12, "c", true);
-        p.remote(2, 7, 11, "b", true);
+        p.remote(1, 7, 10, "a", Some(false));
+        p.remote(1, 7, 11, "b", Some(false));
+        p.remote(1, 8, 12, "c", Some(false));
+        p.remote(2, 7, 11, "b", Some(false));
         let mut off = p.node_gone(7);
         off.sort();
         let off: Vec<_> = off.iter().map(|(c, u, n, k)| (*c, *u, &**n, *k)).collect();
@@ -332,7 +389,7 @@ mod tests {
     fn a_conversation_without_local_sockets_is_forgotten() {
         let mut p = Presence::new();
         p.join(1, 10, "a", true);
-        p.remote(1, 7, 11, "b", true);
+        p.remote(1, 7, 11, "b", Some(false));
         p.leave(1, 10, true);
         assert_eq!(p.online_count(1), 0);
         assert!(p.rooms.is_empty());

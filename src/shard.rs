@@ -45,6 +45,7 @@ use crate::sequencer::Ticket;
 use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
+use crate::upload_throttle::UploadThrottle;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -131,6 +132,8 @@ pub struct ShardCtx {
     pub typing: RefCell<TypingTable>,
     /// Who is online in this shard's conversations (`shard/live.rs` drives it).
     pub presence: RefCell<Presence>,
+    /// Upload-progress relay slots; holds (conversation, uploader, frame).
+    pub uploads: RefCell<UploadThrottle<(ConversationId, crate::store::UserId, Bytes)>>,
     /// Closed sockets whose sequencer still waits for the store: effects
     /// they caused are still sent, in order, when their places are decided.
     lingering: RefCell<std::collections::HashMap<u64, Rc<Peer>>>,
@@ -175,6 +178,7 @@ impl ShardCtx {
             pending_inserts: Cell::new(0),
             typing: RefCell::new(TypingTable::new()),
             presence: RefCell::new(Presence::new()),
+            uploads: RefCell::new(UploadThrottle::new()),
             lingering: RefCell::new(std::collections::HashMap::new()),
             handoffs_in: Cell::new(0),
         }
@@ -274,7 +278,7 @@ impl ShardCtx {
         if let (true, Some(b)) = (publish, &self.bridge) {
             b.publish(RemoteEvent {
                 conversation_id,
-                audience,
+                audience: audience.remote(),
                 payload: frame::payload_of(&frame),
             });
         }
@@ -491,6 +495,7 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
             let now = std::time::Instant::now();
             ctx.membership.prune(now);
             ctx.typing.borrow_mut().prune(now);
+            ctx.uploads.borrow_mut().prune(now);
             ctx.metrics.set_online(ctx.presence.borrow().online_pairs());
             ctx.metrics.set_open_connections(ctx.hub.connections());
             ctx.metrics.flush();

@@ -1,5 +1,6 @@
-//! The shard's live half of protocol v2 (PROTOCOL.md §6.5): presence
-//! driven from socket joins and leaves.
+//! The shard's live half of protocol v2 (PROTOCOL.md §6.5, §6.7): presence
+//! driven from socket joins and leaves, and held upload-progress values
+//! released at their slots.
 //!
 //! Owns the glue between the sans-IO [`Presence`](crate::presence::Presence)
 //! table and the sockets: on a transition it frames one `presence` event for
@@ -70,12 +71,23 @@ impl ShardCtx {
         }
         let mut f = FrameBuf::with_capacity(80 + username.len());
         protocol::encode_presence(f.payload(), user, username, online);
-        let audience = Audience {
-            except_user: Some(user),
-            v2_only: true,
-        };
-        let d = self.hub.broadcast_to(conv, audience, &f.finish_text());
+        let d = self
+            .hub
+            .broadcast_to(conv, Audience::v2_except_user(user), &f.finish_text());
         self.metrics.delivered(d.queued);
+    }
+
+    /// Releases held upload-progress values when their slot comes (`at`):
+    /// one short task per slot, only while values are held.
+    pub fn release_uploads_at(self: &Rc<Self>, at: std::time::Instant) {
+        let ctx = self.clone();
+        monoio::spawn(async move {
+            monoio::time::sleep_until(monoio::time::Instant::from_std(at)).await;
+            let due = ctx.uploads.borrow_mut().due(std::time::Instant::now());
+            for (conv, user, frame) in due {
+                ctx.fan_out(conv, Audience::v2_except_user(user), frame, true);
+            }
+        });
     }
 
     /// A v2 socket's `presence_state`, as of now (taken when it joins, so
