@@ -304,6 +304,12 @@ impl Bridge {
         self.command(SubCommand::Unsubscribe(conversation_id));
     }
 
+    /// Whether both Redis connections are up (cheap: two atomic loads).
+    pub fn is_connected(&self) -> bool {
+        let stats = &self.shared.stats;
+        stats.publisher_up.load(Ordering::Relaxed) && stats.subscriber_up.load(Ordering::Relaxed)
+    }
+
     /// A snapshot of the figures.
     pub fn state(&self) -> BridgeState {
         let (queue_depth, dropped_total) = {

@@ -199,8 +199,9 @@ impl ShardCtx {
     /// conversation's cross-node channel with its first local member.
     pub fn join_member(&self, peer: &Rc<Peer>, username: &str) {
         let first = self.hub.join(peer);
-        if first && self.bridge.is_some() {
-            // The bridge reads the other nodes' presence after subscribing.
+        if first && self.bridge.as_ref().is_some_and(Bridge::is_connected) {
+            // The bridge reads the other nodes' presence after subscribing
+            // (with Redis down there is nothing to wait for).
             self.presence_pending
                 .borrow_mut()
                 .insert(peer.conversation_id, Vec::new());

@@ -106,6 +106,12 @@ fn presence_crosses_nodes_and_tabs_elsewhere_are_no_transition() {
     assert_eq!(b2.recv_all_json(), presence(&carol, "online"));
     c1.expect_quiet(QUIET);
     a1.expect_quiet(QUIET);
+    // Carol is online on node B, but on v1 only: no call can reach her.
+    a1.send_text(&format!(
+        r#"{{"type":"call_signal","to_user_id":{},"call_id":"c-1","kind":"ring"}}"#,
+        carol.id
+    ));
+    a1.expect_error("User not available");
     // Bob's tab on B closes while the one on A stays: no transition.
     b1.close(1000);
     a1.expect_quiet(QUIET);
