@@ -154,7 +154,10 @@ impl ShardCtx {
         self.metrics.presence_transition();
         let big = change.online.max(change.online + usize::from(!online))
             > self.config.presence_broadcast_max;
-        if big || !self.presence.borrow().watched(conv) {
+        // While the other nodes' presence is read, every v2 socket here
+        // waits for its `presence_state`, which will include this change.
+        let loading = self.presence_pending.borrow().contains_key(&conv);
+        if big || loading || !self.presence.borrow().watched(conv) {
             return;
         }
         let mut f = FrameBuf::with_capacity(80 + username.len());
