@@ -277,3 +277,35 @@ fn a_graceful_restart_within_the_ttl_flaps_nobody() {
     assert!(after >= ttl - Duration::from_secs(1), "{after:?}");
     a1.expect_quiet(Duration::from_secs(1));
 }
+
+/// A node whose subscribing connection drops reads presence again when it
+/// is back: a report published meanwhile is not lost, nothing is told
+/// twice and nobody flaps.
+#[test]
+fn presence_is_read_again_after_the_subscriber_reconnects() {
+    let Some(env) = RedisEnv::start("presence_resub") else {
+        return;
+    };
+    let (a, b) = two_nodes(&env);
+    let alice = a.user("alice");
+    let bob = a.user("bob");
+    let carol = a.user("carol");
+    let conv = a.conversation(&[&alice, &bob, &carol]);
+    let (mut a1, _) = a.connect_at(a.addr(), conv, &alice, true);
+    let (_b1, _) = a.connect_at(b.local_addr(), conv, &bob, true);
+    assert_eq!(a1.recv_all_json(), presence(&bob, "online"));
+    let mut admin = env.admin.clone();
+    let name = format!("{}:a:sub", env.prefix);
+    let id = env
+        .rt
+        .block_on(redis_support::client_id(&mut admin, &name))
+        .expect("node a's subscriber");
+    env.rt
+        .block_on(redis_support::kill_client(&mut admin, id, None));
+    // Published while node A's subscriber may be away.
+    let (_c1, _) = a.connect_at(b.local_addr(), conv, &carol, false);
+    assert_eq!(a1.recv_all_json(), presence(&carol, "online"));
+    a1.expect_quiet(2 * TTL);
+    let (_a2, state) = a.connect_at(a.addr(), conv, &alice, true);
+    assert_eq!(ids(&state), (vec![alice.id, bob.id, carol.id], 3));
+}

@@ -96,17 +96,28 @@ impl ShardCtx {
         self.on_presence_change(conv, user, name, online, change);
     }
 
-    /// The other nodes' state of a conversation this node started holding:
-    /// applied without events (the sockets waiting for it get it in their
-    /// `presence_state`), then the waiting sockets are released.
+    /// The other nodes' state of a conversation. When this node just
+    /// started holding it: applied without events (the sockets waiting for
+    /// it get it in their `presence_state`), then they are released. Else
+    /// (the bridge reconnected and read it again): users it brings back
+    /// are announced as any transition.
     pub(super) fn presence_snapshot(&self, conv: ConversationId, entries: Vec<SnapshotEntry>) {
-        {
-            let mut p = self.presence.borrow_mut();
-            for e in &entries {
-                p.remote(conv, e.node, e.user, &e.username, Some(e.v2));
+        if self.presence_pending.borrow().contains_key(&conv) {
+            {
+                let mut p = self.presence.borrow_mut();
+                for e in &entries {
+                    p.remote(conv, e.node, e.user, &e.username, Some(e.v2));
+                }
             }
+            return self.presence_loaded(conv);
         }
-        self.presence_loaded(conv);
+        for e in &entries {
+            let change =
+                self.presence
+                    .borrow_mut()
+                    .remote(conv, e.node, e.user, &e.username, Some(e.v2));
+            self.on_presence_change(conv, e.user, &e.username, true, change);
+        }
     }
 
     /// Releases the sockets waiting for `conv`'s presence.
