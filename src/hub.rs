@@ -208,7 +208,7 @@ impl Hub {
         let rooms = self.rooms.borrow();
         let mut d = Delivery::default();
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
-            if !audience.includes(peer.user_id, peer.version) {
+            if !audience.includes_socket(peer.user_id, peer.version, peer.conn_id) {
                 continue;
             }
             if peer.holding.get() {
@@ -240,6 +240,11 @@ impl Hub {
     /// their frames per socket instead of sending each at once.
     pub fn cork(&self) {
         self.corked.set(true);
+    }
+
+    /// Whether broadcasts are being gathered (between `cork` and `uncork`).
+    pub fn is_corked(&self) -> bool {
+        self.corked.get()
     }
 
     /// Ends the turn: every socket that got frames sends them with one

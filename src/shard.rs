@@ -12,6 +12,7 @@
 //! `shard_for` places elsewhere.
 
 pub mod handoff;
+mod live;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use monoio::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Verifier;
-use crate::bridge::{Bridge, RemoteEvent};
+use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
 use crate::close::CloseReason;
 use crate::config::{Config, IoDriver};
 use crate::connection;
@@ -37,12 +38,14 @@ use crate::hub::{Audience, Effect, Hub, Peer};
 use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
 use crate::metrics::ShardMetrics;
+use crate::presence::Presence;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
 use crate::sequencer::Ticket;
 use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
+use crate::upload_throttle::UploadThrottle;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -127,6 +130,15 @@ pub struct ShardCtx {
     pub pending_inserts: Cell<usize>,
     /// The last forwarded typing state per (conversation, user).
     pub typing: RefCell<TypingTable>,
+    /// Who is online in this shard's conversations (`shard/live.rs` drives it).
+    pub presence: RefCell<Presence>,
+    /// Upload-progress relay slots; holds (conversation, uploader, frame).
+    pub uploads: RefCell<UploadThrottle<(ConversationId, crate::store::UserId, Bytes)>>,
+    /// Conversations whose other nodes' presence is being read (after this
+    /// node started holding them), with the v2 sockets waiting for it to
+    /// send their `presence_state`.
+    pub presence_pending:
+        RefCell<std::collections::HashMap<ConversationId, Vec<oneshot::Sender<()>>>>,
     /// Closed sockets whose sequencer still waits for the store: effects
     /// they caused are still sent, in order, when their places are decided.
     lingering: RefCell<std::collections::HashMap<u64, Rc<Peer>>>,
@@ -170,6 +182,9 @@ impl ShardCtx {
             tasks: Cell::new(0),
             pending_inserts: Cell::new(0),
             typing: RefCell::new(TypingTable::new()),
+            presence: RefCell::new(Presence::new()),
+            uploads: RefCell::new(UploadThrottle::new()),
+            presence_pending: RefCell::new(std::collections::HashMap::new()),
             lingering: RefCell::new(std::collections::HashMap::new()),
             handoffs_in: Cell::new(0),
         }
@@ -182,8 +197,17 @@ impl ShardCtx {
 
     /// Makes `peer` a member of its conversation; the node subscribes to the
     /// conversation's cross-node channel with its first local member.
-    pub fn join_member(&self, peer: &Rc<Peer>) {
-        if self.hub.join(peer) {
+    pub fn join_member(self: &Rc<Self>, peer: &Rc<Peer>, username: &str) {
+        let first = self.hub.join(peer);
+        if first && self.bridge.as_ref().is_some_and(Bridge::is_connected) {
+            // The bridge reads the other nodes' presence after subscribing
+            // (with Redis down there is nothing to wait for).
+            self.presence_pending
+                .borrow_mut()
+                .insert(peer.conversation_id, Vec::new());
+        }
+        self.presence_join(peer, username);
+        if first {
             if let Some(b) = &self.bridge {
                 b.subscribe(peer.conversation_id);
             }
@@ -194,8 +218,12 @@ impl ShardCtx {
     /// the conversation has no local member left.
     /// While the store still owes the socket answers, it stays findable (as
     /// lingering) so what it caused still goes out in order.
-    pub fn leave_member(&self, peer: &Rc<Peer>) {
+    pub fn leave_member(self: &Rc<Self>, peer: &Rc<Peer>) {
+        if self.hub.peer(peer.conn_id).is_some() {
+            self.presence_leave(peer);
+        }
         if self.hub.leave(peer) {
+            self.presence_loaded(peer.conversation_id);
             if let Some(b) = &self.bridge {
                 b.unsubscribe(peer.conversation_id);
             }
@@ -264,8 +292,9 @@ impl ShardCtx {
         if let (true, Some(b)) = (publish, &self.bridge) {
             b.publish(RemoteEvent {
                 conversation_id,
-                audience,
+                audience: audience.remote(),
                 payload: frame::payload_of(&frame),
+                kind: RemoteKind::Frame,
             });
         }
     }
@@ -457,7 +486,7 @@ fn run_turn(
 }
 
 /// Gives every other ready task on this shard a turn.
-async fn yield_now() {
+pub(crate) async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {
@@ -481,6 +510,8 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
             let now = std::time::Instant::now();
             ctx.membership.prune(now);
             ctx.typing.borrow_mut().prune(now);
+            ctx.uploads.borrow_mut().prune(now);
+            ctx.metrics.set_online(ctx.presence.borrow().online_pairs());
             ctx.metrics.set_open_connections(ctx.hub.connections());
             ctx.metrics.flush();
         }
@@ -580,6 +611,16 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
 
 /// Fans an event from another node out to this shard's member sockets.
 fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
+    match event.kind {
+        RemoteKind::Frame => {}
+        RemoteKind::Presence { origin } => {
+            return ctx.remote_presence(event.conversation_id, origin, &event.payload)
+        }
+        RemoteKind::Snapshot(entries) => {
+            return ctx.presence_snapshot(event.conversation_id, entries)
+        }
+        RemoteKind::NodeGone { origin } => return ctx.node_gone(origin),
+    }
     debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());
     f.payload().extend_from_slice(&event.payload);

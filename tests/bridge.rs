@@ -27,8 +27,10 @@ fn event(conversation_id: i64, n: usize) -> RemoteEvent {
         audience: chatgate::audience::Audience {
             except_user: n.is_multiple_of(2).then_some(7),
             v2_only: n.is_multiple_of(3),
+            ..chatgate::audience::Audience::ALL
         },
         payload: Bytes::from(format!(r#"{{"type":"test","n":{n}}}"#)),
+        kind: chatgate::bridge::RemoteKind::Frame,
     }
 }
 
@@ -123,7 +125,7 @@ fn a_conversation_never_subscribed_has_no_subscription_and_no_delivery() {
 
         let mut admin = env.admin.clone();
         assert_eq!(numsub(&mut admin, &env.channel(2)).await, 0);
-        let pattern = format!("{}:*", env.prefix);
+        let pattern = format!("{}:conv:*", env.prefix);
         assert_eq!(channels(&mut admin, &pattern).await, vec![env.channel(1)]);
         assert_eq!(b.state().subscriptions, 1);
         assert_eq!(a.state().subscriptions, 0);

@@ -4,7 +4,7 @@
 //! moment it joins the conversation (before anything is read), the store
 //! reads what it missed (`?since=`) and the read positions, then the socket
 //! gets, in this order: the replayed messages (oldest first), `resumed`,
-//! `read_state`, then the held live events minus what the replay already
+//! `read_state`, `presence_state` (taken when it joined), then the held live events minus what the replay already
 //! carried (`resume.rs`).
 //!
 //! Must never: send part of a replay: when the store fails or times out
@@ -29,12 +29,16 @@ struct Initial {
 
 impl Session {
     /// Reads the initial state and sends it, then the held live events.
-    pub(super) async fn sync(&mut self, since: Option<MessageId>) {
+    pub(super) async fn sync(&mut self, since: Option<MessageId>, presence: Option<Bytes>) {
         let timeout = self.ctx.config.timeouts.store;
         let read = monoio::time::timeout(timeout, self.read_initial(since)).await;
+        let presence = match presence {
+            Some(frame) => frame,
+            None => self.other_nodes_presence().await,
+        };
         let held = self.peer.release();
         match read {
-            Ok(Ok(initial)) => self.send_initial(initial, held),
+            Ok(Ok(initial)) => self.send_initial(initial, presence, held),
             Ok(Err(e)) => {
                 tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, error = %e, "initial state not read, closing");
                 self.begin_close(CloseReason::Internal);
@@ -44,6 +48,17 @@ impl Session {
                 self.begin_close(CloseReason::Internal);
             }
         }
+    }
+
+    /// The `presence_state` once the other nodes' presence is read (or,
+    /// with Redis unreachable, after the store timeout: this node's only).
+    async fn other_nodes_presence(&self) -> Bytes {
+        let conv = self.peer.conversation_id;
+        if let Some(wait) = self.ctx.presence_wait(conv) {
+            let limit = self.ctx.config.timeouts.store;
+            let _ = monoio::time::timeout(limit, wait).await;
+        }
+        self.ctx.presence_state_frame(conv)
     }
 
     async fn read_initial(&self, since: Option<MessageId>) -> Result<Initial, V2Error> {
@@ -78,7 +93,7 @@ impl Session {
     /// Queues the initial state and the held events as one write (a
     /// replay of `--resume-max` messages is one buffer, not a queue entry
     /// per frame, so it never trips the slow-consumer bound).
-    fn send_initial(&self, initial: Initial, held: Vec<Bytes>) {
+    fn send_initial(&self, initial: Initial, presence: Bytes, held: Vec<Bytes>) {
         let mut out = Vec::new();
         let mut push = |frame: Bytes| out.extend_from_slice(&frame);
         let mut last_id = 0;
@@ -96,6 +111,7 @@ impl Session {
         let mut f = FrameBuf::with_capacity(64 + 80 * initial.receipts.len());
         protocol::encode_read_state(f.payload(), &initial.receipts);
         push(f.finish_text());
+        push(presence);
         for frame in resume::after_replay(held, last_id) {
             push(frame);
         }

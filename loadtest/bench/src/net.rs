@@ -168,31 +168,20 @@ async fn connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
     }
 }
 
-/// Connects and upgrades to the chat path; returns the session, ready to
-/// read the first server message.
+/// Connects and upgrades to the chat path (offering protocol v2 when
+/// `v2`); returns the session, ready to read the first server message.
 pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     path: &str,
     timeout: Duration,
-) -> Result<Session, ConnFailure> {
-    open_with(target, source, path, None, timeout).await
-}
-
-/// [`open`], asking for the WebSocket subprotocol `protocol` (e.g.
-/// `chatgate.v2`) when given.
-pub async fn open_with(
-    target: &Target,
-    source: Option<IpAddr>,
-    path: &str,
-    protocol: Option<&str>,
-    timeout: Duration,
+    v2: bool,
 ) -> Result<Session, ConnFailure> {
     let attempt = async {
         let stream = connect(target.addr, source)
             .await
             .map_err(ConnFailure::Connect)?;
-        upgrade(stream, &target.host, path, protocol).await
+        upgrade(stream, &target.host, path, v2).await
     };
     monoio::select! {
         r = attempt => r,
@@ -205,11 +194,11 @@ async fn upgrade(
     mut stream: TcpStream,
     host: &str,
     path: &str,
-    protocol: Option<&str>,
+    v2: bool,
 ) -> Result<Session, ConnFailure> {
     let key = wire::new_key();
     let (res, _) = stream
-        .write_all(wire::upgrade_request(host, path, &key, protocol))
+        .write_all(wire::upgrade_request(host, path, &key, v2))
         .await;
     res.map_err(ConnFailure::Connect)?;
     let mut head: Vec<u8> = Vec::with_capacity(1024);

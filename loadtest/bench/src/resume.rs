@@ -31,9 +31,6 @@ use crate::report::{bump, merge_tally, tally_line, Latency, Tally};
 use crate::runner::{self, ConnectOptions, Control, Phase};
 use crate::BenchError;
 
-/// The subprotocol that makes a socket v2.
-const V2: &str = "chatgate.v2";
-
 /// Scenario parameters.
 #[derive(Clone, Debug)]
 pub struct ResumeSpec {
@@ -152,7 +149,7 @@ async fn socket_task(w: Rc<Worker>, i: usize) {
     let (started, opened) = {
         let _permit = w.connecting.acquire().await;
         let started = Instant::now();
-        let opened = net::open_with(target, w.opts.source(i), &path, Some(V2), w.opts.timeout);
+        let opened = net::open(target, w.opts.source(i), &path, w.opts.timeout, true);
         (started, opened.await)
     };
     let session = match opened {

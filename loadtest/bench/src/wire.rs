@@ -315,10 +315,12 @@ pub fn new_key() -> String {
 }
 
 /// The opening handshake request for `path` on `host`.
-pub fn upgrade_request(host: &str, path: &str, key: &str, protocol: Option<&str>) -> Vec<u8> {
-    let protocol = protocol
-        .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
-        .unwrap_or_default();
+pub fn upgrade_request(host: &str, path: &str, key: &str, v2: bool) -> Vec<u8> {
+    let protocol = if v2 {
+        "Sec-WebSocket-Protocol: chatgate.v2\r\n"
+    } else {
+        ""
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
@@ -541,10 +543,10 @@ mod tests {
             Ok(Answer::Refused { status: 429 })
         );
         let req =
-            String::from_utf8(upgrade_request("h:1", "/ws/chat/1/?token=t", key, None)).unwrap();
+            String::from_utf8(upgrade_request("h:1", "/ws/chat/1/?token=t", key, false)).unwrap();
         assert!(req.starts_with("GET /ws/chat/1/?token=t HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(!req.contains("Sec-WebSocket-Protocol"));
-        let v2 = upgrade_request("h:1", "/", key, Some("chatgate.v2"));
+        let v2 = upgrade_request("h:1", "/", key, true);
         let v2 = String::from_utf8(v2).unwrap();
         assert!(v2.ends_with("Sec-WebSocket-Protocol: chatgate.v2\r\n\r\n"));
         assert!(req.ends_with("\r\n\r\n"));
