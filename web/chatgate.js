@@ -238,9 +238,19 @@ export class ChatGate extends Emitter {
     if (!this.isConnected || this.version !== 'v2') {
       return Promise.reject(new Error('history needs a connected v2 socket'));
     }
+    const limit = query.limit ?? 50;
+    const before = query.before;
+    // Checked here: the server's answer to bad values (`Invalid message
+    // format`) names no request, so it could not be told apart.
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return Promise.reject(new RangeError('history: limit must be an integer from 1 to 100'));
+    }
+    if (before != null && !(Number.isInteger(before) && before > 0)) {
+      return Promise.reject(new RangeError('history: before must be a positive message id'));
+    }
     /** @type {any} */
-    const frame = { type: 'history', limit: query.limit ?? 50 };
-    if (query.before != null) frame.before = query.before;
+    const frame = { type: 'history', limit };
+    if (before != null) frame.before = before;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const i = this._pending.findIndex((p) => p.timer === timer);
@@ -410,6 +420,18 @@ export class ChatGate extends Emitter {
         return;
       case 'ping':
         return;
+      case 'error':
+        // Replies keep the order of requests (PROTOCOL.md §6.9): a failed
+        // history request is the oldest one still waiting.
+        if (f.message === 'Failed to load history') {
+          const p = this._pending.shift();
+          if (p) {
+            clearTimeout(p.timer);
+            p.reject(new Error(f.message));
+          }
+        }
+        this.emit('error', f);
+        return;
       default:
         this.emit(f.type, f);
     }
@@ -505,6 +527,8 @@ export class CallSession extends Emitter {
     this._remoteSet = false;
     /** Wakes an `accept()` that came before the offer. @type {(() => void) | null} */
     this._offerArrived = null;
+    /** Why the call ended, when the server refused it (`User not available`). @type {string | null} */
+    this.endReason = null;
   }
 
   /** Whether the call ended (also while an await was pending). */
@@ -685,6 +709,17 @@ export class CallManager extends Emitter {
     /** @type {Map<string, CallSession>} */
     this.sessions = new Map();
     client.on('call_signal', (f) => this._onSignal(f));
+    // A ring nobody can take: the error names no call, so it ends the
+    // outgoing call that is still ringing (there is one at a time per page).
+    client.on('error', (f) => {
+      if (f.message !== 'User not available' && f.message !== 'Invalid recipient') return;
+      for (const s of [...this.sessions.values()]) {
+        if (!s.incoming && s.state === 'ringing') {
+          s.endReason = f.message;
+          s._setState('ended');
+        }
+      }
+    });
     client.on('disconnected', () => {
       for (const s of [...this.sessions.values()]) s._setState('ended');
     });

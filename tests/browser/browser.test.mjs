@@ -155,6 +155,51 @@ describe('the demo page, alice and bob in Chromium', () => {
     }
   });
 
+  test('the call helper runs offer / answer / candidates between two peers, holding early candidates (loopback relay)', async () => {
+    // Two CallManagers in one page, their call_signal frames relayed by a
+    // stand-in for the gateway: the WebRTC half of calls, whatever the server.
+    const context = await browser.newContext();
+    await context.grantPermissions(['camera', 'microphone'], { origin: gw.origin });
+    const page = await context.newPage();
+    await page.goto(`${gw.origin}/`);
+    const r = await page.evaluate(async () => {
+      const { Emitter, CallManager } = await import('/static/chatgate.js');
+      /** @type {Record<number, any>} */
+      const peers = {};
+      for (const [id, name] of [[1, 'alice'], [2, 'bob']]) {
+        const c = /** @type {any} */ (new Emitter());
+        c.callSignal = (to, call_id, kind, payload) => {
+          const f = { type: 'call_signal', from_user_id: id, from_username: name, call_id, kind };
+          if (payload !== undefined) f.payload = JSON.parse(JSON.stringify(payload));
+          setTimeout(() => peers[to].emit('call_signal', f), 5);
+          return true;
+        };
+        peers[id] = c;
+      }
+      const caller = new CallManager(peers[1]);
+      const callee = new CallManager(peers[2]);
+      const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
+      const until = async (f) => {
+        for (let i = 0; i < 300 && !f(); i++) await sleep(50);
+        return f();
+      };
+      const incoming = new Promise((res) => callee.on('incoming', res));
+      const a = caller.call(2, { audio: true, video: true });
+      const b = /** @type {any} */ (await incoming);
+      await until(() => b._early.length > 0);
+      const held = b._early.length;
+      await b.accept();
+      const connected = await until(() => a.state === 'connected' && b.state === 'connected');
+      const video = b.remoteStream?.getVideoTracks().length ?? 0;
+      a.hangup();
+      const ended = await until(() => b.state === 'ended');
+      return { held, connected, video, ended, aEnded: a.state === 'ended' };
+    });
+    await context.close();
+    assert.ok(r.held > 0, 'candidates that came before the offer was accepted were held');
+    assert.deepEqual({ ...r, held: true }, { held: true, connected: true, video: 1, ended: true, aEnded: true });
+  });
+
   test('a WebRTC call reaches connected on both and ended after hang-up', async (t) => {
     if (!features.calls) return lacks(t, 'call_signal', '§6.6');
     if (!features.presence) return lacks(t, 'presence (the page calls who is online)', '§6.5');

@@ -169,3 +169,18 @@ test('duplicates are dropped by id (a transport that delivers every frame twice)
   );
   c.disconnect();
 });
+
+test('history checks its arguments and pages backwards', async () => {
+  const { c } = client();
+  c.connect(1, gw.tokenOf('alice'));
+  await until(() => c.isConnected, 'connected');
+  await assert.rejects(c.history({ limit: 0 }), RangeError);
+  await assert.rejects(c.history({ limit: 101 }), RangeError);
+  await assert.rejects(c.history({ before: -1 }), RangeError);
+  const newest = await c.history({ limit: 2 });
+  assert.equal(newest.messages.length, 2);
+  const older = await c.history({ before: newest.messages[0].id, limit: 2 });
+  assert.ok(older.messages.every((m) => m.id < newest.messages[0].id));
+  assert.ok(older.messages[0].id < older.messages[1].id, 'oldest first');
+  c.disconnect();
+});
