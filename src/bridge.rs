@@ -74,6 +74,11 @@ pub struct BridgeConfig {
     pub unsubscribe_linger: Duration,
     /// Longest delay between reconnect attempts. Default: 5 s.
     pub backoff_max: Duration,
+    /// How long this node's presence (who is online through it) outlives
+    /// its last heartbeat on the other nodes: a node that dies without
+    /// closing its sockets has its users turned offline within this plus
+    /// one heartbeat. At least twice the heartbeat. Default: 30 s.
+    pub presence_ttl: Duration,
 }
 
 impl BridgeConfig {
@@ -91,6 +96,7 @@ impl BridgeConfig {
             batch_max: 1024,
             unsubscribe_linger: Duration::from_secs(2),
             backoff_max: Duration::from_secs(5),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 
@@ -120,6 +126,8 @@ impl BridgeConfig {
             "queue_max and batch_max must be at least 1"
         } else if self.backoff_max.is_zero() {
             "backoff_max must be positive"
+        } else if self.presence_ttl < 2 * self.heartbeat {
+            "presence_ttl must be at least twice the heartbeat"
         } else {
             return Ok(());
         };

@@ -305,6 +305,33 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub typing_burst: u32,
+    /// Call signals per user per second, sustained (v2; over: `Rate limit exceeded`).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_SIGNAL_RATE",
+        default_value_t = 50
+    )]
+    pub signal_rate: u32,
+    /// Call signals a user may send at once (ICE candidates come in bursts).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_SIGNAL_BURST",
+        default_value_t = 200
+    )]
+    pub signal_burst: u32,
+    /// Above this many users online in a conversation, no per-user presence events are sent in it (v2).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_PRESENCE_BROADCAST_MAX",
+        default_value_t = 1000
+    )]
+    pub presence_broadcast_max: usize,
+    /// With Redis: how long a node's presence outlives its last heartbeat (a dead node's users go offline after it).
+    #[arg(long, global = true, env = "CHATGATE_PRESENCE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub presence_ttl: Duration,
     /// Rate-limit rejections within the abuse window that close the socket with 1008.
     #[arg(
         long,
@@ -452,6 +479,7 @@ impl Cli {
         c.store_batch_max = s.store_batch_max;
         c.membership_cache_ttl = s.membership_cache_ttl;
         c.resume_max = s.resume_max;
+        c.presence_broadcast_max = s.presence_broadcast_max;
         c.admin_listen = s.admin_listen.0;
         c.trusted_proxies = s.trusted_proxies.clone();
         c.rate_limits = LimitsConfig {
@@ -459,6 +487,8 @@ impl Cli {
             chat_burst: s.chat_burst,
             typing_per_sec: s.typing_rate,
             typing_burst: s.typing_burst,
+            signal_per_sec: s.signal_rate,
+            signal_burst: s.signal_burst,
             abuse_rejections: s.abuse_rejections,
             abuse_window: s.abuse_window,
             max_conns_per_user: s.max_conns_per_user,
@@ -475,6 +505,7 @@ impl Cli {
             b.heartbeat = s.redis_heartbeat;
             b.queue_max = s.redis_queue_max;
             b.batch_max = s.redis_batch_max;
+            b.presence_ttl = s.presence_ttl;
             b
         });
         c.enforce_token_expiry = s.enforce_token_expiry;

@@ -156,6 +156,10 @@ pub struct Config {
     /// Most missed messages replayed to a resuming v2 socket (the newest
     /// ones; `complete: false` tells it to page the rest). Default 1000.
     pub resume_max: u32,
+    /// Above this many users online in a conversation, no per-user
+    /// `presence` events are sent in it (v2; `presence_state` still is).
+    /// Default 1000.
+    pub presence_broadcast_max: usize,
     /// Worker threads of the side runtime (Postgres store, Redis bridge). Default 1.
     pub store_threads: usize,
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default 127.0.0.1:9000; `None` disables.
@@ -199,6 +203,7 @@ impl Config {
             store_threads: 1,
             membership_cache_ttl: Duration::from_secs(5),
             resume_max: 1000,
+            presence_broadcast_max: 1000,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
             trusted_proxies: Vec::new(),
             rate_limits: LimitsConfig::default(),
@@ -227,6 +232,8 @@ impl Config {
             chat_burst: 1_000_000,
             typing_per_sec: 1_000_000,
             typing_burst: 1_000_000,
+            signal_per_sec: 1_000_000,
+            signal_burst: 1_000_000,
             max_conns_per_user: 100_000,
             handshakes_per_ip_per_sec: 1_000_000,
             handshake_ip_burst: 1_000_000,

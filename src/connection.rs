@@ -19,6 +19,7 @@
 mod actions;
 mod admission;
 mod commit;
+mod live;
 mod stored;
 mod sync;
 mod websocket;
@@ -78,9 +79,17 @@ pub async fn serve(
     }
 }
 
-/// What an admitted v2 socket is sent before live events: `Some(since)`
-/// (`since` from `?since=`, if any); `None` for v1 and refused sockets.
-type Sync = Option<Option<MessageId>>;
+/// What an admitted v2 socket is sent before live events; `None` for v1
+/// and refused sockets. Boxed: an idle socket's task keeps the slot.
+type Sync = Option<Box<V2Sync>>;
+
+/// A v2 socket's initial sync plan.
+struct V2Sync {
+    /// `?since=`, if any.
+    since: Option<MessageId>,
+    /// Its `presence_state`, taken when it joined.
+    presence: Bytes,
+}
 
 /// The handshake: admission, the 101 answer, and the session to run with
 /// its initial sync (`None` when the socket is already gone).
@@ -138,9 +147,13 @@ async fn open(
             if version == Version::V2 {
                 // Held from before anything is read: nothing missed (sync.rs).
                 session.peer.hold();
-                sync = Some(since);
             }
-            ctx.join_member(&session.peer);
+            let username = session.member.as_ref().map_or("", |m| &m.username);
+            ctx.join_member(&session.peer, username);
+            if version == Version::V2 {
+                let presence = ctx.presence_state_frame(session.peer.conversation_id);
+                sync = Some(Box::new(V2Sync { since, presence }));
+            }
         }
     }
     Some((session, sync))
@@ -244,8 +257,8 @@ impl Session {
     #[allow(clippy::manual_async_fn)] // on purpose, see above
     fn live(mut self, sync: Sync) -> impl std::future::Future<Output = ()> {
         async move {
-            if let Some(since) = sync {
-                Box::pin(self.sync(since)).await;
+            if let Some(plan) = sync {
+                Box::pin(self.sync(plan.since, plan.presence)).await;
             }
             self.run().await;
             if let Some(blocked) = self.blocked.take() {

@@ -197,7 +197,7 @@ impl Hub {
         let rooms = self.rooms.borrow();
         let mut d = Delivery::default();
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
-            if !audience.includes(peer.user_id, peer.version) {
+            if !audience.includes_socket(peer.user_id, peer.version, peer.conn_id) {
                 continue;
             }
             if peer.holding.get() {

@@ -19,7 +19,9 @@
 //! - [`resume`] — a resuming socket's replay merged with the live events held meanwhile.
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
+//! - [`upload_throttle`] — upload progress as a state: one value per upload per 250 ms, the latest never lost.
 //! - [`audience`] — who an event is for (all, all but a user, v2 sockets only), on every node.
+//! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
@@ -49,6 +51,7 @@ pub mod limits;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;
+pub mod presence;
 pub mod protocol;
 pub mod resume;
 pub mod routing;
@@ -59,6 +62,7 @@ pub mod sockio;
 pub mod store;
 pub mod timers;
 pub mod typing_state;
+pub mod upload_throttle;
 pub mod web;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};

@@ -48,6 +48,12 @@ pub struct LimitsConfig {
     pub typing_per_sec: u32,
     /// Typing state changes a user may make at once. Default 10.
     pub typing_burst: u32,
+    /// Sustained call signals per user, per second (v2; over:
+    /// `Rate limit exceeded`). Default 50.
+    pub signal_per_sec: u32,
+    /// Call signals a user may send at once (ICE candidates come in
+    /// bursts). Default 200.
+    pub signal_burst: u32,
     /// Chat-limit rejections within [`abuse_window`](Self::abuse_window)
     /// after which the user's socket is closed with 1008. Default 50.
     pub abuse_rejections: u32,
@@ -68,6 +74,8 @@ impl Default for LimitsConfig {
             chat_burst: 20,
             typing_per_sec: 5,
             typing_burst: 10,
+            signal_per_sec: 50,
+            signal_burst: 200,
             abuse_rejections: 50,
             abuse_window: Duration::from_secs(10),
             max_conns_per_user: 32,
@@ -113,6 +121,12 @@ impl LimitsConfig {
                 self.typing_burst,
                 "typing_burst",
             )?,
+            signal: per_sec(
+                self.signal_per_sec,
+                "signal_per_sec",
+                self.signal_burst,
+                "signal_burst",
+            )?,
             handshake: per_sec(
                 self.handshakes_per_ip_per_sec,
                 "handshakes_per_ip_per_sec",
@@ -138,6 +152,7 @@ impl LimitsConfig {
 struct Quotas {
     chat: Quota,
     typing: Quota,
+    signal: Quota,
     handshake: Quota,
     abuse: Option<Quota>,
 }
@@ -166,6 +181,7 @@ type ConnTable = Arc<DashMap<UserId, u32>>;
 pub struct Limits<C: Clock = DefaultClock> {
     chat: Keyed<UserId, C>,
     typing: Keyed<UserId, C>,
+    signal: Keyed<UserId, C>,
     /// Rejections per user; `None` when every rejection is abusive.
     abuse: Option<Keyed<UserId, C>>,
     /// Handshakes per client IP (IPv6 keyed by /64).
@@ -188,6 +204,7 @@ impl<C: Clock + Clone> Limits<C> {
         Ok(Self {
             chat: RateLimiter::dashmap_with_clock(q.chat, clock.clone()),
             typing: RateLimiter::dashmap_with_clock(q.typing, clock.clone()),
+            signal: RateLimiter::dashmap_with_clock(q.signal, clock.clone()),
             abuse: q
                 .abuse
                 .map(|quota| RateLimiter::dashmap_with_clock(quota, clock.clone())),
@@ -202,6 +219,12 @@ impl<C: Clock> Limits<C> {
     /// A chat message from `user`.
     pub fn check_chat(&self, user: UserId) -> Verdict {
         self.check(&self.chat, user)
+    }
+
+    /// A call signal from `user` (its own quota; rejections count towards
+    /// abuse like chat's).
+    pub fn check_signal(&self, user: UserId) -> Verdict {
+        self.check(&self.signal, user)
     }
 
     /// Whether a typing state change from `user` may be forwarded. A
@@ -250,7 +273,12 @@ impl<C: Clock> Limits<C> {
     /// without sockets, then shrinks the maps. Takes each map shard's lock
     /// briefly in turn; run it every [`PRUNE_INTERVAL`] off the shards.
     pub fn prune(&self) {
-        let limiters = [Some(&self.chat), Some(&self.typing), self.abuse.as_ref()];
+        let limiters = [
+            Some(&self.chat),
+            Some(&self.typing),
+            Some(&self.signal),
+            self.abuse.as_ref(),
+        ];
         for limiter in limiters.into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();

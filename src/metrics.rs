@@ -37,6 +37,18 @@ pub const ERRORS_SENT: &str = "chatgate_errors_sent_total";
 pub const RATE_LIMITED: &str = "chatgate_messages_rate_limited_total";
 /// Typing frames not forwarded: repeats of a state within a second.
 pub const TYPING_COALESCED: &str = "chatgate_typing_coalesced_total";
+/// Users online, summed over conversations (a user online in two
+/// conversations counts twice), as this node's shards see them (gauge).
+pub const PRESENCE_ONLINE: &str = "chatgate_presence_online_users";
+/// Presence transitions (a user's first socket anywhere opened or last one
+/// closed, per conversation) this node saw.
+pub const PRESENCE_TRANSITIONS: &str = "chatgate_presence_transitions_total";
+/// Call signals relayed.
+pub const CALL_SIGNALS_RELAYED: &str = "chatgate_call_signals_relayed_total";
+/// Call signals refused (an error reply), by `reason`.
+pub const CALL_SIGNALS_REFUSED: &str = "chatgate_call_signals_refused_total";
+/// Upload-progress frames not relayed: replaced by a newer value within 250 ms.
+pub const UPLOAD_PROGRESS_DROPPED: &str = "chatgate_upload_progress_dropped_total";
 /// Events queued on sockets (one per socket per event).
 pub const EVENTS_DELIVERED: &str = "chatgate_events_delivered_total";
 /// Sockets written at the end of a shard turn, one `sendmsg` each with
@@ -94,17 +106,21 @@ const BROADCAST_BUCKETS: [f64; 13] = [
 // ---------------------------------------------------------------------------
 
 /// Client message types (the `type` label of [`MESSAGES_RECEIVED`]).
-pub const MESSAGE_KINDS: [&str; 7] = [
+pub const MESSAGE_KINDS: [&str; 9] = [
     "chat_message",
     "delete_message",
     "typing",
     "history",
     "mark_read",
     "react",
+    "call_signal",
+    "upload_progress",
     "invalid",
 ];
+/// Why a call signal was refused (the `reason` label of [`CALL_SIGNALS_REFUSED`]).
+pub const SIGNAL_REFUSALS: [&str; 4] = ["invalid", "recipient", "unavailable", "rate_limited"];
 /// Rate-limited kinds (the `kind` label of [`RATE_LIMITED`]).
-pub const RATE_LIMIT_KINDS: [&str; 2] = ["chat", "typing"];
+pub const RATE_LIMIT_KINDS: [&str; 3] = ["chat", "typing", "signal"];
 /// Handshake rejection reasons: HTTP statuses, close codes sent right after
 /// the upgrade, and `timeout`.
 pub const HANDSHAKE_REASONS: [&str; 9] = [
@@ -180,6 +196,17 @@ pub fn describe() {
         "Typing frames not forwarded: repeats of the same state within a second."
     );
     describe_counter!(EVENTS_DELIVERED, "Events queued on sockets.");
+    describe_gauge!(
+        PRESENCE_ONLINE,
+        "Users online, summed over conversations, as this node sees them."
+    );
+    describe_counter!(PRESENCE_TRANSITIONS, "Presence transitions seen.");
+    describe_counter!(CALL_SIGNALS_RELAYED, "Call signals relayed.");
+    describe_counter!(CALL_SIGNALS_REFUSED, "Call signals refused, by reason.");
+    describe_counter!(
+        UPLOAD_PROGRESS_DROPPED,
+        "Upload-progress values replaced by a newer one before their slot."
+    );
     describe_counter!(
         GATHERED_WRITES,
         "Socket writes at the end of a shard turn, each carrying the events the turn gathered for the socket."
@@ -257,6 +284,11 @@ pub struct ShardMetrics {
     errors: [Tally; ReplyError::ALL.len()],
     rate_limited: [Tally; RATE_LIMIT_KINDS.len()],
     typing_coalesced: Tally,
+    presence_transitions: Tally,
+    signals_relayed: Tally,
+    signals_refused: [Tally; SIGNAL_REFUSALS.len()],
+    uploads_dropped: Tally,
+    online: Gauge,
     delivered: Tally,
     gathered_writes: Tally,
     opened: Tally,
@@ -283,6 +315,11 @@ impl ShardMetrics {
             errors: labelled(ERRORS_SENT, &s, "kind", |i| ReplyError::ALL[i].kind()),
             rate_limited: labelled(RATE_LIMITED, &s, "kind", |i| RATE_LIMIT_KINDS[i]),
             typing_coalesced: plain(TYPING_COALESCED),
+            presence_transitions: plain(PRESENCE_TRANSITIONS),
+            signals_relayed: plain(CALL_SIGNALS_RELAYED),
+            signals_refused: labelled(CALL_SIGNALS_REFUSED, &s, "reason", |i| SIGNAL_REFUSALS[i]),
+            uploads_dropped: plain(UPLOAD_PROGRESS_DROPPED),
+            online: metrics::gauge!(PRESENCE_ONLINE, "shard" => s.clone()),
             delivered: plain(EVENTS_DELIVERED),
             gathered_writes: plain(GATHERED_WRITES),
             opened: plain(CONNECTIONS_OPENED),
@@ -328,6 +365,36 @@ impl ShardMetrics {
     #[inline]
     pub fn typing_coalesced(&self) {
         self.typing_coalesced.add(1);
+    }
+
+    /// A presence transition.
+    #[inline]
+    pub fn presence_transition(&self) {
+        self.presence_transitions.add(1);
+    }
+
+    /// A call signal relayed.
+    #[inline]
+    pub fn signal_relayed(&self) {
+        self.signals_relayed.add(1);
+    }
+
+    /// A call signal refused; `reason` is one of [`SIGNAL_REFUSALS`].
+    #[inline]
+    pub fn signal_refused(&self, reason: &'static str) {
+        let i = index_of(&SIGNAL_REFUSALS, reason).unwrap_or(0);
+        self.signals_refused[i].add(1);
+    }
+
+    /// An upload-progress value replaced before its slot.
+    #[inline]
+    pub fn upload_progress_dropped(&self) {
+        self.uploads_dropped.add(1);
+    }
+
+    /// Users online in this shard's conversations (any node).
+    pub fn set_online(&self, n: usize) {
+        self.online.set(n as f64);
     }
 
     /// `n` sockets got an event queued.
@@ -386,8 +453,9 @@ impl ShardMetrics {
     /// Adds the counts since the last flush to the shared counters. Call
     /// about once a second and at shutdown (dropping also flushes).
     pub fn flush(&self) {
-        let groups: [&[Tally]; 5] = [
+        let groups: [&[Tally]; 6] = [
             &self.received,
+            &self.signals_refused,
             &self.errors,
             &self.rate_limited,
             &self.closed,
@@ -396,6 +464,9 @@ impl ShardMetrics {
         groups.iter().flat_map(|g| g.iter()).for_each(Tally::flush);
         for t in [
             &self.typing_coalesced,
+            &self.presence_transitions,
+            &self.signals_relayed,
+            &self.uploads_dropped,
             &self.delivered,
             &self.gathered_writes,
             &self.opened,
@@ -583,6 +654,7 @@ mod tests {
         assert_eq!(
             received,
             [
+                format!("chatgate_messages_received_total{shard},type=\"call_signal\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"chat_message\"}} 4"),
                 format!("chatgate_messages_received_total{shard},type=\"delete_message\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"history\"}} 0"),
@@ -590,6 +662,7 @@ mod tests {
                 format!("chatgate_messages_received_total{shard},type=\"mark_read\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"react\"}} 0"),
                 format!("chatgate_messages_received_total{shard},type=\"typing\"}} 1"),
+                format!("chatgate_messages_received_total{shard},type=\"upload_progress\"}} 0"),
             ]
         );
         let expect = [

@@ -19,7 +19,11 @@
 //!   (`delete_message` → `message_deleted`), `typing.rs` (`typing` both ways);
 //!   v2: `history.rs` (`history` → a page; also the HTTP bodies),
 //!   `mark_read.rs` (`mark_read` → `read_receipt`, `read_state`),
-//!   `react.rs` (`react` → `reaction`).
+//!   `react.rs` (`react` → `reaction`), `presence.rs` (`presence_state`,
+//!   `presence`; no client message), `call_signal.rs` (`call_signal` both
+//!   ways), `upload.rs` (`upload_progress` both ways).
+//! - `raw.rs` — the text of one member of a JSON object (`call_signal`'s
+//!   `payload`, relayed byte for byte).
 //! - `resume.rs` — v2 replay after a reconnect (`new_message` with
 //!   reactions, `resumed`); no client message.
 //! - `version.rs` — [`Version`] and its negotiation from the subprotocol.
@@ -36,6 +40,7 @@
 //! not). Encoders only ever append to the caller's `Vec<u8>`: the caller has
 //! reserved frame-header room in front.
 
+mod call_signal;
 mod chat;
 mod decode;
 mod delete;
@@ -44,16 +49,20 @@ mod errors;
 mod history;
 mod json;
 mod mark_read;
+mod presence;
+mod raw;
 mod react;
 mod resume;
 mod session;
 #[cfg(test)]
 mod testing;
 mod typing;
+mod upload;
 mod validate;
 mod value;
 mod version;
 
+pub use call_signal::{encode_call_signal, SignalKind, MAX_SIGNAL_FRAME};
 pub use chat::{encode_new_message, sender_json};
 pub use decode::Decoder;
 pub use delete::encode_message_deleted;
@@ -65,9 +74,12 @@ pub use history::{
 };
 pub use json::{write_json_str, write_timestamp};
 pub use mark_read::{encode_read_receipt, encode_read_state};
+pub use presence::{encode_presence, encode_presence_state};
+pub use raw::member_text;
 pub use react::{encode_reaction, MAX_EMOJI_CHARS};
 pub use resume::{encode_replayed, encode_resumed};
 pub use session::{CONNECTION_ESTABLISHED, PING};
 pub use typing::encode_typing;
+pub use upload::encode_upload_progress;
 pub use validate::{python_strip, validate_content, MAX_CONTENT_CHARS};
 pub use version::{Version, V2_SUBPROTOCOL};

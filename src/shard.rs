@@ -12,6 +12,7 @@
 //! `shard_for` places elsewhere.
 
 pub mod handoff;
+mod live;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -37,12 +38,14 @@ use crate::hub::{Audience, Effect, Hub, Peer};
 use crate::limits::{client_ip, Limits};
 use crate::membership::MembershipCache;
 use crate::metrics::ShardMetrics;
+use crate::presence::Presence;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::routing::shard_for;
 use crate::sequencer::Ticket;
 use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
+use crate::upload_throttle::UploadThrottle;
 use crate::web;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
@@ -128,6 +131,10 @@ pub struct ShardCtx {
     pub pending_inserts: Cell<usize>,
     /// The last forwarded typing state per (conversation, user).
     pub typing: RefCell<TypingTable>,
+    /// Who is online in this shard's conversations (`shard/live.rs` drives it).
+    pub presence: RefCell<Presence>,
+    /// Upload-progress relay slots; holds (conversation, uploader, frame).
+    pub uploads: RefCell<UploadThrottle<(ConversationId, crate::store::UserId, Bytes)>>,
     /// Closed sockets whose sequencer still waits for the store: effects
     /// they caused are still sent, in order, when their places are decided.
     lingering: RefCell<std::collections::HashMap<u64, Rc<Peer>>>,
@@ -171,6 +178,8 @@ impl ShardCtx {
             tasks: Cell::new(0),
             pending_inserts: Cell::new(0),
             typing: RefCell::new(TypingTable::new()),
+            presence: RefCell::new(Presence::new()),
+            uploads: RefCell::new(UploadThrottle::new()),
             lingering: RefCell::new(std::collections::HashMap::new()),
             handoffs_in: Cell::new(0),
         }
@@ -183,8 +192,10 @@ impl ShardCtx {
 
     /// Makes `peer` a member of its conversation; the node subscribes to the
     /// conversation's cross-node channel with its first local member.
-    pub fn join_member(&self, peer: &Rc<Peer>) {
-        if self.hub.join(peer) {
+    pub fn join_member(&self, peer: &Rc<Peer>, username: &str) {
+        let first = self.hub.join(peer);
+        self.presence_join(peer, username);
+        if first {
             if let Some(b) = &self.bridge {
                 b.subscribe(peer.conversation_id);
             }
@@ -196,6 +207,9 @@ impl ShardCtx {
     /// While the store still owes the socket answers, it stays findable (as
     /// lingering) so what it caused still goes out in order.
     pub fn leave_member(&self, peer: &Rc<Peer>) {
+        if self.hub.peer(peer.conn_id).is_some() {
+            self.presence_leave(peer);
+        }
         if self.hub.leave(peer) {
             if let Some(b) = &self.bridge {
                 b.unsubscribe(peer.conversation_id);
@@ -265,7 +279,7 @@ impl ShardCtx {
         if let (true, Some(b)) = (publish, &self.bridge) {
             b.publish(RemoteEvent {
                 conversation_id,
-                audience,
+                audience: audience.remote(),
                 payload: frame::payload_of(&frame),
             });
         }
@@ -482,6 +496,8 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
             let now = std::time::Instant::now();
             ctx.membership.prune(now);
             ctx.typing.borrow_mut().prune(now);
+            ctx.uploads.borrow_mut().prune(now);
+            ctx.metrics.set_online(ctx.presence.borrow().online_pairs());
             ctx.metrics.set_open_connections(ctx.hub.connections());
             ctx.metrics.flush();
         }

@@ -27,6 +27,7 @@ fn event(conversation_id: i64, n: usize) -> RemoteEvent {
         audience: chatgate::audience::Audience {
             except_user: (n % 2 == 0).then_some(7),
             v2_only: n % 3 == 0,
+            ..chatgate::audience::Audience::ALL
         },
         payload: Bytes::from(format!(r#"{{"type":"test","n":{n}}}"#)),
     }

@@ -9,8 +9,9 @@
 //! u64 sequence   (per instance, increasing in publish order)
 //! i64 conversation id
 //! u8  flags      (bit 0: an except_user follows; bit 1: v2 sockets only;
-//!                 other bits must be 0)
+//!                 bit 2: an only_user follows; other bits must be 0)
 //! i64 except_user (only when flag bit 0 is set)
+//! i64 only_user   (only when flag bit 2 is set)
 //! ..  payload    (the server→client JSON, to the end of the message)
 //! ```
 //!
@@ -25,6 +26,7 @@ pub const VERSION: u8 = 1;
 
 const FLAG_EXCEPT_USER: u8 = 0b0000_0001;
 const FLAG_V2_ONLY: u8 = 0b0000_0010;
+const FLAG_ONLY_USER: u8 = 0b0000_0100;
 
 /// The routing part of an envelope (everything but the payload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +61,9 @@ pub enum EnvelopeError {
 
 /// Length of the encoded header, for sizing buffers.
 pub fn header_len(header: &Header<'_>) -> usize {
-    let except = if header.audience.except_user.is_some() {
-        8
-    } else {
-        0
-    };
-    1 + 1 + header.node_id.len() + 8 + 8 + 8 + 1 + except
+    let a = header.audience;
+    let users = 8 * (usize::from(a.except_user.is_some()) + usize::from(a.only_user.is_some()));
+    1 + 1 + header.node_id.len() + 8 + 8 + 8 + 1 + users
 }
 
 /// Appends the envelope of `header` + `payload` to `out`.
@@ -80,17 +79,15 @@ pub fn encode(header: &Header<'_>, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&header.instance.to_be_bytes());
     out.extend_from_slice(&header.seq.to_be_bytes());
     out.extend_from_slice(&header.conversation_id.to_be_bytes());
-    let v2 = if header.audience.v2_only {
-        FLAG_V2_ONLY
-    } else {
-        0
-    };
-    match header.audience.except_user {
-        Some(user) => {
-            out.push(FLAG_EXCEPT_USER | v2);
-            out.extend_from_slice(&user.to_be_bytes());
-        }
-        None => out.push(v2),
+    let a = header.audience;
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    out.push(
+        flag(a.except_user.is_some(), FLAG_EXCEPT_USER)
+            | flag(a.v2_only, FLAG_V2_ONLY)
+            | flag(a.only_user.is_some(), FLAG_ONLY_USER),
+    );
+    for user in [a.except_user, a.only_user].into_iter().flatten() {
+        out.extend_from_slice(&user.to_be_bytes());
     }
     out.extend_from_slice(payload);
 }
@@ -111,11 +108,16 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
     let seq = r.u64("sequence")?;
     let conversation_id = r.u64("conversation id")? as i64;
     let flags = r.u8("flags")?;
-    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY) != 0 {
+    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY | FLAG_ONLY_USER) != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
     let except_user = if flags & FLAG_EXCEPT_USER != 0 {
         Some(r.u64("except_user")? as i64)
+    } else {
+        None
+    };
+    let only_user = if flags & FLAG_ONLY_USER != 0 {
+        Some(r.u64("only_user")? as i64)
     } else {
         None
     };
@@ -127,6 +129,8 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
         audience: Audience {
             except_user,
             v2_only: flags & FLAG_V2_ONLY != 0,
+            only_user,
+            except_conn: None,
         },
     };
     Ok((header, r.pos))
@@ -173,7 +177,7 @@ mod tests {
             conversation_id: -7,
             audience: Audience {
                 except_user,
-                v2_only: false,
+                ..Audience::ALL
             },
         }
     }
@@ -198,12 +202,19 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_the_v2_only_flag() {
-        for except in [None, Some(9)] {
+    fn round_trips_the_v2_only_flag_and_only_user() {
+        for (except, only) in [
+            (None, None),
+            (Some(9), None),
+            (None, Some(4)),
+            (Some(9), Some(-4)),
+        ] {
             let h = Header {
                 audience: Audience {
                     except_user: except,
                     v2_only: true,
+                    only_user: only,
+                    except_conn: None,
                 },
                 ..header(None)
             };
@@ -256,8 +267,8 @@ mod tests {
         let h = header(None);
         let mut buf = encoded(&h, b"{}");
         let flags_at = header_len(&h) - 1;
-        buf[flags_at] = 0b100;
-        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b100)));
+        buf[flags_at] = 0b1_0000;
+        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b1_0000)));
     }
 
     #[test]

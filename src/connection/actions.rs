@@ -15,7 +15,7 @@ use crate::frame::FrameBuf;
 use crate::hub::{Audience, Effect, Inflight};
 use crate::limits::Verdict;
 use crate::membership::Member;
-use crate::protocol::{self, ClientMessage, ReplyError};
+use crate::protocol::{self, ClientMessage, ReplyError, SignalKind, MAX_SIGNAL_FRAME};
 use crate::store::{InsertRequest, Origin, TryInsertError, UserId};
 
 use super::{Blocked, Phase, Session};
@@ -36,6 +36,18 @@ enum Action {
         emoji: String,
         on: bool,
     },
+    /// A valid call signal, its relayed frame already built.
+    Signal {
+        to: UserId,
+        kind: SignalKind,
+        frame: bytes::Bytes,
+    },
+    /// A valid upload-progress value, its relayed frame already built.
+    Upload {
+        upload_id: Box<str>,
+        percent: u8,
+        frame: bytes::Bytes,
+    },
 }
 
 impl Action {
@@ -49,6 +61,8 @@ impl Action {
             Self::History { .. } => "history",
             Self::MarkRead(_) => "mark_read",
             Self::React { .. } => "react",
+            Self::Signal { .. } => "call_signal",
+            Self::Upload { .. } => "upload_progress",
         }
     }
 }
@@ -79,6 +93,44 @@ impl Session {
                 emoji: emoji.to_owned(),
                 on,
             },
+            Ok(ClientMessage::CallSignal { .. }) if payload.len() > MAX_SIGNAL_FRAME => {
+                Action::Reply(ReplyError::MessageTooLong)
+            }
+            Ok(ClientMessage::CallSignal {
+                to_user_id,
+                call_id,
+                kind,
+                has_payload,
+            }) => {
+                let raw = has_payload
+                    .then(|| protocol::member_text(payload, "payload"))
+                    .flatten();
+                Action::Signal {
+                    to: to_user_id,
+                    kind,
+                    frame: signal_frame(&member, call_id, kind, raw),
+                }
+            }
+            Ok(ClientMessage::UploadProgress {
+                upload_id,
+                file_name,
+                percent,
+            }) => {
+                let mut f = FrameBuf::with_capacity(128 + file_name.len());
+                protocol::encode_upload_progress(
+                    f.payload(),
+                    member.user_id,
+                    &member.username,
+                    upload_id,
+                    file_name,
+                    percent,
+                );
+                Action::Upload {
+                    upload_id: upload_id.into(),
+                    percent,
+                    frame: f.finish_text(),
+                }
+            }
             Err(e) => Action::Reply(e),
         };
         self.ctx.metrics.message_received(action.kind());
@@ -98,6 +150,12 @@ impl Session {
                 emoji,
                 on,
             } => self.react(&member, message_id, &emoji, on),
+            Action::Signal { to, kind, frame } => self.call_signal(&member, to, kind, frame),
+            Action::Upload {
+                upload_id,
+                percent,
+                frame,
+            } => self.upload_progress(&member, upload_id, percent, frame),
         }
         Ok(())
     }
@@ -105,18 +163,28 @@ impl Session {
     /// Applies the user's chat rate limit: over it, the message is dropped
     /// with `Rate limit exceeded`; sustained abuse closes with 1008.
     pub(super) fn admitted_by_chat_limit(&mut self, user: UserId) -> bool {
-        match self.ctx.limits.check_chat(user) {
+        let verdict = self.ctx.limits.check_chat(user);
+        self.admitted(verdict, user, "chat")
+    }
+
+    /// Acts on a rate-limit verdict of `kind` (a [`RATE_LIMIT_KINDS`]
+    /// label): over the limit the frame is dropped with `Rate limit
+    /// exceeded`; sustained abuse closes with 1008.
+    ///
+    /// [`RATE_LIMIT_KINDS`]: crate::metrics::RATE_LIMIT_KINDS
+    pub(super) fn admitted(&mut self, verdict: Verdict, user: UserId, kind: &'static str) -> bool {
+        match verdict {
             Verdict::Allowed => return true,
             Verdict::Limited => self.reply(ReplyError::RateLimited),
             Verdict::Abusive => {
-                tracing::warn!(peer = %self.addr, user_id = user, kind = "chat", "rate-limit abuse, closing");
+                tracing::warn!(peer = %self.addr, user_id = user, kind, "rate-limit abuse, closing");
                 // After what the earlier frames caused; no frame after it counts.
                 self.close_queued = true;
                 self.ctx
                     .send_ordered(&self.peer, Effect::Close(CloseReason::Policy));
             }
         }
-        self.ctx.metrics.rate_limited("chat");
+        self.ctx.metrics.rate_limited(kind);
         false
     }
 
@@ -241,4 +309,23 @@ impl Session {
         self.ctx
             .send_ordered(&self.peer, Effect::Reply(self.ctx.error_frame(e)));
     }
+}
+
+/// The relayed `call_signal` frame (`raw`: the client's `payload` text).
+fn signal_frame(
+    member: &Member,
+    call_id: &str,
+    kind: SignalKind,
+    raw: Option<&[u8]>,
+) -> bytes::Bytes {
+    let mut f = FrameBuf::with_capacity(128 + raw.map_or(0, <[u8]>::len));
+    protocol::encode_call_signal(
+        f.payload(),
+        member.user_id,
+        &member.username,
+        call_id,
+        kind,
+        raw,
+    );
+    f.finish_text()
 }

@@ -4,7 +4,7 @@
 //! moment it joins the conversation (before anything is read), the store
 //! reads what it missed (`?since=`) and the read positions, then the socket
 //! gets, in this order: the replayed messages (oldest first), `resumed`,
-//! `read_state`, then the held live events minus what the replay already
+//! `read_state`, `presence_state` (taken when it joined), then the held live events minus what the replay already
 //! carried (`resume.rs`).
 //!
 //! Must never: send part of a replay: when the store fails or times out
@@ -29,12 +29,12 @@ struct Initial {
 
 impl Session {
     /// Reads the initial state and sends it, then the held live events.
-    pub(super) async fn sync(&mut self, since: Option<MessageId>) {
+    pub(super) async fn sync(&mut self, since: Option<MessageId>, presence: Bytes) {
         let timeout = self.ctx.config.timeouts.store;
         let read = monoio::time::timeout(timeout, self.read_initial(since)).await;
         let held = self.peer.release();
         match read {
-            Ok(Ok(initial)) => self.send_initial(initial, held),
+            Ok(Ok(initial)) => self.send_initial(initial, presence, held),
             Ok(Err(e)) => {
                 tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, error = %e, "initial state not read, closing");
                 self.begin_close(CloseReason::Internal);
@@ -78,7 +78,7 @@ impl Session {
     /// Queues the initial state and the held events as one write (a
     /// replay of `--resume-max` messages is one buffer, not a queue entry
     /// per frame, so it never trips the slow-consumer bound).
-    fn send_initial(&self, initial: Initial, held: Vec<Bytes>) {
+    fn send_initial(&self, initial: Initial, presence: Bytes, held: Vec<Bytes>) {
         let mut out = Vec::new();
         let mut push = |frame: Bytes| out.extend_from_slice(&frame);
         let mut last_id = 0;
@@ -96,6 +96,7 @@ impl Session {
         let mut f = FrameBuf::with_capacity(64 + 80 * initial.receipts.len());
         protocol::encode_read_state(f.payload(), &initial.receipts);
         push(f.finish_text());
+        push(presence);
         for frame in resume::after_replay(held, last_id) {
             push(frame);
         }

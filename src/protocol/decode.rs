@@ -125,6 +125,36 @@ fn decode_slow<'s>(
                 on,
             })
         }
+        ClientMessage::CallSignal {
+            to_user_id,
+            call_id,
+            kind,
+            has_payload,
+        } => {
+            spill.clear();
+            spill.push_str(call_id);
+            Ok(ClientMessage::CallSignal {
+                to_user_id,
+                call_id: spill,
+                kind,
+                has_payload,
+            })
+        }
+        ClientMessage::UploadProgress {
+            upload_id,
+            file_name,
+            percent,
+        } => {
+            spill.clear();
+            spill.push_str(upload_id);
+            spill.push_str(file_name);
+            let (upload_id, file_name) = spill.split_at(upload_id.len());
+            Ok(ClientMessage::UploadProgress {
+                upload_id,
+                file_name,
+                percent,
+            })
+        }
     }
 }
 
@@ -279,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn v2_types_are_unknown_on_v1_and_issue_12_types_on_both() {
+    fn v2_types_are_unknown_on_v1_only() {
         let frames = [
             r#"{"type":"history"}"#,
             r#"{"type":"history","before":1,"limit":2}"#,
@@ -299,9 +329,12 @@ mod tests {
         for p in [
             r#"{"type":"call_signal","to_user_id":2,"call_id":"c","kind":"ring"}"#,
             r#"{"type":"upload_progress","upload_id":"u","file_name":"f","percent":5}"#,
-            r#"{"type":"History"}"#,
-            r#"{"type":"mark_read "}"#,
         ] {
+            let v1 = d.decode(p.as_bytes(), Version::V1).map(got);
+            assert_eq!(v1, Err(ReplyError::UnknownType), "{p}");
+            assert!(d.decode(p.as_bytes(), Version::V2).is_ok(), "{p}");
+        }
+        for p in [r#"{"type":"History"}"#, r#"{"type":"mark_read "}"#] {
             for v in [Version::V1, Version::V2] {
                 let r = d.decode(p.as_bytes(), v).map(got);
                 assert_eq!(r, Err(ReplyError::UnknownType), "{p} {v:?}");
@@ -357,7 +390,13 @@ mod tests {
         let v: Value = serde_json::from_slice(payload).map_err(|_| InvalidJson)?;
         let obj = v.as_object().ok_or(UnknownType)?;
         let kind = obj.get("type").and_then(Value::as_str);
-        let v2_only = ["history", "mark_read", "react"];
+        let v2_only = [
+            "history",
+            "mark_read",
+            "react",
+            "call_signal",
+            "upload_progress",
+        ];
         if version == Version::V1 && kind.is_some_and(|k| v2_only.contains(&k)) {
             return Err(UnknownType);
         }
@@ -513,6 +552,8 @@ mod tests {
                 Ok(Got::MarkRead(0) | Got::React(0, ..)) => "id_naming_no_message",
                 Ok(Got::MarkRead(_)) => "mark_read",
                 Ok(Got::React(..)) => "react",
+                Ok(Got::Signal(..)) => "call_signal",
+                Ok(Got::Upload(..)) => "upload_progress",
                 Err(e) => e.kind(),
             };
             *seen.entry(outcome).or_insert(0u32) += 1;

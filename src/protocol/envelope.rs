@@ -6,7 +6,8 @@
 //! Python's `json.loads`), the serde visitors that fill them in the single
 //! simd-json pass, and the dispatch on `type` (gated by the socket's
 //! [`Version`]) to the per-type rules in `chat.rs`, `delete.rs`, `typing.rs`
-//! (v1 and v2) and `history.rs`, `mark_read.rs`, `react.rs` (v2 only: on a
+//! (v1 and v2) and `history.rs`, `mark_read.rs`, `react.rs`,
+//! `call_signal.rs`, `upload.rs` (v2 only: on a
 //! v1 socket their types are `Unknown message type`, exactly as an unknown
 //! type). A new client message type adds its keys here, one arm in
 //! `Frame::classify`, and a file of its own.
@@ -16,10 +17,11 @@
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::call_signal::SignalKind;
 use super::errors::ReplyError;
 use super::value::{drain_seq, Json};
 use super::version::Version;
-use super::{chat, delete, history, mark_read, react, typing};
+use super::{call_signal, chat, delete, history, mark_read, react, typing, upload};
 use crate::store::MessageId;
 
 /// A validated client message. `content` and `emoji` borrow from the
@@ -52,7 +54,22 @@ pub enum ClientMessage<'a> {
         emoji: &'a str,
         on: bool,
     },
-    // Issue 12 adds `CallSignal` and `UploadProgress` here (see `classify`).
+    /// `call_signal` (v2): `call_id` is 1–64 of `[A-Za-z0-9_-]`; the
+    /// session takes `payload`'s text from the frame itself (`raw.rs`)
+    /// when `has_payload`.
+    CallSignal {
+        to_user_id: i64,
+        call_id: &'a str,
+        kind: SignalKind,
+        has_payload: bool,
+    },
+    /// `upload_progress` (v2): `upload_id` as `call_id`, `file_name` 1–255
+    /// code points, `percent` 0–100.
+    UploadProgress {
+        upload_id: &'a str,
+        file_name: &'a str,
+        percent: u8,
+    },
 }
 
 /// The fields of a client frame the rules look at (later duplicates win,
@@ -67,9 +84,18 @@ pub(super) struct Fields<'a> {
     limit: Option<Json<'a>>,
     emoji: Option<Json<'a>>,
     on: Option<Json<'a>>,
+    to_user_id: Option<Json<'a>>,
+    call_id: Option<Json<'a>>,
+    signal_kind: Option<Json<'a>>,
+    payload: Option<Json<'a>>,
+    upload_id: Option<Json<'a>>,
+    file_name: Option<Json<'a>>,
+    percent: Option<Json<'a>>,
 }
 
 /// A parsed client frame: an object, or any other valid JSON value.
+// Lives on the stack for one decode; boxing `Fields` would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Frame<'a> {
     Object(Fields<'a>),
     NotObject,
@@ -90,6 +116,13 @@ impl<'a> Frame<'a> {
             limit: get("limit"),
             emoji: get("emoji"),
             on: get("on"),
+            to_user_id: get("to_user_id"),
+            call_id: get("call_id"),
+            signal_kind: get("kind"),
+            payload: get("payload"),
+            upload_id: get("upload_id"),
+            file_name: get("file_name"),
+            percent: get("percent"),
         })
     }
 
@@ -108,10 +141,10 @@ impl<'a> Frame<'a> {
             ("history", Version::V2) => history::decode(f.before, f.limit),
             ("mark_read", Version::V2) => mark_read::decode(f.message_id),
             ("react", Version::V2) => react::decode(f.message_id, f.emoji, f.on),
-            // Issue 12: `call_signal` and `upload_progress` (v2) land here,
-            // each with its own file and keys. Until then they are unknown
-            // on both versions, as is every v2 type on a v1 socket.
-            ("call_signal" | "upload_progress", _) => Err(ReplyError::UnknownType),
+            ("call_signal", Version::V2) => {
+                call_signal::decode(f.to_user_id, f.call_id, f.signal_kind, f.payload)
+            }
+            ("upload_progress", Version::V2) => upload::decode(f.upload_id, f.file_name, f.percent),
             _ => Err(ReplyError::UnknownType),
         }
     }
@@ -129,6 +162,13 @@ enum Key {
     Limit,
     Emoji,
     On,
+    ToUserId,
+    CallId,
+    Kind,
+    Payload,
+    UploadId,
+    FileName,
+    Percent,
     Other,
 }
 
@@ -151,6 +191,13 @@ impl Visitor<'_> for KeyVisitor {
             "limit" => Key::Limit,
             "emoji" => Key::Emoji,
             "on" => Key::On,
+            "to_user_id" => Key::ToUserId,
+            "call_id" => Key::CallId,
+            "kind" => Key::Kind,
+            "payload" => Key::Payload,
+            "upload_id" => Key::UploadId,
+            "file_name" => Key::FileName,
+            "percent" => Key::Percent,
             _ => Key::Other,
         })
     }
@@ -182,6 +229,13 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 Key::Limit => &mut f.limit,
                 Key::Emoji => &mut f.emoji,
                 Key::On => &mut f.on,
+                Key::ToUserId => &mut f.to_user_id,
+                Key::CallId => &mut f.call_id,
+                Key::Kind => &mut f.signal_kind,
+                Key::Payload => &mut f.payload,
+                Key::UploadId => &mut f.upload_id,
+                Key::FileName => &mut f.file_name,
+                Key::Percent => &mut f.percent,
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

@@ -42,12 +42,21 @@ pub(super) enum Got {
     History(Option<i64>, u32),
     MarkRead(i64),
     React(i64, String, bool),
+    Signal(i64, String, &'static str, bool),
+    Upload(String, String, u8),
 }
 
 impl Got {
     /// Whether this is a protocol-v2 message type.
     pub(super) fn is_v2(&self) -> bool {
-        matches!(self, Got::History(..) | Got::MarkRead(_) | Got::React(..))
+        matches!(
+            self,
+            Got::History(..)
+                | Got::MarkRead(_)
+                | Got::React(..)
+                | Got::Signal(..)
+                | Got::Upload(..)
+        )
     }
 }
 
@@ -63,6 +72,17 @@ pub(super) fn got(m: ClientMessage<'_>) -> Got {
             emoji,
             on,
         } => Got::React(message_id, emoji.to_owned(), on),
+        ClientMessage::CallSignal {
+            to_user_id,
+            call_id,
+            kind,
+            has_payload,
+        } => Got::Signal(to_user_id, call_id.to_owned(), kind.as_str(), has_payload),
+        ClientMessage::UploadProgress {
+            upload_id,
+            file_name,
+            percent,
+        } => Got::Upload(upload_id.to_owned(), file_name.to_owned(), percent),
     }
 }
 

@@ -691,16 +691,28 @@ impl TestGateway {
         )
     }
 
-    /// A protocol v2 socket of `user`, after `connection_established` and
-    /// `read_state`; returns it and the `read_state` receipts.
+    /// A protocol v2 socket of `user`, after `connection_established`,
+    /// `read_state` and `presence_state`; returns it and the `read_state` receipts.
     pub fn connect_v2_state(&self, conversation: i64, user: &User) -> (Client, Value) {
+        let (c, receipts, _) = self.connect_v2_presence(conversation, user);
+        (c, receipts)
+    }
+
+    /// As [`connect_v2_state`](Self::connect_v2_state), also returning the
+    /// `presence_state` frame.
+    pub fn connect_v2_presence(&self, conversation: i64, user: &User) -> (Client, Value, Value) {
         let mut c = self.open_v2(conversation, user, "");
-        let state = c.recv_json();
+        let state = c.recv_all_json();
         assert_eq!(
             state["type"], "read_state",
             "after connection_established: {state}"
         );
-        (c, state["receipts"].clone())
+        let presence = c.recv_all_json();
+        assert_eq!(
+            presence["type"], "presence_state",
+            "after read_state: {presence}"
+        );
+        (c, state["receipts"].clone(), presence)
     }
 
     /// A protocol v2 socket of `user`, ready for live events.
@@ -782,9 +794,20 @@ impl Client {
         }
     }
 
-    /// The next JSON text message, skipping `{"type":"ping"}` and
-    /// WebSocket Ping/Pong.
+    /// The next JSON text message, skipping `{"type":"ping"}`, presence
+    /// frames (`presence_state`, `presence`: see [`recv_all_json`](Self::recv_all_json))
+    /// and WebSocket Ping/Pong.
     pub fn recv_json(&mut self) -> Value {
+        loop {
+            let v = self.recv_all_json();
+            if !is_presence(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// The next JSON text message, presence frames included (pings skipped).
+    pub fn recv_all_json(&mut self) -> Value {
         loop {
             match self.next_message() {
                 Message::Text(t) => {
@@ -846,7 +869,9 @@ impl Client {
             }
             self.ws.get_ref().set_read_timeout(Some(left)).unwrap();
             match self.ws.read() {
-                Ok(Message::Text(t)) if parse(&t) != json!({"type": "ping"}) => {
+                Ok(Message::Text(t))
+                    if parse(&t) != json!({"type": "ping"}) && !is_presence(&parse(&t)) =>
+                {
                     break Some(parse(&t))
                 }
                 Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)) => {}
@@ -866,8 +891,17 @@ impl Client {
         got
     }
 
-    /// Asserts nothing but pings arrives for `d`.
+    /// Asserts nothing but pings and presence frames arrives for `d`.
     pub fn expect_silence(&mut self, d: Duration) {
+        self.silence(d, true)
+    }
+
+    /// Asserts nothing but pings arrives for `d` (presence frames included).
+    pub fn expect_quiet(&mut self, d: Duration) {
+        self.silence(d, false)
+    }
+
+    fn silence(&mut self, d: Duration, skip_presence: bool) {
         let deadline = Instant::now() + d;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -878,6 +912,7 @@ impl Client {
             match self.ws.read() {
                 Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => {}
                 Ok(Message::Text(t)) if parse(&t) == json!({"type": "ping"}) => {}
+                Ok(Message::Text(t)) if skip_presence && is_presence(&parse(&t)) => {}
                 Ok(other) => panic!("expected silence, got {other:?}"),
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -1352,4 +1387,9 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Whether `v` is a presence frame (`presence_state` or `presence`, v2).
+pub fn is_presence(v: &Value) -> bool {
+    v["type"] == "presence" || v["type"] == "presence_state"
 }
