@@ -426,7 +426,8 @@ function start(conversationId, jwt) {
     const b = /** @type {HTMLButtonElement} */ ($('call'));
     const who = callee();
     b.disabled = !(client.isConnected && client.version === 'v2' && who != null && !call);
-    b.textContent = who != null ? `📞 Call ${nameOf(who)}` : '📞 Call';
+    if (call) b.textContent = `📞 In a call with ${call.peerName}`;
+    else b.textContent = who != null ? `📞 Call ${nameOf(who)}` : '📞 Call';
   }
 
   /** @param {import('./chatgate.js').CallSession} s */
