@@ -231,6 +231,17 @@ describe('the demo page, alice and bob in Chromium', () => {
     for (const page of [alice, bob]) await textIs(page.getByTestId('call-state'), 'ended', 'call ended');
   });
 
+  test('a declined call ends on both pages', async (t) => {
+    if (!features.calls || !features.presence) return lacks(t, 'call_signal / presence', '§6.5–6.6');
+    const call = alice.getByTestId('call');
+    await until(() => call.isEnabled(), 'call button enabled again');
+    await call.click();
+    await bob.getByTestId('incoming-call').waitFor();
+    await bob.getByTestId('decline-call').click();
+    for (const page of [alice, bob]) await textIs(page.getByTestId('call-state'), 'ended', 'declined call ended');
+    assert.equal(await bob.getByTestId('incoming-call').isVisible(), false);
+  });
+
   test('screenshot of the page for the README', async () => {
     if (!shot) await screenshot(); // without calls, the page without a call
     assert.ok(shot);
@@ -250,12 +261,15 @@ describe('the demo page, alice and bob in Chromium', () => {
       if (i >= 6) await new Promise((r) => setTimeout(r, 150)); // the rest while the pages come back
     }
     await until(() => third.frames.filter((f) => f.type === 'new_message').length === texts.length, 'echoes');
+    const lastSent = Math.max(...third.frames.filter((f) => f.type === 'new_message').map((f) => f.message.id));
     third.ws.close();
     for (const page of [alice, bob]) {
       await textIs(page.getByTestId('status'), /connected/, 'connected again');
       for (const text of texts) await message(page, text).first().waitFor();
       await new Promise((r) => setTimeout(r, 300));
       for (const text of texts) assert.equal(await countExact(page, text), 1, `${text} once`);
+      // Came by resume (the page loads history only once): the client's resume point is the last one.
+      assert.equal(await page.evaluate(() => /** @type {any} */ (window).chatgate.lastId), lastSent);
     }
     assert.equal(await message(alice, '').count(), before + texts.length, 'nothing else doubled');
     const ids = await alice.$$eval('[data-testid="message"]', (els) => els.map((e) => Number(e.getAttribute('data-id'))));
