@@ -122,6 +122,14 @@ function start(conversationId, jwt) {
     stopTyping(f.message.sender.id);
     markRead();
   });
+  // A resume that could not replay everything: page in what it left out.
+  client.on('gap', async (gap) => {
+    try {
+      (await client.missedBetween(gap)).forEach(addMessage);
+    } catch {
+      flash('Some missed messages could not be loaded.');
+    }
+  });
   client.on('message_deleted', (f) => {
     const m = shown.get(f.message_id);
     if (m) {

@@ -138,7 +138,8 @@ function baseUrl(/** @type {string | undefined} */ url) {
  * `state` (a {@link ConnectionState}), `new_message`, `typing`,
  * `message_deleted`, `error`, and v2: `resumed`, `read_state`,
  * `read_receipt`, `reaction`, `presence_state`, `presence`, `call_signal`,
- * `upload_progress`.
+ * `upload_progress`, and `gap` `{after, before}` when a resume was
+ * incomplete (see {@link ChatGate#missedBetween}).
  */
 export class ChatGate extends Emitter {
   /** @param {ClientOptions} [options] */
@@ -165,6 +166,11 @@ export class ChatGate extends Emitter {
     this._wanted = false;
     /** @type {{resolve: (p: HistoryPage) => void, reject: (e: Error) => void, timer: any}[]} */
     this._pending = [];
+    /** The `since` of the current socket (0: none). */
+    this._since = 0;
+    /** The first message replayed on the current socket, until `resumed`. @type {number | null} */
+    this._firstReplayed = null;
+    this._replaying = false;
   }
 
   /**
@@ -272,6 +278,25 @@ export class ChatGate extends Emitter {
     });
   }
 
+  /**
+   * The messages with `after < id < before`, oldest first, paged with
+   * `history` (for a `gap` event: what a resume left out).
+   * @param {{after: number, before: number}} gap
+   * @returns {Promise<Message[]>}
+   */
+  async missedBetween(gap) {
+    /** @type {Message[]} */
+    const out = [];
+    let before = gap.before;
+    for (;;) {
+      const page = await this.history({ before, limit: 100 });
+      const wanted = page.messages.filter((m) => m.id > gap.after);
+      out.unshift(...wanted);
+      if (!page.has_more || wanted.length < page.messages.length || !page.messages.length) return out;
+      before = page.messages[0].id;
+    }
+  }
+
   /** @param {number} messageId the newest message this user has seen (v2) */
   markRead(messageId) {
     return this._v2({ type: 'mark_read', message_id: messageId });
@@ -337,7 +362,8 @@ export class ChatGate extends Emitter {
   _url() {
     const base = baseUrl(this.options.url);
     let url = `${base}/ws/chat/${this.conversationId}/?token=${encodeURIComponent(this._token ?? '')}`;
-    if (this.options.v2 !== false && this.lastId > 0) url += `&since=${this.lastId}`;
+    this._since = this.options.v2 !== false && this.lastId > 0 ? this.lastId : 0;
+    if (this._since) url += `&since=${this._since}`;
     return url;
   }
 
@@ -380,6 +406,8 @@ export class ChatGate extends Emitter {
         const reconnect = this._attempt > 0;
         this._attempt = 0;
         this.online.clear();
+        this._replaying = this.version === 'v2' && this._since > 0;
+        this._firstReplayed = null;
         this._setState('connected');
         this.emit('connected', { version: this.version, reconnect });
         return;
@@ -392,6 +420,7 @@ export class ChatGate extends Emitter {
         if (typeof id === 'number') {
           if (id <= this.lastId) return;
           this.lastId = id;
+          if (this._replaying && this._firstReplayed === null) this._firstReplayed = id;
         }
         this.emit('new_message', f);
         return;
@@ -405,8 +434,14 @@ export class ChatGate extends Emitter {
         return;
       }
       case 'resumed':
+        this._replaying = false;
         if (typeof f.last_id === 'number') this.lastId = Math.max(this.lastId, f.last_id);
         this.emit('resumed', f);
+        // More were missed than the server replays (--resume-max): say which
+        // ids are still missing; `missedBetween(gap)` pages them in.
+        if (f.complete === false && this._firstReplayed !== null) {
+          this.emit('gap', { after: this._since, before: this._firstReplayed });
+        }
         return;
       case 'presence_state':
         this.online.clear();

@@ -184,3 +184,34 @@ test('history checks its arguments and pages backwards', async () => {
   assert.ok(older.messages[0].id < older.messages[1].id, 'oldest first');
   c.disconnect();
 });
+
+test('a resume cut short by --resume-max reports the gap, and missedBetween pages it in: nothing lost', async () => {
+  const small = await new Gateway(['--resume-max', '3']).start();
+  try {
+    const c = new ChatGate({ url: small.wsUrl, WebSocket });
+    const got = [];
+    const gaps = [];
+    c.on('new_message', (f) => got.push(f.message.id));
+    c.on('gap', (g) => gaps.push(g));
+    c.connect(1, small.tokenOf('alice'));
+    await until(() => c.isConnected, 'connected');
+    const other = rawClient(`${small.wsUrl}/ws/chat/1/?token=${small.tokenOf('bob')}`);
+    await other.ready;
+    other.send({ type: 'chat_message', content: 'seen' });
+    await until(() => got.length === 1, 'the first message');
+    c.disconnect();
+    for (let i = 0; i < 10; i++) other.send({ type: 'chat_message', content: `missed ${i}` });
+    await until(() => other.frames.filter((f) => f.type === 'new_message').length === 11, 'echoes');
+    const sent = other.frames.filter((f) => f.type === 'new_message').map((f) => f.message.id);
+    other.ws.close();
+    c.connect(1, small.tokenOf('alice')); // same conversation: resumes after the one seen
+    await until(() => gaps.length === 1, 'a gap');
+    assert.deepEqual(got.slice(1), sent.slice(-3), 'the newest three replayed');
+    assert.deepEqual(gaps[0], { after: sent[0], before: sent[8] });
+    const missed = await c.missedBetween(gaps[0]);
+    assert.deepEqual([...got, ...missed.map((m) => m.id)].sort((a, b) => a - b), sent, 'every message once');
+    c.disconnect();
+  } finally {
+    await small.close();
+  }
+});

@@ -18,7 +18,9 @@ export function binary() {
 }
 
 export class Gateway {
-  constructor() {
+  /** @param {string[]} [extraArgs] more `serve` flags */
+  constructor(extraArgs = []) {
+    this.extraArgs = extraArgs;
     this.dir = mkdtempSync(path.join(tmpdir(), 'chatgate-browser-'));
     this.db = path.join(this.dir, 'chat.db');
     /** @type {import('node:child_process').ChildProcess | null} */
@@ -42,6 +44,7 @@ export class Gateway {
       // Tests send faster than people type.
       '--chat-rate', '1000',
       '--chat-burst', '1000',
+      ...this.extraArgs,
     ];
     const proc = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc = proc;
