@@ -15,6 +15,15 @@
 //! - the subscriber (`bridge/subscriber.rs`): applies subscribe/unsubscribe
 //!   requests, receives pushes and hands other nodes' events to [`Deliver`].
 //!
+//! Presence (`bridge/presence.rs`): a presence report is published like an
+//! event (envelope flag bit 3) and, in the same pipeline, kept in the
+//! conversation's Redis hash; every heartbeat refreshes the node's
+//! liveness key (`presence_ttl`) and announces the node on
+//! `{prefix}:nodes`; after subscribing a conversation the subscriber reads
+//! the hash (live nodes only) and hands it to the shard as a snapshot; a
+//! node that reported presence and is not heard for `presence_ttl` is
+//! handed to every shard as gone.
+//!
 //! Shards only call the non-blocking methods of [`Bridge`]: `publish`
 //! (a short critical section on the queue, then a wake-up), `subscribe` and
 //! `unsubscribe` (a send on an unbounded channel).
@@ -34,6 +43,7 @@
 mod envelope;
 mod inbound;
 mod link;
+pub mod presence;
 mod publisher;
 mod queue;
 mod subscriber;
@@ -141,8 +151,28 @@ pub struct RemoteEvent {
     pub conversation_id: i64,
     /// Which sockets get it, on every node.
     pub audience: crate::audience::Audience,
-    /// The server→client JSON text, exactly as sent to sockets.
+    /// The server→client JSON text, exactly as sent to sockets (for
+    /// [`RemoteKind::Presence`]: the report, `bridge/presence.rs`).
     pub payload: Bytes,
+    /// What the event is.
+    pub kind: RemoteKind,
+}
+
+/// What a [`RemoteEvent`] carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// A frame for the audience's sockets.
+    Frame,
+    /// A presence report (`payload`) of the node instance `origin`
+    /// (ignored when publishing: the bridge fills in its own).
+    Presence { origin: u64 },
+    /// Who the other nodes report online in the conversation, read from
+    /// Redis when this node started holding it (in order with the
+    /// conversation's events: read after subscribing).
+    Snapshot(Vec<presence::SnapshotEntry>),
+    /// The node instance `origin` was not heard for the presence TTL: its
+    /// users are offline (every shard; `conversation_id` is 0).
+    NodeGone { origin: u64 },
 }
 
 /// Receives every event published by ANOTHER node on a subscribed
@@ -272,6 +302,12 @@ impl Bridge {
     /// channel after `unsubscribe_linger`, unless `subscribe` comes again.
     pub fn unsubscribe(&self, conversation_id: i64) {
         self.command(SubCommand::Unsubscribe(conversation_id));
+    }
+
+    /// Whether both Redis connections are up (cheap: two atomic loads).
+    pub fn is_connected(&self) -> bool {
+        let stats = &self.shared.stats;
+        stats.publisher_up.load(Ordering::Relaxed) && stats.subscriber_up.load(Ordering::Relaxed)
     }
 
     /// A snapshot of the figures.

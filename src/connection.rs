@@ -87,8 +87,9 @@ type Sync = Option<Box<V2Sync>>;
 struct V2Sync {
     /// `?since=`, if any.
     since: Option<MessageId>,
-    /// Its `presence_state`, taken when it joined.
-    presence: Bytes,
+    /// Its `presence_state`, taken when it joined; `None` while the other
+    /// nodes' presence is still being read (taken when it arrives).
+    presence: Option<Bytes>,
 }
 
 /// The handshake: admission, the 101 answer, and the session to run with
@@ -151,7 +152,9 @@ async fn open(
             let username = session.member.as_ref().map_or("", |m| &m.username);
             ctx.join_member(&session.peer, username);
             if version == Version::V2 {
-                let presence = ctx.presence_state_frame(session.peer.conversation_id);
+                let conv = session.peer.conversation_id;
+                let pending = ctx.presence_pending.borrow().contains_key(&conv);
+                let presence = (!pending).then(|| ctx.presence_state_frame(conv));
                 sync = Some(Box::new(V2Sync { since, presence }));
             }
         }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, AdminServer, AdminState, Readiness, ReadinessProbe};
 use crate::auth::Verifier;
-use crate::bridge::{Bridge, BridgeConfig, BridgeState, Deliver, RemoteEvent};
+use crate::bridge::{Bridge, BridgeConfig, BridgeState, Deliver, RemoteEvent, RemoteKind};
 use crate::config::{Config, ConfigError};
 use crate::limits::{Limits, PRUNE_INTERVAL};
 use crate::routing::shard_for;
@@ -321,6 +321,13 @@ fn start_bridge(
 ) -> Result<Bridge, GatewayError> {
     let inboxes = inboxes.to_vec();
     let deliver: Deliver = Arc::new(move |event: RemoteEvent| {
+        if let RemoteKind::NodeGone { .. } = event.kind {
+            // Every shard may hold users that node reported.
+            for inbox in &inboxes {
+                let _ = inbox.send(ShardMsg::Remote(event.clone()));
+            }
+            return;
+        }
         let shard = shard_for(event.conversation_id, inboxes.len());
         let _ = inboxes[shard].send(ShardMsg::Remote(event));
     });

@@ -27,7 +27,7 @@ use monoio::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Verifier;
-use crate::bridge::{Bridge, RemoteEvent};
+use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
 use crate::close::CloseReason;
 use crate::config::{Config, IoDriver};
 use crate::connection;
@@ -135,6 +135,11 @@ pub struct ShardCtx {
     pub presence: RefCell<Presence>,
     /// Upload-progress relay slots; holds (conversation, uploader, frame).
     pub uploads: RefCell<UploadThrottle<(ConversationId, crate::store::UserId, Bytes)>>,
+    /// Conversations whose other nodes' presence is being read (after this
+    /// node started holding them), with the v2 sockets waiting for it to
+    /// send their `presence_state`.
+    pub presence_pending:
+        RefCell<std::collections::HashMap<ConversationId, Vec<oneshot::Sender<()>>>>,
     /// Closed sockets whose sequencer still waits for the store: effects
     /// they caused are still sent, in order, when their places are decided.
     lingering: RefCell<std::collections::HashMap<u64, Rc<Peer>>>,
@@ -180,6 +185,7 @@ impl ShardCtx {
             typing: RefCell::new(TypingTable::new()),
             presence: RefCell::new(Presence::new()),
             uploads: RefCell::new(UploadThrottle::new()),
+            presence_pending: RefCell::new(std::collections::HashMap::new()),
             lingering: RefCell::new(std::collections::HashMap::new()),
             handoffs_in: Cell::new(0),
         }
@@ -194,6 +200,13 @@ impl ShardCtx {
     /// conversation's cross-node channel with its first local member.
     pub fn join_member(&self, peer: &Rc<Peer>, username: &str) {
         let first = self.hub.join(peer);
+        if first && self.bridge.as_ref().is_some_and(Bridge::is_connected) {
+            // The bridge reads the other nodes' presence after subscribing
+            // (with Redis down there is nothing to wait for).
+            self.presence_pending
+                .borrow_mut()
+                .insert(peer.conversation_id, Vec::new());
+        }
         self.presence_join(peer, username);
         if first {
             if let Some(b) = &self.bridge {
@@ -211,6 +224,7 @@ impl ShardCtx {
             self.presence_leave(peer);
         }
         if self.hub.leave(peer) {
+            self.presence_loaded(peer.conversation_id);
             if let Some(b) = &self.bridge {
                 b.unsubscribe(peer.conversation_id);
             }
@@ -281,6 +295,7 @@ impl ShardCtx {
                 conversation_id,
                 audience: audience.remote(),
                 payload: frame::payload_of(&frame),
+                kind: RemoteKind::Frame,
             });
         }
     }
@@ -606,6 +621,16 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
 
 /// Fans an event from another node out to this shard's member sockets.
 fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
+    match event.kind {
+        RemoteKind::Frame => {}
+        RemoteKind::Presence { origin } => {
+            return ctx.remote_presence(event.conversation_id, origin, &event.payload)
+        }
+        RemoteKind::Snapshot(entries) => {
+            return ctx.presence_snapshot(event.conversation_id, entries)
+        }
+        RemoteKind::NodeGone { origin } => return ctx.node_gone(origin),
+    }
     debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());
     f.payload().extend_from_slice(&event.payload);

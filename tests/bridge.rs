@@ -30,6 +30,7 @@ fn event(conversation_id: i64, n: usize) -> RemoteEvent {
             ..chatgate::audience::Audience::ALL
         },
         payload: Bytes::from(format!(r#"{{"type":"test","n":{n}}}"#)),
+        kind: chatgate::bridge::RemoteKind::Frame,
     }
 }
 
@@ -124,7 +125,7 @@ fn a_conversation_never_subscribed_has_no_subscription_and_no_delivery() {
 
         let mut admin = env.admin.clone();
         assert_eq!(numsub(&mut admin, &env.channel(2)).await, 0);
-        let pattern = format!("{}:*", env.prefix);
+        let pattern = format!("{}:conv:*", env.prefix);
         assert_eq!(channels(&mut admin, &pattern).await, vec![env.channel(1)]);
         assert_eq!(b.state().subscriptions, 1);
         assert_eq!(a.state().subscriptions, 0);

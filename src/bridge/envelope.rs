@@ -9,7 +9,8 @@
 //! u64 sequence   (per instance, increasing in publish order)
 //! i64 conversation id
 //! u8  flags      (bit 0: an except_user follows; bit 1: v2 sockets only;
-//!                 bit 2: an only_user follows; other bits must be 0)
+//!                 bit 2: an only_user follows; bit 3: the payload is a
+//!                 presence report, not a frame; other bits must be 0)
 //! i64 except_user (only when flag bit 0 is set)
 //! i64 only_user   (only when flag bit 2 is set)
 //! ..  payload    (the server→client JSON, to the end of the message)
@@ -27,6 +28,7 @@ pub const VERSION: u8 = 1;
 const FLAG_EXCEPT_USER: u8 = 0b0000_0001;
 const FLAG_V2_ONLY: u8 = 0b0000_0010;
 const FLAG_ONLY_USER: u8 = 0b0000_0100;
+const FLAG_PRESENCE: u8 = 0b0000_1000;
 
 /// The routing part of an envelope (everything but the payload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub struct Header<'a> {
     pub conversation_id: i64,
     /// Which sockets receive the event.
     pub audience: Audience,
+    /// The payload is a presence report (`bridge/presence.rs`).
+    pub presence: bool,
 }
 
 /// Why an envelope was rejected. The peer (another node, or a stranger
@@ -84,7 +88,8 @@ pub fn encode(header: &Header<'_>, payload: &[u8], out: &mut Vec<u8>) {
     out.push(
         flag(a.except_user.is_some(), FLAG_EXCEPT_USER)
             | flag(a.v2_only, FLAG_V2_ONLY)
-            | flag(a.only_user.is_some(), FLAG_ONLY_USER),
+            | flag(a.only_user.is_some(), FLAG_ONLY_USER)
+            | flag(header.presence, FLAG_PRESENCE),
     );
     for user in [a.except_user, a.only_user].into_iter().flatten() {
         out.extend_from_slice(&user.to_be_bytes());
@@ -108,7 +113,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
     let seq = r.u64("sequence")?;
     let conversation_id = r.u64("conversation id")? as i64;
     let flags = r.u8("flags")?;
-    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY | FLAG_ONLY_USER) != 0 {
+    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY | FLAG_ONLY_USER | FLAG_PRESENCE) != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
     let except_user = if flags & FLAG_EXCEPT_USER != 0 {
@@ -132,6 +137,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
             only_user,
             except_conn: None,
         },
+        presence: flags & FLAG_PRESENCE != 0,
     };
     Ok((header, r.pos))
 }
@@ -179,6 +185,7 @@ mod tests {
                 except_user,
                 ..Audience::ALL
             },
+            presence: except_user == Some(3),
         }
     }
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::envelope::{self, EnvelopeError};
-use super::RemoteEvent;
+use super::{RemoteEvent, RemoteKind};
 
 /// The outcome for one received message.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,10 +85,18 @@ impl Inbound {
         if !self.advance(header.node_id, header.instance, header.seq) {
             return Ok(Verdict::Duplicate);
         }
+        let kind = if header.presence {
+            RemoteKind::Presence {
+                origin: header.instance,
+            }
+        } else {
+            RemoteKind::Frame
+        };
         let event = RemoteEvent {
             conversation_id: header.conversation_id,
             audience: header.audience,
             payload: Bytes::from(message).slice(payload_at..),
+            kind,
         };
         Ok(Verdict::Deliver(event))
     }
@@ -134,6 +142,7 @@ mod tests {
             seq,
             conversation_id: conv,
             audience: crate::audience::Audience::except_user(5),
+            presence: false,
         };
         let mut out = Vec::new();
         envelope::encode(&header, payload.as_bytes(), &mut out);
@@ -154,6 +163,7 @@ mod tests {
                 conversation_id: 7,
                 audience: crate::audience::Audience::except_user(5),
                 payload: Bytes::from_static(b"{\"a\":1}"),
+                kind: RemoteKind::Frame,
             })
         );
     }

@@ -22,8 +22,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::envelope::{self, Header};
 use super::link::{bounded, Backoff, Clients, LinkError};
+use super::presence::{self, Report};
 use super::queue::Queued;
 use super::{lock, stopped, Shared, FLUSH_GRACE};
+use super::{RemoteEvent, RemoteKind};
 
 /// Runs until shutdown.
 pub(super) async fn run(shared: Arc<Shared>, clients: Arc<Clients>, stop: watch::Receiver<bool>) {
@@ -93,6 +95,7 @@ impl Publisher {
 
     /// Publishes until the connection fails (`Err`) or shutdown (`Ok`).
     async fn serve(&mut self, conn: &mut MultiplexedConnection) -> Result<(), LinkError> {
+        self.beat(conn).await?;
         let period = self.shared.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -107,7 +110,7 @@ impl Publisher {
             tokio::select! {
                 _ = stopped(&mut self.stop) => return Ok(()),
                 _ = self.shared.wake.notified() => {}
-                _ = heartbeat.tick() => self.clients.ping(conn).await?,
+                _ = heartbeat.tick() => self.beat(conn).await?,
             }
         }
     }
@@ -164,17 +167,64 @@ impl Publisher {
             // Writing to a String cannot fail.
             let _ = write!(channel, "{}:conv:{}", config.prefix, event.conversation_id);
             message.clear();
+            let is_presence = matches!(event.kind, RemoteKind::Presence { .. });
+            if is_presence {
+                self.store_report(&mut pipe, event);
+            }
             let header = Header {
                 node_id: config.node_id.as_bytes(),
                 instance: self.shared.instance,
                 seq: queued.seq,
                 conversation_id: event.conversation_id,
                 audience: event.audience,
+                presence: is_presence,
             };
             envelope::encode(&header, &event.payload, &mut message);
             pipe.publish(channel.as_str(), message.as_slice()).ignore();
         }
         pipe
+    }
+
+    /// Keeps a presence report in the conversation's hash (before it is
+    /// published, so a node reading the hash after subscribing misses
+    /// nothing).
+    fn store_report(&self, pipe: &mut redis::Pipeline, event: &RemoteEvent) {
+        let Some((report, user, name)) = presence::decode_report(&event.payload) else {
+            return;
+        };
+        let config = &self.shared.config;
+        let key = presence::hash_key(&config.prefix, event.conversation_id);
+        let field = presence::field(self.shared.instance, user);
+        match report {
+            Report::Online(v2) => {
+                pipe.hset(key, field, presence::value(v2, name)).ignore();
+            }
+            Report::Offline => {
+                pipe.hdel(key, field).ignore();
+            }
+        }
+    }
+
+    /// The node's heartbeat: its liveness key (presence TTL) and a message
+    /// on the heartbeat channel. Also checks the connection, as a PING would.
+    async fn beat(&self, conn: &mut MultiplexedConnection) -> Result<(), LinkError> {
+        let config = &self.shared.config;
+        let instance = self.shared.instance;
+        let mut pipe = redis::pipe();
+        let ttl_ms = config.presence_ttl.as_millis() as u64;
+        pipe.cmd("SET")
+            .arg(presence::node_key(&config.prefix, instance))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        pipe.publish(
+            presence::nodes_channel(&config.prefix),
+            &instance.to_be_bytes()[..],
+        )
+        .ignore();
+        let timeout = self.clients.timeout();
+        bounded(timeout, "heartbeat", pipe.query_async::<()>(conn)).await
     }
 
     fn set_up(&self, up: bool) {

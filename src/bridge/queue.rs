@@ -91,6 +91,7 @@ mod tests {
             conversation_id: 1,
             audience: crate::audience::Audience::ALL,
             payload: Bytes::from(n.to_string()),
+            kind: crate::bridge::RemoteKind::Frame,
         }
     }
 

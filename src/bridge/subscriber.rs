@@ -24,8 +24,10 @@ use tokio::time::MissedTickBehavior;
 
 use super::inbound::{Inbound, Verdict};
 use super::link::{bounded, Backoff, Clients, LinkError};
+use super::presence::{self, NodeTtl, SnapshotEntry};
 use super::subscriptions::Subscriptions;
 use super::{stopped, Deliver, Shared, SubCommand};
+use super::{RemoteEvent, RemoteKind};
 
 /// Channels per `SUBSCRIBE` when resubscribing a large set.
 const SUBSCRIBE_CHUNK: usize = 1000;
@@ -42,6 +44,8 @@ pub(super) async fn run(
 ) {
     let config = &shared.config;
     let mut subscriber = Subscriber {
+        ttl: NodeTtl::new(config.presence_ttl),
+        nodes_channel: presence::nodes_channel(&config.prefix),
         subs: Subscriptions::new(config.unsubscribe_linger),
         inbound: Inbound::new(&config.node_id, config.channel_prefix()),
         backoff: Backoff::new(config.backoff_max),
@@ -63,6 +67,10 @@ struct Subscriber {
     subs: Subscriptions,
     inbound: Inbound,
     backoff: Backoff,
+    /// Which nodes that reported presence are still heard.
+    ttl: NodeTtl,
+    /// `{prefix}:nodes`, the heartbeat channel.
+    nodes_channel: String,
 }
 
 impl Subscriber {
@@ -129,6 +137,9 @@ impl Subscriber {
         let (tx, pushes) = mpsc::unbounded_channel();
         let mut conn = self.clients.subscriber(tx).await?;
         self.subscribe(&mut conn, &self.subs.all()).await?;
+        let timeout = self.clients.timeout();
+        let nodes = self.nodes_channel.clone();
+        bounded(timeout, "SUBSCRIBE", conn.subscribe(nodes)).await?;
         Ok((conn, pushes))
     }
 
@@ -154,7 +165,10 @@ impl Subscriber {
                     let gone = self.take_due();
                     self.unsubscribe(conn, &gone).await?;
                 }
-                _ = heartbeat.tick() => self.clients.ping(conn).await?,
+                _ = heartbeat.tick() => {
+                    self.clients.ping(conn).await?;
+                    self.expire_nodes();
+                }
             }
         }
     }
@@ -180,8 +194,17 @@ impl Subscriber {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if channel == self.nodes_channel.as_bytes() {
+            if let Ok(instance) = <[u8; 8]>::try_from(message.as_slice()) {
+                self.ttl.heard(u64::from_be_bytes(instance), Instant::now());
+            }
+            return;
+        }
         match self.inbound.accept(&channel, message) {
             Verdict::Deliver(event) => {
+                if let RemoteKind::Presence { origin } = event.kind {
+                    self.ttl.track(origin, Instant::now());
+                }
                 self.shared
                     .stats
                     .received_total
@@ -207,11 +230,100 @@ impl Subscriber {
         first: SubCommand,
     ) -> Result<(), LinkError> {
         let mut new = Vec::new();
-        new.extend(self.apply(first));
+        let mut wanted = Vec::new();
+        let mut commands = vec![first];
         while let Ok(command) = self.commands.try_recv() {
+            commands.push(command);
+        }
+        for command in commands {
+            if let SubCommand::Subscribe(id) = command {
+                wanted.push(id);
+            }
             new.extend(self.apply(command));
         }
-        self.subscribe(conn, &new).await
+        self.subscribe(conn, &new).await?;
+        // Read after subscribing: what changes from now on arrives as events.
+        for id in wanted {
+            self.snapshot(conn, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads who the other live nodes report online in `conversation` and
+    /// hands it to the shard; fields of dead nodes are deleted.
+    async fn snapshot(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        conversation: i64,
+    ) -> Result<(), LinkError> {
+        let config = &self.shared.config;
+        let timeout = self.clients.timeout();
+        let key = presence::hash_key(&config.prefix, conversation);
+        let mut cmd = redis::cmd("HGETALL");
+        let hgetall = cmd.arg(&key).query_async(conn);
+        let raw: std::collections::HashMap<Vec<u8>, Vec<u8>> =
+            bounded(timeout, "HGETALL", hgetall).await?;
+        let own = self.shared.instance;
+        let mut entries: Vec<(Vec<u8>, SnapshotEntry)> = raw
+            .into_iter()
+            .filter_map(|(f, v)| presence::parse_entry(&f, &v).map(|e| (f, e)))
+            .filter(|(_, e)| e.node != own)
+            .collect();
+        let mut nodes: Vec<u64> = entries.iter().map(|(_, e)| e.node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        if !nodes.is_empty() {
+            let keys: Vec<String> = nodes
+                .iter()
+                .map(|n| presence::node_key(&config.prefix, *n))
+                .collect();
+            let mut cmd = redis::cmd("MGET");
+            let mget = cmd.arg(&keys).query_async(conn);
+            let alive: Vec<Option<Vec<u8>>> = bounded(timeout, "MGET", mget).await?;
+            let dead: Vec<u64> = nodes
+                .iter()
+                .zip(&alive)
+                .filter(|(_, a)| a.is_none())
+                .map(|(n, _)| *n)
+                .collect();
+            let (gone, kept): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|(_, e)| dead.contains(&e.node));
+            entries = kept;
+            if !gone.is_empty() {
+                let fields: Vec<Vec<u8>> = gone.into_iter().map(|(f, _)| f).collect();
+                let mut cmd = redis::cmd("HDEL");
+                let hdel = cmd.arg(&key).arg(fields).query_async::<()>(conn);
+                bounded(timeout, "HDEL", hdel).await?;
+            }
+            let now = Instant::now();
+            for n in nodes.iter().filter(|n| !dead.contains(n)) {
+                self.ttl.track(*n, now);
+            }
+        }
+        (self.deliver)(RemoteEvent {
+            conversation_id: conversation,
+            audience: crate::audience::Audience::ALL,
+            payload: bytes::Bytes::new(),
+            kind: RemoteKind::Snapshot(entries.into_iter().map(|(_, e)| e).collect()),
+        });
+        Ok(())
+    }
+
+    /// Nodes silent for the presence TTL: their users go offline.
+    fn expire_nodes(&mut self) {
+        for origin in self.ttl.expired(Instant::now()) {
+            tracing::info!(
+                instance = format!("{origin:016x}"),
+                "bridge: a node's presence expired"
+            );
+            (self.deliver)(RemoteEvent {
+                conversation_id: 0,
+                audience: crate::audience::Audience::ALL,
+                payload: bytes::Bytes::new(),
+                kind: RemoteKind::NodeGone { origin },
+            });
+        }
     }
 
     /// Updates the set; returns a conversation that needs a `SUBSCRIBE`.

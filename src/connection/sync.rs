@@ -29,9 +29,13 @@ struct Initial {
 
 impl Session {
     /// Reads the initial state and sends it, then the held live events.
-    pub(super) async fn sync(&mut self, since: Option<MessageId>, presence: Bytes) {
+    pub(super) async fn sync(&mut self, since: Option<MessageId>, presence: Option<Bytes>) {
         let timeout = self.ctx.config.timeouts.store;
         let read = monoio::time::timeout(timeout, self.read_initial(since)).await;
+        let presence = match presence {
+            Some(frame) => frame,
+            None => self.other_nodes_presence().await,
+        };
         let held = self.peer.release();
         match read {
             Ok(Ok(initial)) => self.send_initial(initial, presence, held),
@@ -44,6 +48,17 @@ impl Session {
                 self.begin_close(CloseReason::Internal);
             }
         }
+    }
+
+    /// The `presence_state` once the other nodes' presence is read (or,
+    /// with Redis unreachable, after the store timeout: this node's only).
+    async fn other_nodes_presence(&self) -> Bytes {
+        let conv = self.peer.conversation_id;
+        if let Some(wait) = self.ctx.presence_wait(conv) {
+            let limit = self.ctx.config.timeouts.store;
+            let _ = monoio::time::timeout(limit, wait).await;
+        }
+        self.ctx.presence_state_frame(conv)
     }
 
     async fn read_initial(&self, since: Option<MessageId>) -> Result<Initial, V2Error> {

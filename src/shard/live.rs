@@ -1,6 +1,14 @@
 //! The shard's live half of protocol v2 (PROTOCOL.md §6.5, §6.7): presence
-//! driven from socket joins and leaves, and held upload-progress values
-//! released at their slots.
+//! driven from socket joins and leaves and from other nodes' reports, and
+//! held upload-progress values released at their slots.
+//!
+//! Across nodes: when what this node reports about a user changes (first /
+//! last socket, first / last v2 socket), the report goes to the bridge,
+//! which keeps it in Redis and publishes it on the conversation's channel.
+//! Every node turns reports into cluster-wide transitions on its own, so
+//! each node sends each event to its own sockets once. A conversation this
+//! node starts holding waits for the bridge's read of the other nodes'
+//! state (`presence_pending`) before its v2 sockets get `presence_state`.
 //!
 //! Owns the glue between the sans-IO [`Presence`](crate::presence::Presence)
 //! table and the sockets: on a transition it frames one `presence` event for
@@ -16,8 +24,11 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use super::ShardCtx;
+use crate::bridge::presence::{self, Report, SnapshotEntry};
+use crate::bridge::{RemoteEvent, RemoteKind};
 use crate::frame::FrameBuf;
 use crate::hub::{Audience, Peer};
 use crate::presence::Change;
@@ -32,7 +43,81 @@ impl ShardCtx {
             self.presence
                 .borrow_mut()
                 .join(peer.conversation_id, peer.user_id, username, v2);
+        if change.node_edge {
+            self.publish_report(peer.conversation_id, peer.user_id, username);
+        }
         self.on_presence_change(peer.conversation_id, peer.user_id, username, true, change);
+    }
+
+    /// Tells the other nodes what this node now reports about `user`.
+    fn publish_report(&self, conv: ConversationId, user: UserId, username: &str) {
+        let Some(bridge) = &self.bridge else {
+            return;
+        };
+        let report = Report::from_local(self.presence.borrow().local_report(conv, user));
+        bridge.publish(RemoteEvent {
+            conversation_id: conv,
+            audience: Audience::ALL,
+            payload: Bytes::from(presence::encode_report(report, user, username)),
+            kind: RemoteKind::Presence { origin: 0 },
+        });
+    }
+
+    /// Another node's report about a user.
+    pub(super) fn remote_presence(&self, conv: ConversationId, origin: u64, payload: &[u8]) {
+        let Some((report, user, name)) = presence::decode_report(payload) else {
+            return;
+        };
+        let change =
+            self.presence
+                .borrow_mut()
+                .remote(conv, origin, user, name, report.as_remote());
+        let online = report != Report::Offline;
+        self.on_presence_change(conv, user, name, online, change);
+    }
+
+    /// The other nodes' state of a conversation this node started holding:
+    /// applied without events (the sockets waiting for it get it in their
+    /// `presence_state`), then the waiting sockets are released.
+    pub(super) fn presence_snapshot(&self, conv: ConversationId, entries: Vec<SnapshotEntry>) {
+        {
+            let mut p = self.presence.borrow_mut();
+            for e in &entries {
+                p.remote(conv, e.node, e.user, &e.username, Some(e.v2));
+            }
+        }
+        self.presence_loaded(conv);
+    }
+
+    /// Releases the sockets waiting for `conv`'s presence.
+    pub(super) fn presence_loaded(&self, conv: ConversationId) {
+        let waiters = self.presence_pending.borrow_mut().remove(&conv);
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(());
+        }
+    }
+
+    /// A wait for `conv`'s presence when it is still being read.
+    pub fn presence_wait(&self, conv: ConversationId) -> Option<oneshot::Receiver<()>> {
+        let mut pending = self.presence_pending.borrow_mut();
+        let waiters = pending.get_mut(&conv)?;
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        Some(rx)
+    }
+
+    /// Another node's presence expired: the users only it reported go
+    /// offline here.
+    pub(super) fn node_gone(&self, origin: u64) {
+        let gone = self.presence.borrow_mut().node_gone(origin);
+        for (conv, user, name, before) in gone {
+            let change = Change {
+                transition: true,
+                node_edge: false,
+                online: before - 1,
+            };
+            self.on_presence_change(conv, user, &name, false, change);
+        }
     }
 
     /// A joined socket left.
@@ -46,6 +131,9 @@ impl ShardCtx {
             return;
         }
         if let Some(name) = name {
+            if change.node_edge {
+                self.publish_report(conv, user, &name);
+            }
             self.on_presence_change(conv, user, &name, false, change);
         }
     }
@@ -66,7 +154,10 @@ impl ShardCtx {
         self.metrics.presence_transition();
         let big = change.online.max(change.online + usize::from(!online))
             > self.config.presence_broadcast_max;
-        if big || !self.presence.borrow().watched(conv) {
+        // While the other nodes' presence is read, every v2 socket here
+        // waits for its `presence_state`, which will include this change.
+        let loading = self.presence_pending.borrow().contains_key(&conv);
+        if big || loading || !self.presence.borrow().watched(conv) {
             return;
         }
         let mut f = FrameBuf::with_capacity(80 + username.len());

@@ -172,11 +172,14 @@ pub struct Inbox {
     rx: mpsc::UnboundedReceiver<RemoteEvent>,
 }
 
-/// A [`Deliver`] that forwards into an [`Inbox`].
+/// A [`Deliver`] that forwards frames into an [`Inbox`] (the presence
+/// snapshots a subscription reads, and node expiries, are left out).
 pub fn inbox() -> (Deliver, Inbox) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let deliver: Deliver = Arc::new(move |event| {
-        let _ = tx.send(event);
+    let deliver: Deliver = Arc::new(move |event: RemoteEvent| {
+        if event.kind == chatgate::bridge::RemoteKind::Frame {
+            let _ = tx.send(event);
+        }
     });
     (deliver, Inbox { rx })
 }

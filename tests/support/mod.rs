@@ -660,6 +660,42 @@ impl TestGateway {
         }
     }
 
+    /// A socket of `user` in `conversation` on the gateway at `addr` (another
+    /// node of a cluster on this test's database), after
+    /// `connection_established`; v2 sockets also after `read_state` and
+    /// `presence_state`, which is returned (`Null` for v1).
+    pub fn connect_at(
+        &self,
+        addr: std::net::SocketAddr,
+        conversation: i64,
+        user: &User,
+        v2: bool,
+    ) -> (Client, Value) {
+        let mut req = format!("ws://{addr}/ws/chat/{conversation}/?token={}", user.token)
+            .into_client_request()
+            .expect("request");
+        if v2 {
+            req.headers_mut().append(
+                HeaderName::from_static("sec-websocket-protocol"),
+                HeaderValue::from_static("chatgate.v2"),
+            );
+        }
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+        let (ws, _) = tungstenite::client::client(req, stream).expect("upgrade");
+        let mut c = Client { ws };
+        c.expect_established();
+        if !v2 {
+            return (c, Value::Null);
+        }
+        let state = c.recv_all_json();
+        assert_eq!(state["type"], "read_state", "{state}");
+        let presence = c.recv_all_json();
+        assert_eq!(presence["type"], "presence_state", "{presence}");
+        (c, presence)
+    }
+
     /// A completed upgrade (101) on `path`; nothing read yet.
     pub fn open(&self, path: &str, headers: &[(&str, &str)]) -> Client {
         self.try_open(path, headers)

@@ -120,6 +120,9 @@ pub struct ConnectArgs {
     /// Gateway process id(s), comma-separated: RSS read from /proc before and after.
     #[arg(long, value_delimiter = ',')]
     pub gateway_pid: Vec<u32>,
+    /// Offer protocol v2 (`chatgate.v2`) on every socket (presence cost).
+    #[arg(long)]
+    pub v2: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -292,6 +295,7 @@ fn load(
         timeout: a.connect_timeout,
         phase_timeout: a.connect_phase_timeout,
         driver: a.io_driver.unwrap_or(default_driver),
+        v2: a.v2,
     };
     Ok((plan, opts))
 }

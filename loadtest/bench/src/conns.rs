@@ -200,7 +200,7 @@ async fn socket_task(w: Rc<Worker>, i: usize) {
         let started = Instant::now();
         (
             started,
-            net::open(target, w.opts.source(i), &path, w.opts.timeout).await,
+            net::open(target, w.opts.source(i), &path, w.opts.timeout, w.opts.v2).await,
         )
     };
     let session = match opened {

@@ -284,7 +284,7 @@ async fn socket_task(w: Rc<Worker>, i: usize) {
     let path = target.chat_path(spec.conv_id, &spec.token);
     let opened = {
         let _permit = w.connecting.acquire().await;
-        net::open(target, w.opts.source(i), &path, w.opts.timeout).await
+        net::open(target, w.opts.source(i), &path, w.opts.timeout, w.opts.v2).await
     };
     let session = match opened {
         Ok(s) => s,

@@ -168,19 +168,20 @@ async fn connect_from(addr: SocketAddr, ip: IpAddr) -> io::Result<TcpStream> {
     }
 }
 
-/// Connects and upgrades to the chat path; returns the session, ready to
-/// read the first server message.
+/// Connects and upgrades to the chat path (offering protocol v2 when
+/// `v2`); returns the session, ready to read the first server message.
 pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     path: &str,
     timeout: Duration,
+    v2: bool,
 ) -> Result<Session, ConnFailure> {
     let attempt = async {
         let stream = connect(target.addr, source)
             .await
             .map_err(ConnFailure::Connect)?;
-        upgrade(stream, &target.host, path).await
+        upgrade(stream, &target.host, path, v2).await
     };
     monoio::select! {
         r = attempt => r,
@@ -189,10 +190,15 @@ pub async fn open(
 }
 
 /// Sends the upgrade request and reads the answer.
-async fn upgrade(mut stream: TcpStream, host: &str, path: &str) -> Result<Session, ConnFailure> {
+async fn upgrade(
+    mut stream: TcpStream,
+    host: &str,
+    path: &str,
+    v2: bool,
+) -> Result<Session, ConnFailure> {
     let key = wire::new_key();
     let (res, _) = stream
-        .write_all(wire::upgrade_request(host, path, &key))
+        .write_all(wire::upgrade_request(host, path, &key, v2))
         .await;
     res.map_err(ConnFailure::Connect)?;
     let mut head: Vec<u8> = Vec::with_capacity(1024);

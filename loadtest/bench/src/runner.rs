@@ -128,6 +128,9 @@ pub struct ConnectOptions {
     pub phase_timeout: Duration,
     /// io driver of the load threads.
     pub driver: ClientDriver,
+    /// Offer protocol v2 (`chatgate.v2`): sockets also get `read_state`,
+    /// `presence_state` and presence events.
+    pub v2: bool,
 }
 
 impl ConnectOptions {

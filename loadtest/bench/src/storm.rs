@@ -142,7 +142,7 @@ async fn attempt(w: &Worker, i: usize) -> Result<Duration, String> {
     let target = &w.opts.targets[seat.node];
     let path = target.chat_path(seat.conv_id, &seat.token);
     let started = Instant::now();
-    let session = net::open(target, w.opts.source(i), &path, w.opts.timeout)
+    let session = net::open(target, w.opts.source(i), &path, w.opts.timeout, w.opts.v2)
         .await
         .map_err(|f| f.label())?;
     let mut once = Once {

@@ -315,10 +315,15 @@ pub fn new_key() -> String {
 }
 
 /// The opening handshake request for `path` on `host`.
-pub fn upgrade_request(host: &str, path: &str, key: &str) -> Vec<u8> {
+pub fn upgrade_request(host: &str, path: &str, key: &str, v2: bool) -> Vec<u8> {
+    let protocol = if v2 {
+        "Sec-WebSocket-Protocol: chatgate.v2\r\n"
+    } else {
+        ""
+    };
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
     )
     .into_bytes()
 }
@@ -537,7 +542,8 @@ mod tests {
             parse_answer(refused, key),
             Ok(Answer::Refused { status: 429 })
         );
-        let req = String::from_utf8(upgrade_request("h:1", "/ws/chat/1/?token=t", key)).unwrap();
+        let req =
+            String::from_utf8(upgrade_request("h:1", "/ws/chat/1/?token=t", key, false)).unwrap();
         assert!(req.starts_with("GET /ws/chat/1/?token=t HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(req.ends_with("\r\n\r\n"));
     }

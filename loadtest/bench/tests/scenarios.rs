@@ -45,6 +45,7 @@ fn options(gw: &Gateway, driver: ClientDriver) -> ConnectOptions {
         timeout: Duration::from_secs(5),
         phase_timeout: Duration::from_secs(20),
         driver,
+        v2: false,
     }
 }
 
@@ -94,6 +95,21 @@ fn conns_hold_and_storm_handshakes() {
     assert!(r.ok, "{}", r.text());
     assert_eq!(r.established, 25);
     assert_eq!(r.sockets_per_user_max, 3);
+    // The same over protocol v2 (read_state, presence_state, presence events).
+    let spec = ConnsSpec {
+        count: 25,
+        hold: Duration::from_millis(300),
+        expect_ping_interval: None,
+        gateway_pids: vec![],
+        progress: false,
+    };
+    let v2 = ConnectOptions {
+        v2: true,
+        ..options(&gw, ClientDriver::Epoll)
+    };
+    let r = conns::run(&plan, v2, spec).unwrap();
+    assert!(r.ok, "{}", r.text());
+    assert_eq!(r.established, 25);
     let spec = StormSpec {
         count: 60,
         concurrency: 4,
