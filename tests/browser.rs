@@ -34,9 +34,24 @@ fn suite_dir() -> PathBuf {
 fn missing() -> Option<String> {
     let chromium =
         std::env::var("CHATGATE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    // node --test with --test-concurrency and --test-force-exit: Node 20.14 or newer.
     let node = Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|o| o.status.success()) {
-        return Some("node".into());
+    let version = node
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let numbers: Vec<u32> = version
+        .as_deref()
+        .unwrap_or("")
+        .trim_start_matches('v')
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    if numbers.len() < 2 || (numbers[0], numbers[1]) < (20, 14) {
+        return Some(format!(
+            "node 20.14 or newer (found {})",
+            version.as_deref().unwrap_or("none")
+        ));
     }
     let modules = suite_dir().join("node_modules");
     if !modules.join("playwright-core").is_dir() || !modules.join("ws").is_dir() {
