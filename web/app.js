@@ -453,6 +453,7 @@ function start(conversationId, jwt) {
       $('hangup').hidden = st === 'ended' || (s.incoming && st === 'ringing');
       $('videos').hidden = st === 'ended';
       if (st === 'ended') {
+        if (s.endReason) flash(`Call ended: ${s.endReason}`);
         call = null;
         /** @type {HTMLVideoElement} */ ($('remote-video')).srcObject = null;
         /** @type {HTMLVideoElement} */ ($('local-video')).srcObject = null;

@@ -628,12 +628,20 @@ export class CallSession extends Emitter {
     return pc;
   }
 
-  /** Caller: ring, then send the offer. */
+  /** Caller: ring, then send the offer; give up when nobody answers. */
   async _start() {
     if (!this._signal('ring', { media: this.media })) {
       this._setState('ended');
       return;
     }
+    const ringFor = this.manager.options.ringTimeout ?? 45000;
+    const timer = setTimeout(() => {
+      if (this.state === 'ringing') {
+        this.endReason = 'No answer';
+        this.hangup();
+      }
+    }, ringFor);
+    this.on('state', () => clearTimeout(timer));
     const pc = await this._peer();
     if (this._ended()) return;
     const offer = await pc.createOffer();
@@ -735,7 +743,8 @@ export class CallSession extends Emitter {
 export class CallManager extends Emitter {
   /**
    * @param {ChatGate} client
-   * @param {{iceServers?: any[], RTCPeerConnection?: any, mediaDevices?: any}} [options]
+   * @param {{iceServers?: any[], RTCPeerConnection?: any, mediaDevices?: any, ringTimeout?: number}} [options]
+   *   `ringTimeout`: ms an outgoing call rings before it hangs up (default 45000)
    */
   constructor(client, options = {}) {
     super();

@@ -205,11 +205,17 @@ describe('the demo page, alice and bob in Chromium', () => {
       const video = b.remoteStream?.getVideoTracks().length ?? 0;
       a.hangup();
       const ended = await until(() => b.state === 'ended');
-      return { held, connected, video, ended, aEnded: a.state === 'ended' };
+      // Nobody answers: the caller gives up after ringTimeout, the callee stops ringing.
+      caller.options.ringTimeout = 300;
+      const rung = new Promise((res) => callee.on('incoming', res));
+      const c = caller.call(2, { audio: true, video: false });
+      const d = /** @type {any} */ (await rung);
+      const gaveUp = (await until(() => c.state === 'ended' && d.state === 'ended')) && c.endReason === 'No answer';
+      return { held, connected, video, ended, aEnded: a.state === 'ended', gaveUp };
     });
     await context.close();
     assert.ok(r.held > 0, 'candidates that came before the offer was accepted were held');
-    assert.deepEqual({ ...r, held: true }, { held: true, connected: true, video: 1, ended: true, aEnded: true });
+    assert.deepEqual({ ...r, held: true }, { held: true, connected: true, video: 1, ended: true, aEnded: true, gaveUp: true });
   });
 
   test('a WebRTC call reaches connected on both and ended after hang-up', async (t) => {
