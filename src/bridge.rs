@@ -22,7 +22,8 @@
 //! `{prefix}:nodes`; after subscribing a conversation the subscriber reads
 //! the hash (live nodes only) and hands it to the shard as a snapshot; a
 //! node that reported presence and is not heard for `presence_ttl` is
-//! handed to every shard as gone.
+//! handed to every shard as gone; after a reconnect every held
+//! conversation is read again and known nodes get a fresh TTL.
 //!
 //! Shards only call the non-blocking methods of [`Bridge`]: `publish`
 //! (a short critical section on the queue, then a wake-up), `subscribe` and

@@ -231,6 +231,11 @@ impl Hub {
         self.corked.set(true);
     }
 
+    /// Whether broadcasts are being gathered (between `cork` and `uncork`).
+    pub fn is_corked(&self) -> bool {
+        self.corked.get()
+    }
+
     /// Ends the turn: every socket that got frames sends them with one
     /// `sendmsg` (the rest is left to its task). Returns the sockets flushed.
     pub fn uncork(&self) -> usize {

@@ -198,7 +198,7 @@ impl ShardCtx {
 
     /// Makes `peer` a member of its conversation; the node subscribes to the
     /// conversation's cross-node channel with its first local member.
-    pub fn join_member(&self, peer: &Rc<Peer>, username: &str) {
+    pub fn join_member(self: &Rc<Self>, peer: &Rc<Peer>, username: &str) {
         let first = self.hub.join(peer);
         if first && self.bridge.as_ref().is_some_and(Bridge::is_connected) {
             // The bridge reads the other nodes' presence after subscribing
@@ -219,7 +219,7 @@ impl ShardCtx {
     /// the conversation has no local member left.
     /// While the store still owes the socket answers, it stays findable (as
     /// lingering) so what it caused still goes out in order.
-    pub fn leave_member(&self, peer: &Rc<Peer>) {
+    pub fn leave_member(self: &Rc<Self>, peer: &Rc<Peer>) {
         if self.hub.peer(peer.conn_id).is_some() {
             self.presence_leave(peer);
         }
@@ -487,7 +487,7 @@ fn run_turn(
 }
 
 /// Gives every other ready task on this shard a turn.
-async fn yield_now() {
+pub(crate) async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {

@@ -1,9 +1,10 @@
-//! PROTOCOL.md §6.5–6.7 across nodes on a real Redis: presence state and
-//! events between nodes (a second tab or a v1 socket elsewhere is no
+//! PROTOCOL.md §6.5–6.7 across nodes on a real Redis (two and three
+//! nodes): presence state and events between nodes (a second tab or a v1 socket elsewhere is no
 //! transition), call signals and upload progress crossing nodes byte for
 //! byte, a `kill -9`ed node's users going offline on the survivor within
 //! the presence TTL plus a heartbeat (and nobody else flapping), and a
-//! graceful restart within the TTL flapping nobody.
+//! graceful restart within the TTL flapping nobody, and presence read
+//! again after a lost subscribing connection.
 
 #[macro_use]
 #[allow(unused_macros)]
@@ -276,4 +277,89 @@ fn a_graceful_restart_within_the_ttl_flaps_nobody() {
     let after = reconnected.elapsed();
     assert!(after >= ttl - Duration::from_secs(1), "{after:?}");
     a1.expect_quiet(Duration::from_secs(1));
+}
+
+/// A node whose subscribing connection drops reads presence again when it
+/// is back: a report published meanwhile is not lost, nothing is told
+/// twice and nobody flaps.
+#[test]
+fn presence_is_read_again_after_the_subscriber_reconnects() {
+    let Some(env) = RedisEnv::start("presence_resub") else {
+        return;
+    };
+    let (a, b) = two_nodes(&env);
+    let alice = a.user("alice");
+    let bob = a.user("bob");
+    let carol = a.user("carol");
+    let conv = a.conversation(&[&alice, &bob, &carol]);
+    let (mut a1, _) = a.connect_at(a.addr(), conv, &alice, true);
+    let (_b1, _) = a.connect_at(b.local_addr(), conv, &bob, true);
+    assert_eq!(a1.recv_all_json(), presence(&bob, "online"));
+    let mut admin = env.admin.clone();
+    let name = format!("{}:a:sub", env.prefix);
+    let id = env
+        .rt
+        .block_on(redis_support::client_id(&mut admin, &name))
+        .expect("node a's subscriber");
+    env.rt
+        .block_on(redis_support::kill_client(&mut admin, id, None));
+    // Published while node A's subscriber may be away.
+    let (_c1, _) = a.connect_at(b.local_addr(), conv, &carol, false);
+    assert_eq!(a1.recv_all_json(), presence(&carol, "online"));
+    a1.expect_quiet(2 * TTL);
+    let (_a2, state) = a.connect_at(a.addr(), conv, &alice, true);
+    assert_eq!(ids(&state), (vec![alice.id, bob.id, carol.id], 3));
+}
+
+/// Three nodes: every node tells its own v2 sockets about users on the
+/// other two, once; a user with tabs on two other nodes goes offline only
+/// when the last one closes; a call reaches a user's tabs on two nodes.
+#[test]
+fn three_nodes_agree_on_presence() {
+    let Some(env) = RedisEnv::start("presence_three") else {
+        return;
+    };
+    let a = TestGateway::start_with(|c| c.bridge = Some(bridge(&env, "a")));
+    let start = |node: &str| {
+        let mut cfg: Config = a.config.clone();
+        cfg.bridge = Some(bridge(&env, node));
+        Gateway::start(cfg).expect("node starts")
+    };
+    let (b, c) = (start("b"), start("c"));
+    wait_nodes(&env, 3);
+    let alice = a.user("alice");
+    let bob = a.user("bob");
+    let carol = a.user("carol");
+    let conv = a.conversation(&[&alice, &bob, &carol]);
+    let (mut on_a, _) = a.connect_at(a.addr(), conv, &alice, true);
+    let (mut on_b, state) = a.connect_at(b.local_addr(), conv, &bob, true);
+    assert_eq!(ids(&state), (vec![alice.id, bob.id], 2));
+    assert_eq!(on_a.recv_all_json(), presence(&bob, "online"));
+    let (mut on_c, state) = a.connect_at(c.local_addr(), conv, &carol, true);
+    assert_eq!(ids(&state), (vec![alice.id, bob.id, carol.id], 3));
+    assert_eq!(on_a.recv_all_json(), presence(&carol, "online"));
+    assert_eq!(on_b.recv_all_json(), presence(&carol, "online"));
+    // Carol's second tab on node B: no transition anywhere.
+    let (mut on_b_carol, _) = a.connect_at(b.local_addr(), conv, &carol, true);
+    // A ring reaches both of Carol's tabs, on nodes B and C.
+    on_a.send_text(&format!(
+        r#"{{"type":"call_signal","to_user_id":{},"call_id":"x","kind":"ring","payload":[1, 2]}}"#,
+        carol.id
+    ));
+    for s in [&mut on_c, &mut on_b_carol] {
+        let got = s.recv_json();
+        assert_eq!(
+            (&got["kind"], &got["payload"]),
+            (&json!("ring"), &json!([1, 2]))
+        );
+    }
+    on_c.close(1000);
+    for s in [&mut on_a, &mut on_b] {
+        s.expect_quiet(QUIET);
+    }
+    on_b_carol.close(1000);
+    assert_eq!(on_a.recv_all_json(), presence(&carol, "offline"));
+    assert_eq!(on_b.recv_all_json(), presence(&carol, "offline"));
+    on_a.expect_quiet(QUIET);
+    on_b.expect_quiet(QUIET);
 }

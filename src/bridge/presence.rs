@@ -153,6 +153,14 @@ impl NodeTtl {
         }
     }
 
+    /// This node was away from Redis and could hear nobody: every tracked
+    /// node gets a full TTL from `now` to be heard again.
+    pub fn restart_all(&mut self, now: Instant) {
+        for t in self.last_heard.values_mut() {
+            *t = now;
+        }
+    }
+
     /// Tracked nodes not heard for longer than the TTL; they are forgotten.
     pub fn expired(&mut self, now: Instant) -> Vec<u64> {
         let ttl = self.ttl;
@@ -231,5 +239,10 @@ mod tests {
         assert_eq!(ttl.expired(t0 + 5 * s + s / 10), vec![1]);
         assert!(ttl.is_empty());
         assert!(ttl.expired(t0 + 100 * s).is_empty(), "gone once");
+        // After this node's own outage, the others get a TTL again.
+        ttl.track(3, t0);
+        ttl.restart_all(t0 + 10 * s);
+        assert!(ttl.expired(t0 + 12 * s).is_empty());
+        assert_eq!(ttl.expired(t0 + 14 * s), vec![3]);
     }
 }

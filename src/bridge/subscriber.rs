@@ -149,6 +149,14 @@ impl Subscriber {
         conn: &mut MultiplexedConnection,
         pushes: &mut Pushes,
     ) -> Result<(), LinkError> {
+        // (Re)connected: other nodes may have been expired while Redis was
+        // away, and reports may have been missed: read every held
+        // conversation's presence again (it also answers shards that
+        // started holding one while Redis was down).
+        self.ttl.restart_all(Instant::now());
+        for id in self.subs.all() {
+            self.snapshot(conn, id).await?;
+        }
         let period = self.shared.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);

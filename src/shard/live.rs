@@ -36,8 +36,25 @@ use crate::protocol::{self, Version};
 use crate::store::{ConversationId, UserId};
 
 impl ShardCtx {
+    /// Presence events of a burst of joins and leaves (a reconnect storm)
+    /// go out corked: the hub gathers frames per socket until the shard's
+    /// other ready tasks had a turn, then each socket gets them in one
+    /// `sendmsg` instead of one `send` per event. Recipients are still
+    /// decided when each event is built.
+    fn cork_for_presence(self: &Rc<Self>, conv: ConversationId) {
+        if self.hub.is_corked() || !self.presence.borrow().watched(conv) {
+            return;
+        }
+        self.hub.cork();
+        let ctx = self.clone();
+        monoio::spawn(async move {
+            super::yield_now().await;
+            ctx.metrics.gathered_writes(ctx.hub.uncork());
+        });
+    }
+
     /// An admitted socket joined: count it, announce a transition.
-    pub(super) fn presence_join(&self, peer: &Rc<Peer>, username: &str) {
+    pub(super) fn presence_join(self: &Rc<Self>, peer: &Rc<Peer>, username: &str) {
         let v2 = peer.version == Version::V2;
         let change =
             self.presence
@@ -45,6 +62,9 @@ impl ShardCtx {
                 .join(peer.conversation_id, peer.user_id, username, v2);
         if change.node_edge {
             self.publish_report(peer.conversation_id, peer.user_id, username);
+        }
+        if change.transition {
+            self.cork_for_presence(peer.conversation_id);
         }
         self.on_presence_change(peer.conversation_id, peer.user_id, username, true, change);
     }
@@ -76,17 +96,28 @@ impl ShardCtx {
         self.on_presence_change(conv, user, name, online, change);
     }
 
-    /// The other nodes' state of a conversation this node started holding:
-    /// applied without events (the sockets waiting for it get it in their
-    /// `presence_state`), then the waiting sockets are released.
+    /// The other nodes' state of a conversation. When this node just
+    /// started holding it: applied without events (the sockets waiting for
+    /// it get it in their `presence_state`), then they are released. Else
+    /// (the bridge reconnected and read it again): users it brings back
+    /// are announced as any transition.
     pub(super) fn presence_snapshot(&self, conv: ConversationId, entries: Vec<SnapshotEntry>) {
-        {
-            let mut p = self.presence.borrow_mut();
-            for e in &entries {
-                p.remote(conv, e.node, e.user, &e.username, Some(e.v2));
+        if self.presence_pending.borrow().contains_key(&conv) {
+            {
+                let mut p = self.presence.borrow_mut();
+                for e in &entries {
+                    p.remote(conv, e.node, e.user, &e.username, Some(e.v2));
+                }
             }
+            return self.presence_loaded(conv);
         }
-        self.presence_loaded(conv);
+        for e in &entries {
+            let change =
+                self.presence
+                    .borrow_mut()
+                    .remote(conv, e.node, e.user, &e.username, Some(e.v2));
+            self.on_presence_change(conv, e.user, &e.username, true, change);
+        }
     }
 
     /// Releases the sockets waiting for `conv`'s presence.
@@ -121,7 +152,7 @@ impl ShardCtx {
     }
 
     /// A joined socket left.
-    pub(super) fn presence_leave(&self, peer: &Rc<Peer>) {
+    pub(super) fn presence_leave(self: &Rc<Self>, peer: &Rc<Peer>) {
         let (conv, user) = (peer.conversation_id, peer.user_id);
         let name = self.presence.borrow().username(conv, user);
         let v2 = peer.version == Version::V2;
@@ -133,6 +164,9 @@ impl ShardCtx {
         if let Some(name) = name {
             if change.node_edge {
                 self.publish_report(conv, user, &name);
+            }
+            if change.transition {
+                self.cork_for_presence(conv);
             }
             self.on_presence_change(conv, user, &name, false, change);
         }
