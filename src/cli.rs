@@ -373,9 +373,20 @@ pub struct ServeArgs {
     /// Close with 4001 when the token used at connect expires.
     #[arg(long, global = true, env = "CHATGATE_ENFORCE_TOKEN_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
     pub enforce_token_expiry: bool,
+    /// Serve the demo chat page at / and the client at /static/chatgate.js (on|off).
+    #[arg(long, global = true, env = "CHATGATE_WEB", default_value = "on", value_parser = parse_on_off)]
+    pub web: bool,
     /// On a fresh embedded database, create two demo users and a conversation.
     #[arg(long, global = true, env = "CHATGATE_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected on or off, got {s:?}")),
+    }
 }
 
 /// The admin listener address, or none (`off`).
@@ -498,6 +509,7 @@ impl Cli {
             b
         });
         c.enforce_token_expiry = s.enforce_token_expiry;
+        c.web = s.web;
         c
     }
 }

@@ -175,6 +175,9 @@ pub struct Config {
     /// On shutdown, how long `/readyz` answers 503 before sockets are closed
     /// with 1001 (load balancers stop sending first). Default 5 s.
     pub drain_grace: Duration,
+    /// Serve the demo page (`GET /`) and `/static/chatgate.js` on the
+    /// WebSocket port. Default true.
+    pub web: bool,
 }
 
 /// A configuration value that cannot work.
@@ -207,6 +210,7 @@ impl Config {
             bridge: None,
             enforce_token_expiry: true,
             drain_grace: Duration::from_secs(5),
+            web: true,
         }
     }
 

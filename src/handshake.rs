@@ -15,6 +15,7 @@ use crate::http_api::{self, ApiRequest};
 use crate::protocol::{Version, V2_SUBPROTOCOL};
 use crate::routing::{conversation_from_path, query_param, split_target, token_from_query};
 use crate::store::{ConversationId, MessageId};
+use crate::web::{self, WebRequest};
 
 /// A valid upgrade request for a conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +103,12 @@ pub enum Head {
     Upgrade(Upgrade),
     /// A request of the HTTP history API (`/api/…`).
     Api(ApiRequest),
+    /// A request for the demo page or a static file (`/`, `/static/…`).
+    Web(WebRequest),
 }
 
-/// Parses an upgrade head at the start of `buf` (an `/api/` head is 404
-/// here). `Ok(None)`: incomplete, read more. `Ok(Some((head_len,
+/// Parses an upgrade head at the start of `buf` (an `/api/` or page head
+/// is 404 here). `Ok(None)`: incomplete, read more. `Ok(Some((head_len,
 /// upgrade)))`: bytes after `head_len` are WebSocket data.
 pub fn parse(
     buf: &[u8],
@@ -114,7 +117,7 @@ pub fn parse(
     match parse_head(buf, allowed_origins)? {
         None => Ok(None),
         Some((n, Head::Upgrade(u))) => Ok(Some((n, u))),
-        Some((_, Head::Api(_))) => Err(Rejection::NotFound),
+        Some((_, Head::Api(_) | Head::Web(_))) => Err(Rejection::NotFound),
     }
 }
 
@@ -137,6 +140,15 @@ pub fn parse_head(
     let target = req.path.ok_or(Rejection::BadRequest)?;
     if split_target(target).0.starts_with(http_api::PREFIX) {
         return Ok(Some((head_len, Head::Api(api_request(&req, target)))));
+    }
+    let path = split_target(target).0;
+    if web::is_web_path(path) && header(&req, "upgrade").is_none() {
+        let web = WebRequest {
+            method: req.method.unwrap_or_default().to_owned(),
+            path: path.to_owned(),
+            if_none_match: header(&req, "if-none-match").map(str::to_owned),
+        };
+        return Ok(Some((head_len, Head::Web(web))));
     }
     let upgrade = validate(&req, allowed_origins)?;
     Ok(Some((head_len, Head::Upgrade(upgrade))))

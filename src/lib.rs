@@ -9,6 +9,7 @@
 //! - [`routing`] — `shard_for`, the request path and token extraction.
 //! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400) and the 101 answer.
 //! - [`http_api`] — `GET /api/conversations/<id>/messages/` (history over HTTP) on the WebSocket port.
+//! - [`web`] — the demo chat page and `chatgate.js` (embedded from `web/`) on the WebSocket port.
 //! - [`auth`] — simplejwt-compatible HS256 access tokens.
 //! - [`connection`] — one socket's life: read, decode, act, write, close.
 //! - [`protocol`] — client message decoding (simd-json) and server message encoding.
@@ -63,6 +64,7 @@ pub mod store;
 pub mod timers;
 pub mod typing_state;
 pub mod upload_throttle;
+pub mod web;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
 pub use gateway::{Gateway, GatewayError, ShardStats};

@@ -126,7 +126,7 @@ fn serve(cli: &Cli, jwt: JwtConfig) -> anyhow::Result<()> {
     ])?;
     let gateway = Gateway::start(config)?;
     if let Some((conv, users)) = demo {
-        print_demo(&jwt, gateway.local_addr(), conv, &users);
+        print_demo(&jwt, gateway.local_addr(), conv, &users, cli.serve.web);
     }
     let handle = gateway.shutdown_handle();
     std::thread::Builder::new()
@@ -150,18 +150,30 @@ fn seed_demo(admin: &Admin) -> anyhow::Result<(i64, Vec<(i64, &'static str)>)> {
     Ok((conv, vec![(alice, "alice"), (bob, "bob")]))
 }
 
-fn print_demo(jwt: &JwtConfig, addr: std::net::SocketAddr, conv: i64, users: &[(i64, &str)]) {
+fn print_demo(
+    jwt: &JwtConfig,
+    addr: std::net::SocketAddr,
+    conv: i64,
+    users: &[(i64, &str)],
+    web: bool,
+) {
     let ttl = Duration::from_secs(24 * 3600);
-    println!("\nFresh database: demo users and conversation {conv} created. Tokens (valid 24 h):");
+    // A wildcard listen address is not something a browser can open.
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port()),
+        _ => addr,
+    };
+    println!("\nFresh database: demo users and conversation {conv} created (links valid 24 h).");
+    if web {
+        println!("Open each link in its own browser tab and chat:\n");
+    }
     for (id, name) in users {
         let token = mint_token(jwt, *id, ttl);
-        println!("\n  {name} (user {id}): {token}");
-        println!("  browser console:");
-        println!(
-            "    ws = new WebSocket('ws://{addr}/ws/chat/{conv}/?token={token}'); \
-             ws.onmessage = e => console.log(JSON.parse(e.data)); \
-             ws.onopen = () => ws.send(JSON.stringify({{type: 'chat_message', content: 'hello from {name}'}}));"
-        );
+        if web {
+            println!("  {name}: http://{host}/#conversation={conv}&token={token}");
+        } else {
+            println!("  {name} (user {id}): ws://{host}/ws/chat/{conv}/?token={token}");
+        }
     }
-    println!("\n  more tokens: chatgate token --user-id N\n");
+    println!("\nMore tokens: chatgate token --user-id N\n");
 }

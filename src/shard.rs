@@ -46,6 +46,7 @@ use crate::store::{ConversationId, InsertOutcome, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
 use crate::upload_throttle::UploadThrottle;
+use crate::web;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
 /// the accept rate, commit outcomes by the store's bounded request queue.
@@ -570,6 +571,15 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
                 return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
             }
             return http_api::serve(&ctx, stream, peer, request).await;
+        }
+        Ok(Ok(Some((Head::Web(request), _)))) => {
+            if !ctx.limits.check_handshake(peer.ip()) {
+                return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
+            }
+            let bytes = web::response(&request, ctx.config.web);
+            let _ = monoio::time::timeout(ctx.config.timeouts.write_stall, stream.write_all(bytes))
+                .await;
+            return;
         }
         Ok(Ok(None)) => return, // peer went away
         Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
