@@ -42,7 +42,7 @@ export const STOP_CODES = Object.freeze({
  * @typedef {{emoji: string, user_ids: number[]}} ReactionGroup
  * @typedef {{id: number, sender: Sender, content: string, timestamp: string, reactions?: ReactionGroup[]}} Message
  * @typedef {{messages: Message[], has_more: boolean}} HistoryPage
- * @typedef {{initial?: number, max?: number, factor?: number}} BackoffOptions
+ * @typedef {{initial?: number, max?: number, factor?: number, resetAfter?: number}} BackoffOptions
  * @typedef {'ring'|'offer'|'answer'|'candidate'|'hangup'|'decline'} SignalKind
  * @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'stopped'} ConnectionState
  *
@@ -53,7 +53,9 @@ export const STOP_CODES = Object.freeze({
  *   Default: `globalThis.WebSocket`.
  * @property {boolean} [v2] Ask for protocol v2 (default true). The server may still answer v1.
  * @property {boolean} [reconnect] Reconnect after an unexpected close (default true).
- * @property {BackoffOptions} [backoff] Delays in ms: initial 500, max 30000, factor 2.
+ * @property {BackoffOptions} [backoff] Delays in ms: initial 500, max 30000, factor 2. The
+ *   backoff starts over only once a connection has stayed up `resetAfter` ms (default 5000), so a
+ *   server that admits and then drops at once is not hammered at the initial delay.
  * @property {() => number} [random] Source of jitter in [0, 1) (default `Math.random`).
  * @property {number} [since] Resume after this message id on the first connect too.
  * @property {number} [requestTimeout] ms to wait for a `history` answer (default 10000).
@@ -163,6 +165,8 @@ export class ChatGate extends Emitter {
     this._attempt = 0;
     /** @type {any} */
     this._timer = null;
+    /** Starts the backoff over once a connection has stayed up. @type {any} */
+    this._stableTimer = null;
     this._wanted = false;
     /** @type {{resolve: (p: HistoryPage) => void, reject: (e: Error) => void, timer: any}[]} */
     this._pending = [];
@@ -196,6 +200,8 @@ export class ChatGate extends Emitter {
     this._wanted = false;
     clearTimeout(this._timer);
     this._timer = null;
+    clearTimeout(this._stableTimer);
+    this._stableTimer = null;
     const ws = this._ws;
     this._ws = null;
     if (ws) {
@@ -404,7 +410,11 @@ export class ChatGate extends Emitter {
       case 'connection_established': {
         this.version = ws.protocol === V2_SUBPROTOCOL ? 'v2' : 'v1';
         const reconnect = this._attempt > 0;
-        this._attempt = 0;
+        clearTimeout(this._stableTimer);
+        this._stableTimer = setTimeout(() => {
+          this._stableTimer = null;
+          if (ws === this._ws) this._attempt = 0;
+        }, this.options.backoff?.resetAfter ?? 5000);
         this.online.clear();
         this._replaying = this.version === 'v2' && this._since > 0;
         this._firstReplayed = null;
@@ -480,6 +490,8 @@ export class ChatGate extends Emitter {
   _onClose(ws, code, reason) {
     if (ws !== this._ws) return;
     this._ws = null;
+    clearTimeout(this._stableTimer);
+    this._stableTimer = null;
     this._failPending(new Error(`socket closed (${code})`));
     this.online.clear();
     const stop = /** @type {Record<number, string>} */ (STOP_CODES)[code];

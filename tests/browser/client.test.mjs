@@ -127,6 +127,50 @@ test('after a gateway restart it reconnects with backoff and resumes: every mess
   c.disconnect();
 });
 
+test('a server that admits and drops at once gets a growing backoff; a connection that stays up starts it over', async () => {
+  // Stands in for a gateway (or proxy) that accepts and then drops at once.
+  let drop = true;
+  function Dropping(url, protocols) {
+    const ws = new WebSocket(url, protocols);
+    return {
+      get readyState() {
+        return ws.readyState;
+      },
+      get protocol() {
+        return ws.protocol;
+      },
+      send: (d) => ws.send(d),
+      close: (code) => ws.close(code),
+      set onmessage(f) {
+        ws.onmessage = f && ((ev) => (f(ev), drop && ws.terminate()));
+      },
+      set onclose(f) {
+        ws.onclose = f;
+      },
+      set onerror(f) {
+        ws.onerror = f;
+      },
+      set onopen(f) {
+        ws.onopen = f;
+      },
+    };
+  }
+  const { c, events } = client({ WebSocket: Dropping, backoff: { initial: 10, max: 40, resetAfter: 300 } });
+  const attempts = () => events.filter((x) => x.e === 'reconnecting').map((x) => x.data.attempt);
+  c.connect(1, gw.tokenOf('bob'));
+  await until(() => attempts().length >= 4, 'four reconnects');
+  assert.deepEqual(attempts().slice(0, 4), [1, 2, 3, 4], 'admitted each time, the backoff still grows');
+  drop = false;
+  await until(() => c.isConnected, 'connected');
+  await new Promise((r) => setTimeout(r, 450));
+  drop = true;
+  c.sendMessage('wake'); // the next frame (its echo) drops the socket again
+  const seen = attempts().length;
+  await until(() => attempts().length > seen, 'a reconnect after the stable connection');
+  assert.equal(attempts()[seen], 1, 'a connection that stayed up starts the backoff over');
+  c.disconnect();
+});
+
 test('duplicates are dropped by id (a transport that delivers every frame twice)', async () => {
   // Stands in for a proxy or a buggy transport that repeats frames.
   function Doubling(url, protocols) {
