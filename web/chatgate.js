@@ -205,7 +205,10 @@ export class ChatGate extends Emitter {
     const ws = this._ws;
     this._ws = null;
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Keep an error handler: closing a socket that is still connecting
+      // makes Node's `ws` emit an error, which is thrown when nobody listens.
+      ws.onerror = () => {};
       try {
         ws.close(1000);
       } catch {

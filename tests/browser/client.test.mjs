@@ -55,6 +55,18 @@ test('speaks v2, sends and receives, keeps the original API', async () => {
   assert.equal(c.state, 'idle');
 });
 
+test('disconnect while the socket is still connecting throws nothing, and connecting again works', async () => {
+  const { c, events } = client();
+  c.connect(1, gw.tokenOf('alice'));
+  c.disconnect(); // still CONNECTING: Node's ws emits an error for this
+  await new Promise((r) => setTimeout(r, 100)); // an uncaught error would fail this test
+  assert.equal(c.state, 'idle');
+  c.connect(1, gw.tokenOf('alice'));
+  await until(() => c.isConnected, 'connected');
+  c.disconnect();
+  assert.ok(!events.some((x) => x.e === 'reconnecting'), 'no reconnect after disconnect()');
+});
+
 test('a v1 connection (v2: false) still chats; v2 calls refuse', async () => {
   const { c, messages } = client({ v2: false });
   c.connect(1, gw.tokenOf('bob'));
