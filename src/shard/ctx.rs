@@ -1,0 +1,270 @@
+//! The per-shard state every connection task of a shard shares
+//! ([`ShardCtx`]): the hub of member sockets, timers, caches, pooled read
+//! buffers and pre-framed replies, and the ordered way a socket's effects
+//! leave (its sequencer, then the hub or the bridge).
+//!
+//! Must never: cross a thread (`Rc` and `RefCell` only), hold a `RefCell`
+//! borrow across an await, or send a socket's effect around its sequencer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{ShardMsg, ShardStats};
+use crate::auth::Verifier;
+use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
+use crate::config::Config;
+use crate::frame;
+use crate::hub::{Audience, Effect, Hub, Peer};
+use crate::limits::Limits;
+use crate::membership::MembershipCache;
+use crate::metrics::ShardMetrics;
+use crate::presence::Presence;
+use crate::protocol::{self, Decoder, ReplyError};
+use crate::sequencer::Ticket;
+use crate::store::{ConversationId, StoreHandle, UserId};
+use crate::timers::Timers;
+use crate::typing_state::TypingTable;
+use crate::upload_throttle::UploadThrottle;
+
+/// What every shard thread is started with (all `Send`).
+#[derive(Clone)]
+pub struct ShardParts {
+    pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
+    pub store: StoreHandle,
+    /// Per-user and per-IP limits, shared by all shards (a user's sockets
+    /// may live on several shards).
+    pub limits: Arc<Limits>,
+    /// Cross-node fan-out, when Redis is configured.
+    pub bridge: Option<Bridge>,
+    /// Inboxes of all shards, indexed by shard id.
+    pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+}
+
+/// Per-shard state shared by the shard's tasks (`Rc`, never crosses threads).
+pub struct ShardCtx {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub verifier: Arc<Verifier>,
+    pub store: StoreHandle,
+    pub limits: Arc<Limits>,
+    pub bridge: Option<Bridge>,
+    pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    pub metrics: ShardMetrics,
+    pub hub: Hub,
+    /// Every session's deadlines, on one timer task.
+    pub timers: Rc<Timers>,
+    /// Recent admissions (user, conversation) → member, for `membership_cache_ttl`.
+    pub membership: MembershipCache,
+    pub decoder: RefCell<Decoder>,
+    /// Read buffers lent to sockets for one read each (idle sockets hold none).
+    read_pool: RefCell<Vec<Vec<u8>>>,
+    /// Pre-framed error replies, indexed by `ReplyError as usize`.
+    error_frames: Vec<Bytes>,
+    pub ping_frame: Bytes,
+    pub established_frame: Bytes,
+    pub shutting_down: Cell<bool>,
+    /// Connection tasks alive.
+    pub tasks: Cell<usize>,
+    /// Inserts sent to the store whose outcome has not come back.
+    pub pending_inserts: Cell<usize>,
+    /// The last forwarded typing state per (conversation, user).
+    pub typing: RefCell<TypingTable>,
+    /// Who is online in this shard's conversations (`shard/live.rs` drives it).
+    pub presence: RefCell<Presence>,
+    /// Upload-progress relay slots; holds (conversation, uploader, frame).
+    pub uploads: RefCell<UploadThrottle<(ConversationId, UserId, Bytes)>>,
+    /// Conversations whose other nodes' presence is being read (after this
+    /// node started holding them), with the v2 sockets waiting for it to
+    /// send their `presence_state`.
+    pub presence_pending: RefCell<HashMap<ConversationId, Vec<oneshot::Sender<()>>>>,
+    /// Closed sockets whose sequencer still waits for the store: effects
+    /// they caused are still sent, in order, when their places are decided.
+    lingering: RefCell<HashMap<u64, Rc<Peer>>>,
+    pub(super) handoffs_in: Cell<u64>,
+}
+
+/// Size of one pooled read buffer.
+const READ_BUF: usize = 16 * 1024;
+/// Read buffers kept in the pool.
+const READ_POOL_MAX: usize = 64;
+
+impl ShardCtx {
+    pub(super) fn new(id: usize, parts: ShardParts) -> Self {
+        let ttl = parts.config.membership_cache_ttl;
+        let error_frames = ReplyError::ALL
+            .iter()
+            .map(|e| {
+                let mut f = frame::FrameBuf::with_capacity(64);
+                e.encode(f.payload());
+                f.finish_text()
+            })
+            .collect();
+        Self {
+            id,
+            config: parts.config,
+            verifier: parts.verifier,
+            store: parts.store,
+            limits: parts.limits,
+            bridge: parts.bridge,
+            inboxes: parts.inboxes,
+            metrics: ShardMetrics::new(id),
+            hub: Hub::new(),
+            timers: Rc::new(Timers::new()),
+            membership: MembershipCache::new(ttl),
+            decoder: RefCell::new(Decoder::new()),
+            read_pool: RefCell::new(Vec::new()),
+            error_frames,
+            ping_frame: frame::text(protocol::PING),
+            established_frame: frame::text(protocol::CONNECTION_ESTABLISHED),
+            shutting_down: Cell::new(false),
+            tasks: Cell::new(0),
+            pending_inserts: Cell::new(0),
+            typing: RefCell::new(TypingTable::new()),
+            presence: RefCell::new(Presence::new()),
+            uploads: RefCell::new(UploadThrottle::new()),
+            presence_pending: RefCell::new(HashMap::new()),
+            lingering: RefCell::new(HashMap::new()),
+            handoffs_in: Cell::new(0),
+        }
+    }
+
+    /// The framed `{"type":"error",...}` reply for `e`.
+    pub fn error_frame(&self, e: ReplyError) -> Bytes {
+        self.error_frames[e as usize].clone()
+    }
+
+    /// Makes `peer` a member of its conversation; the node subscribes to the
+    /// conversation's cross-node channel with its first local member.
+    pub fn join_member(self: &Rc<Self>, peer: &Rc<Peer>, username: &str) {
+        let first = self.hub.join(peer);
+        if first && self.bridge.as_ref().is_some_and(Bridge::is_connected) {
+            // The bridge reads the other nodes' presence after subscribing
+            // (with Redis down there is nothing to wait for).
+            self.presence_pending
+                .borrow_mut()
+                .insert(peer.conversation_id, Vec::new());
+        }
+        self.presence_join(peer, username);
+        if first {
+            if let Some(b) = &self.bridge {
+                b.subscribe(peer.conversation_id);
+            }
+        }
+    }
+
+    /// Removes `peer`; the node unsubscribes (after the bridge's linger) when
+    /// the conversation has no local member left.
+    /// While the store still owes the socket answers, it stays findable (as
+    /// lingering) so what it caused still goes out in order.
+    pub fn leave_member(self: &Rc<Self>, peer: &Rc<Peer>) {
+        if self.hub.peer(peer.conn_id).is_some() {
+            self.presence_leave(peer);
+        }
+        if self.hub.leave(peer) {
+            self.presence_loaded(peer.conversation_id);
+            if let Some(b) = &self.bridge {
+                b.unsubscribe(peer.conversation_id);
+            }
+        }
+        if !peer.sequencer.borrow().is_idle() {
+            self.lingering
+                .borrow_mut()
+                .insert(peer.conn_id, peer.clone());
+        }
+    }
+
+    /// The socket with this connection id: a member, or a closed one the
+    /// store still owes answers.
+    pub fn sender(&self, conn_id: u64) -> Option<Rc<Peer>> {
+        self.hub
+            .peer(conn_id)
+            .or_else(|| self.lingering.borrow().get(&conn_id).cloned())
+    }
+
+    /// Sends an effect of `peer`'s now, or keeps it behind the effects its
+    /// earlier frames still wait for.
+    pub fn send_ordered(&self, peer: &Peer, effect: Effect) {
+        let now = peer.sequencer.borrow_mut().push(effect);
+        if let Some(e) = now {
+            self.emit(peer, e);
+        }
+    }
+
+    /// Decides `peer`'s reserved place and sends everything that may now
+    /// leave, in order.
+    pub fn fill_ordered(&self, peer: &Peer, ticket: Ticket, effect: Option<Effect>) {
+        // `emit` never touches a sequencer, so it may run under the borrow
+        // (and nothing is collected on the per-message path).
+        peer.sequencer
+            .borrow_mut()
+            .fill(ticket, effect, |e| self.emit(peer, e));
+        if peer.sequencer.borrow().is_idle() {
+            self.lingering.borrow_mut().remove(&peer.conn_id);
+        }
+    }
+
+    /// Carries out one effect of `peer`'s.
+    fn emit(&self, peer: &Peer, effect: Effect) {
+        match effect {
+            Effect::Reply(frame) => {
+                let _ = peer.outbound.push(frame);
+            }
+            Effect::Broadcast { frame, audience } => {
+                self.fan_out(peer.conversation_id, audience, frame, true)
+            }
+            Effect::Close(reason) => peer.outbound.request_close(reason),
+        }
+    }
+
+    /// Queues an event on every local member socket in `audience` and
+    /// publishes it for the other nodes unless it came from one.
+    pub fn fan_out(
+        &self,
+        conversation_id: ConversationId,
+        audience: Audience,
+        frame: Bytes,
+        publish: bool,
+    ) {
+        let d = self.hub.broadcast_to(conversation_id, audience, &frame);
+        self.metrics.delivered(d.queued);
+        if let (true, Some(b)) = (publish, &self.bridge) {
+            b.publish(RemoteEvent {
+                conversation_id,
+                audience: audience.remote(),
+                payload: frame::payload_of(&frame),
+                kind: RemoteKind::Frame,
+            });
+        }
+    }
+
+    /// Borrows a read buffer (`READ_BUF` bytes) for one read.
+    pub fn take_read_buf(&self) -> Vec<u8> {
+        self.read_pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_BUF])
+    }
+
+    /// Returns a read buffer to the pool.
+    pub fn give_read_buf(&self, buf: Vec<u8>) {
+        let mut pool = self.read_pool.borrow_mut();
+        if pool.len() < READ_POOL_MAX && buf.len() == READ_BUF {
+            pool.push(buf);
+        }
+    }
+
+    pub(super) fn stats(&self) -> ShardStats {
+        ShardStats {
+            connections: self.hub.connections(),
+            handoffs_in: self.handoffs_in.get(),
+            queued_frames: self.hub.queued_frames(),
+            tasks: self.tasks.get(),
+        }
+    }
+}
