@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
 
 use super::increments::Increments;
 use super::{Failure, Shared};
@@ -116,6 +117,17 @@ SELECT id, conversation_exists, conversation_exists AND sender_exists AS stored
 FROM checked
 ORDER BY ord
 "#;
+
+/// Sent in each batch transaction, before [`INSERT_BATCH`]: with the
+/// default (`auto`) Postgres plans the prepared statement anew on every
+/// execution (its custom plans look cheaper than the generic one), which
+/// at light load, one message a batch, is most of the statement's cost
+/// (psql, `PREPARE` + `EXECUTE` of a one-message batch: 0.85 ms custom,
+/// 0.30 ms generic). `SET LOCAL` ends with the transaction, so it is safe
+/// behind PgBouncer's transaction pooling and touches no other statement.
+/// (`plan_cache_mode` exists since PostgreSQL 12, the oldest Django 4.2
+/// supports.)
+const GENERIC_PLAN: &str = "SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// An insert waiting for a batch, with the moment its sender stops waiting.
 #[derive(Debug)]
@@ -288,20 +300,20 @@ async fn run_transaction(
 ) -> Result<Vec<RowOutcome>, tokio_postgres::Error> {
     let statement = client.prepare_cached(INSERT_BATCH).await?;
     let tx = client.transaction().await?;
-    let rows = tx
-        .query(
-            &statement,
-            &[
-                &columns.conversations,
-                &columns.senders,
-                &columns.contents,
-                &timestamp,
-                &increments.conversations,
-                &increments.senders,
-                &increments.counts,
-            ],
-        )
-        .await?;
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &columns.conversations,
+        &columns.senders,
+        &columns.contents,
+        &timestamp,
+        &increments.conversations,
+        &increments.senders,
+        &increments.counts,
+    ];
+    // Pipelined: the SET goes out first, in the same round trip.
+    let (_, rows) = tokio::try_join!(
+        tx.batch_execute(GENERIC_PLAN),
+        tx.query(&statement, &params)
+    )?;
     committing.store(true, Ordering::Release);
     tx.commit().await?;
     rows.iter().map(RowOutcome::from_row).collect()
