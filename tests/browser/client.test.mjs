@@ -27,6 +27,39 @@ function client(options = {}) {
   return { c, events, messages: () => events.filter((x) => x.e === 'new_message').map((x) => x.data.message) };
 }
 
+/**
+ * A WebSocket implementation (for the client's `WebSocket` option) over `ws`
+ * whose incoming frames go through `wrap(ws, onmessage)`: stands in for a
+ * misbehaving proxy or transport.
+ */
+function transport(wrap) {
+  return function (url, protocols) {
+    const ws = new WebSocket(url, protocols);
+    return {
+      get readyState() {
+        return ws.readyState;
+      },
+      get protocol() {
+        return ws.protocol;
+      },
+      send: (d) => ws.send(d),
+      close: (code) => ws.close(code),
+      set onmessage(f) {
+        ws.onmessage = f && wrap(ws, f);
+      },
+      set onclose(f) {
+        ws.onclose = f;
+      },
+      set onerror(f) {
+        ws.onerror = f;
+      },
+      set onopen(f) {
+        ws.onopen = f;
+      },
+    };
+  };
+}
+
 test('backoff is exponential with full jitter, capped', () => {
   const opts = { initial: 500, max: 30000 };
   assert.equal(backoffDelay(0, opts, () => 0), 0);
@@ -142,31 +175,7 @@ test('after a gateway restart it reconnects with backoff and resumes: every mess
 test('a server that admits and drops at once gets a growing backoff; a connection that stays up starts it over', async () => {
   // Stands in for a gateway (or proxy) that accepts and then drops at once.
   let drop = true;
-  function Dropping(url, protocols) {
-    const ws = new WebSocket(url, protocols);
-    return {
-      get readyState() {
-        return ws.readyState;
-      },
-      get protocol() {
-        return ws.protocol;
-      },
-      send: (d) => ws.send(d),
-      close: (code) => ws.close(code),
-      set onmessage(f) {
-        ws.onmessage = f && ((ev) => (f(ev), drop && ws.terminate()));
-      },
-      set onclose(f) {
-        ws.onclose = f;
-      },
-      set onerror(f) {
-        ws.onerror = f;
-      },
-      set onopen(f) {
-        ws.onopen = f;
-      },
-    };
-  }
+  const Dropping = transport((ws, f) => (ev) => (f(ev), drop && ws.terminate()));
   const { c, events } = client({ WebSocket: Dropping, backoff: { initial: 10, max: 40, resetAfter: 300 } });
   const attempts = () => events.filter((x) => x.e === 'reconnecting').map((x) => x.data.attempt);
   c.connect(1, gw.tokenOf('bob'));
@@ -185,31 +194,7 @@ test('a server that admits and drops at once gets a growing backoff; a connectio
 
 test('duplicates are dropped by id (a transport that delivers every frame twice)', async () => {
   // Stands in for a proxy or a buggy transport that repeats frames.
-  function Doubling(url, protocols) {
-    const ws = new WebSocket(url, protocols);
-    return {
-      get readyState() {
-        return ws.readyState;
-      },
-      get protocol() {
-        return ws.protocol;
-      },
-      send: (d) => ws.send(d),
-      close: (code) => ws.close(code),
-      set onmessage(f) {
-        ws.onmessage = f && ((ev) => (f(ev), f(ev)));
-      },
-      set onclose(f) {
-        ws.onclose = f;
-      },
-      set onerror(f) {
-        ws.onerror = f;
-      },
-      set onopen(f) {
-        ws.onopen = f;
-      },
-    };
-  }
+  const Doubling = transport((_ws, f) => (ev) => (f(ev), f(ev)));
   const { c, messages } = client({ WebSocket: Doubling });
   c.connect(1, gw.tokenOf('bob'));
   await until(() => c.isConnected, 'connected');
