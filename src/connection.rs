@@ -1,10 +1,13 @@
-//! One WebSocket session: from the verified upgrade to the closed socket.
+//! One WebSocket session's I/O: from the verified upgrade to the closed
+//! socket. It drives the session core (`session.rs`): the rules of the
+//! socket's life and of its messages are there, sans I/O; this module
+//! reads, decodes, asks the core with `now` and carries out what it says.
 //!
 //! Owns a socket's whole life on its owner shard: token and membership check
 //! (4001 / 4003 after the 101), the read → decode → act loop over
 //! tungstenite's `WebSocketContext` fed from memory, writing the socket's
-//! outbound queue, heartbeats and the idle timeout, the close handshake, and
-//! turning store commit outcomes into `new_message` broadcasts.
+//! outbound queue, waking for the core's deadlines (heartbeat, idle, token
+//! expiry, close linger), and the close handshake.
 //!
 //! One task per socket owns the stream; it waits for readability (no buffer
 //! pinned while idle) and then reads with a non-blocking `recv` into a
@@ -19,7 +22,6 @@
 mod actions;
 mod admission;
 mod commit;
-mod live;
 mod stored;
 mod sync;
 mod websocket;
@@ -45,6 +47,7 @@ use crate::limits::ConnectionPermit;
 use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::Version;
+use crate::session::{Lifecycle, Tick};
 use crate::shard::{ShardCtx, TaskGuard};
 use crate::sockio;
 use crate::store::{InsertRequest, MessageId};
@@ -162,19 +165,6 @@ async fn open(
     Some((session, sync))
 }
 
-/// Where the session is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Open,
-    /// We sent a close frame; waiting for the peer's until the deadline.
-    Closing {
-        deadline: Instant,
-        parse_input: bool,
-    },
-    /// Done: flush and drop the socket.
-    Done,
-}
-
 struct Session {
     ctx: Rc<ShardCtx>,
     stream: TcpStream,
@@ -185,19 +175,12 @@ struct Session {
     /// Who is on the socket; `None` while refusing (4001/4003/1008).
     member: Option<Rc<Member>>,
     _permit: Option<ConnectionPermit>,
-    expires_at: Option<Instant>,
-    phase: Phase,
-    /// The close code sent or received, for the closed-connections metric.
-    close_code: Option<u16>,
-    last_seen: Instant,
-    next_ping: Instant,
+    /// The phase, the deadlines and the close code (the session core).
+    life: Lifecycle,
     /// A message the store had no room for, and the input behind it: the
     /// socket is not read until the store takes it (backpressure). Boxed:
     /// rare, and an idle socket should not pay for it.
     blocked: Option<Box<Blocked>>,
-    /// A close is queued behind this socket's earlier effects (1008): its
-    /// later frames are ignored.
-    close_queued: bool,
     /// Counts this socket among the shard's live tasks (shutdown waits for them).
     _task: TaskGuard,
 }
@@ -227,12 +210,15 @@ impl Session {
             .max_frame_size(Some(max));
         let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(cfg));
         ctx.timers.track(&peer);
-        let now = Instant::now();
-        let next_ping = now + ctx.config.timeouts.ping_interval;
         let (member, permit, expires_at) = match granted {
             Some(g) => (Some(g.member), Some(g.permit), g.expires_at),
             None => (None, None, None),
         };
+        let life = Lifecycle::new(
+            std::time::Instant::now(),
+            &ctx.config.timeouts,
+            expires_at.map(Instant::into_std),
+        );
         Self {
             ctx,
             stream,
@@ -241,13 +227,8 @@ impl Session {
             peer,
             member,
             _permit: permit,
-            expires_at,
-            phase: Phase::Open,
-            close_code: None,
-            last_seen: now,
-            next_ping,
+            life,
             blocked: None,
-            close_queued: false,
             _task: task,
         }
     }
@@ -273,7 +254,7 @@ impl Session {
             if self.member.is_some() {
                 self.ctx
                     .metrics
-                    .connection_closed(self.close_code.unwrap_or(1006));
+                    .connection_closed(self.life.close_code().unwrap_or(1006));
             }
         }
     }
@@ -284,7 +265,7 @@ impl Session {
     async fn run(&mut self) {
         // Frames that arrived together with the request head.
         self.process_input(&[]);
-        while self.phase != Phase::Done {
+        while !self.life.is_done() {
             if let Some(blocked) = self.blocked.take() {
                 Box::pin(self.unblock(*blocked)).await;
                 continue;
@@ -295,7 +276,7 @@ impl Session {
             if self.flush().await.is_err() {
                 return;
             }
-            if self.phase == Phase::Done {
+            if self.life.is_done() {
                 break;
             }
             self.wait_and_act().await;
@@ -307,7 +288,7 @@ impl Session {
     /// deadline is kept by the shard's [`Timers`](crate::timers::Timers):
     /// an idle socket holds no runtime timer of its own.
     async fn wait_and_act(&mut self) {
-        let deadline = self.next_deadline();
+        let deadline = Instant::from_std(self.life.next_deadline(&self.ctx.config.timeouts));
         if Instant::now() < deadline {
             self.ctx.timers.schedule(&self.peer, deadline);
             let readable = monoio::select! {
@@ -316,7 +297,7 @@ impl Session {
             };
             match readable {
                 Some(Ok(())) => self.read_and_process(),
-                Some(Err(_)) => self.phase = Phase::Done,
+                Some(Err(_)) => self.life.finish(),
                 None => {}
             }
         }
@@ -326,38 +307,29 @@ impl Session {
         }
     }
 
-    fn next_deadline(&self) -> Instant {
-        match self.phase {
-            Phase::Closing { deadline, .. } => deadline,
-            _ => {
-                let d = self
-                    .next_ping
-                    .min(self.last_seen + self.ctx.config.timeouts.idle);
-                self.expires_at.map_or(d, |e| d.min(e))
-            }
-        }
-    }
-
+    /// Carries out what the core says is due now.
     fn on_timer(&mut self) {
-        let now = Instant::now();
-        match self.phase {
-            Phase::Closing { deadline, .. } if now >= deadline => self.phase = Phase::Done,
-            Phase::Open if self.expires_at.is_some_and(|e| now >= e) => {
-                tracing::info!(peer = %self.addr, user_id = self.peer.user_id, "token expired");
-                self.begin_close(CloseReason::Unauthenticated);
-            }
-            Phase::Open if now >= self.last_seen + self.ctx.config.timeouts.idle => {
-                tracing::info!(peer = %self.addr, user_id = self.peer.user_id, "idle timeout");
-                self.begin_close(CloseReason::Normal);
-            }
-            Phase::Open if now >= self.next_ping => {
-                self.next_ping = now + self.ctx.config.timeouts.ping_interval;
+        let now = std::time::Instant::now();
+        let tick = self.life.on_timeout(now, &self.ctx.config.timeouts);
+        match tick {
+            Tick::Ping => {
                 if self.member.is_some() {
                     self.peer.outbound.push_control(self.ctx.ping_frame.clone());
                 }
                 self.ws_send(Message::Ping(Bytes::new()));
             }
-            _ => {}
+            Tick::Expired | Tick::Idle => {
+                let why = if tick == Tick::Expired {
+                    "token expired"
+                } else {
+                    "idle timeout"
+                };
+                tracing::info!(peer = %self.addr, user_id = self.peer.user_id, "{why}");
+                if let Some(reason) = tick.close_reason() {
+                    self.begin_close(reason);
+                }
+            }
+            Tick::Nothing | Tick::LingerOver => {}
         }
     }
 
@@ -366,14 +338,14 @@ impl Session {
     fn read_and_process(&mut self) {
         let mut buf = self.ctx.take_read_buf();
         match sockio::try_recv(self.stream.as_raw_fd(), &mut buf) {
-            Ok(0) => self.phase = Phase::Done,
+            Ok(0) => self.life.finish(),
             Ok(n) => {
-                self.last_seen = Instant::now();
+                self.life.seen(std::time::Instant::now());
                 self.process_input(&buf[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => self.phase = Phase::Done,
+            Err(_) => self.life.finish(),
         }
         self.ctx.give_read_buf(buf);
     }
@@ -398,12 +370,12 @@ impl Session {
             match res {
                 Ok((Ok(_), _)) => {}
                 Ok((Err(e), _)) => {
-                    self.phase = Phase::Done;
+                    self.life.finish();
                     return Err(e);
                 }
                 Err(_) => {
                     tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "write stalled, closing");
-                    self.phase = Phase::Done;
+                    self.life.finish();
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }

@@ -57,6 +57,7 @@ pub mod read_marks;
 pub mod resume;
 pub mod routing;
 pub mod sequencer;
+pub mod session;
 pub mod shard;
 pub mod side;
 pub mod sockio;

@@ -41,6 +41,20 @@ pub struct Change {
     pub online: usize,
 }
 
+impl Change {
+    /// Whether this change is sent as a `presence` event to the v2 sockets
+    /// of the conversation on this node (`online`: the user came online).
+    /// Only a transition is; not in a big room — more than `max` users
+    /// online, counting the user who just left, so neither side of the
+    /// threshold flaps; not while `loading` the other nodes' state (the
+    /// waiting sockets' `presence_state` will include it); and only when a
+    /// v2 socket here `watched` the conversation.
+    pub fn announced(self, online: bool, max: usize, loading: bool, watched: bool) -> bool {
+        let big = self.online + usize::from(!online) > max;
+        self.transition && !big && !loading && watched
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     username: Rc<str>,
@@ -289,6 +303,25 @@ impl Presence {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_transition_is_announced_only_in_a_small_watched_room_that_is_loaded() {
+        let change = |transition, online| Change {
+            transition,
+            node_edge: false,
+            online,
+        };
+        // At the limit (1,000 online after an arrival): announced.
+        assert!(change(true, 1000).announced(true, 1000, false, true));
+        // Past it: silent, arrivals and departures alike.
+        assert!(!change(true, 1001).announced(true, 1000, false, true));
+        assert!(!change(true, 1000).announced(false, 1000, false, true));
+        assert!(change(true, 999).announced(false, 1000, false, true));
+        // No transition (a second tab), loading, or no v2 socket watching.
+        assert!(!change(false, 5).announced(true, 1000, false, true));
+        assert!(!change(true, 5).announced(true, 1000, true, true));
+        assert!(!change(true, 5).announced(true, 1000, false, false));
+    }
+
     use super::*;
 
     fn ch(transition: bool, node_edge: bool, online: usize) -> Change {

@@ -1,71 +1,28 @@
-//! What a socket's text frames do: decode, limit, act.
+//! Carries out what a socket's text frames cause.
 //!
-//! Owns the step from a decoded client message to its effect: a chat
-//! message goes to the store (its `new_message` leaves once committed), a
-//! delete to the store (its answer goes to this socket only), a typing
-//! frame through the shard's typing table, anything invalid back as an
-//! error reply. Every effect takes its place in the socket's sequencer, so
+//! Owns the driving of the session core's message rules
+//! (`session/dispatch.rs`): decode with the shard's decoder, ask the core
+//! with `now`, then perform each [`Step`] it returns — an error reply or a
+//! broadcast in the socket's sequencer, a chat message to the store (its
+//! `new_message` leaves once committed), a delete or a v2 request in the
+//! background (`connection/stored.rs`), the 1008 close of sustained abuse,
+//! the metrics. Every effect takes its place in the socket's sequencer, so
 //! recipients get them in the order the socket sent the frames (§6.9).
 //!
-//! Must never: await (a message the full store queue cannot take is handed
-//! back and parked by the session), or send an effect around the sequencer.
+//! Must never: decide a rule itself (the core does), await (a message the
+//! full store queue cannot take is handed back and parked by the session),
+//! or send an effect around the sequencer.
 
 use crate::close::CloseReason;
 use crate::frame::FrameBuf;
-use crate::hub::{Audience, Effect, Inflight};
-use crate::limits::Verdict;
+use crate::hub::{Effect, Inflight};
 use crate::membership::Member;
-use crate::protocol::{self, ClientMessage, ReplyError, SignalKind, MAX_SIGNAL_FRAME};
-use crate::store::{InsertRequest, Origin, TryInsertError, UserId};
+use crate::metrics::ShardMetrics;
+use crate::protocol::{self, ReplyError};
+use crate::session::{self, Action, Metric, Step, Who};
+use crate::store::{InsertRequest, Origin, TryInsertError};
 
-use super::{Blocked, Phase, Session};
-
-/// What one decoded message asks for, owned (no borrow of the decoder).
-enum Action {
-    Reply(ReplyError),
-    Store(String),
-    Delete(i64),
-    Typing(bool),
-    History {
-        before: Option<i64>,
-        limit: u32,
-    },
-    MarkRead(i64),
-    React {
-        message_id: i64,
-        emoji: String,
-        on: bool,
-    },
-    /// A valid call signal, its relayed frame already built.
-    Signal {
-        to: UserId,
-        kind: SignalKind,
-        frame: bytes::Bytes,
-    },
-    /// A valid upload-progress value, its relayed frame already built.
-    Upload {
-        upload_id: Box<str>,
-        percent: u8,
-        frame: bytes::Bytes,
-    },
-}
-
-impl Action {
-    /// The message-type label for metrics.
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Reply(_) => "invalid",
-            Self::Store(_) => "chat_message",
-            Self::Delete(_) => "delete_message",
-            Self::Typing(_) => "typing",
-            Self::History { .. } => "history",
-            Self::MarkRead(_) => "mark_read",
-            Self::React { .. } => "react",
-            Self::Signal { .. } => "call_signal",
-            Self::Upload { .. } => "upload_progress",
-        }
-    }
-}
+use super::{Blocked, Session};
 
 impl Session {
     /// Acts on one text message; `Err` hands back a chat message the store
@@ -74,145 +31,57 @@ impl Session {
         let Some(member) = self.member.clone() else {
             return Ok(()); // not admitted: input is ignored while closing
         };
-        if self.phase != Phase::Open || self.close_queued {
+        if !self.life.takes_messages() {
             return Ok(());
         }
-        let version = self.peer.version;
-        let action = match self.ctx.decoder.borrow_mut().decode(payload, version) {
-            Ok(ClientMessage::Chat { content }) => Action::Store(content.to_owned()),
-            Ok(ClientMessage::Delete { message_id }) => Action::Delete(message_id),
-            Ok(ClientMessage::Typing { is_typing }) => Action::Typing(is_typing),
-            Ok(ClientMessage::History { before, limit }) => Action::History { before, limit },
-            Ok(ClientMessage::MarkRead { message_id }) => Action::MarkRead(message_id),
-            Ok(ClientMessage::React {
-                message_id,
-                emoji,
-                on,
-            }) => Action::React {
-                message_id,
-                emoji: emoji.to_owned(),
-                on,
-            },
-            Ok(ClientMessage::CallSignal { .. }) if payload.len() > MAX_SIGNAL_FRAME => {
-                Action::Reply(ReplyError::MessageTooLong)
-            }
-            Ok(ClientMessage::CallSignal {
-                to_user_id,
-                call_id,
-                kind,
-                has_payload,
-            }) => {
-                let raw = has_payload
-                    .then(|| protocol::member_text(payload, "payload"))
-                    .flatten();
-                Action::Signal {
-                    to: to_user_id,
-                    kind,
-                    frame: signal_frame(&member, call_id, kind, raw),
-                }
-            }
-            Ok(ClientMessage::UploadProgress {
-                upload_id,
-                file_name,
-                percent,
-            }) => {
-                let mut f = FrameBuf::with_capacity(128 + file_name.len());
-                protocol::encode_upload_progress(
-                    f.payload(),
-                    member.user_id,
-                    &member.username,
-                    upload_id,
-                    file_name,
-                    percent,
-                );
-                Action::Upload {
-                    upload_id: upload_id.into(),
-                    percent,
-                    frame: f.finish_text(),
-                }
-            }
-            Err(e) => Action::Reply(e),
+        let action = {
+            let mut decoder = self.ctx.decoder.borrow_mut();
+            Action::decode(&mut decoder, payload, self.peer.version, &member)
         };
-        self.ctx.metrics.message_received(action.kind());
-        match action {
-            Action::Reply(e) => self.reply(e),
-            Action::Store(content) => {
-                if self.admitted_by_chat_limit(member.user_id) {
-                    return self.store(&member, content);
-                }
+        let ctx = self.ctx.clone();
+        let who = Who {
+            member: &member,
+            conversation_id: self.peer.conversation_id,
+            conn_id: self.peer.conn_id,
+        };
+        let mut blocked = None;
+        let now = std::time::Instant::now();
+        session::decide(action, &who, now, &ctx.rules(), &mut |step| {
+            if let Err(request) = self.perform(&member, step) {
+                blocked = Some(request);
             }
-            Action::Delete(id) => self.delete(id),
-            Action::Typing(is_typing) => self.typing(&member, is_typing),
-            Action::History { before, limit } => self.history(before, limit),
-            Action::MarkRead(id) => self.mark_read(id),
-            Action::React {
-                message_id,
-                emoji,
-                on,
-            } => self.react(&member, message_id, &emoji, on),
-            Action::Signal { to, kind, frame } => self.call_signal(&member, to, kind, frame),
-            Action::Upload {
-                upload_id,
-                percent,
-                frame,
-            } => self.upload_progress(&member, upload_id, percent, frame),
-        }
-        Ok(())
+        });
+        blocked.map_or(Ok(()), Err)
     }
 
-    /// Applies the user's chat rate limit: over it, the message is dropped
-    /// with `Rate limit exceeded`; sustained abuse closes with 1008.
-    pub(super) fn admitted_by_chat_limit(&mut self, user: UserId) -> bool {
-        let verdict = self.ctx.limits.check_chat(user);
-        self.admitted(verdict, user, "chat")
-    }
-
-    /// Acts on a rate-limit verdict of `kind` (a [`RATE_LIMIT_KINDS`]
-    /// label): over the limit the frame is dropped with `Rate limit
-    /// exceeded`; sustained abuse closes with 1008.
-    ///
-    /// [`RATE_LIMIT_KINDS`]: crate::metrics::RATE_LIMIT_KINDS
-    pub(super) fn admitted(&mut self, verdict: Verdict, user: UserId, kind: &'static str) -> bool {
-        match verdict {
-            Verdict::Allowed => return true,
-            Verdict::Limited => self.reply(ReplyError::RateLimited),
-            Verdict::Abusive => {
-                tracing::warn!(peer = %self.addr, user_id = user, kind, "rate-limit abuse, closing");
-                // After what the earlier frames caused; no frame after it counts.
-                self.close_queued = true;
+    /// Carries out one step of the core; `Err` hands back a chat message
+    /// the store queue had no room for.
+    fn perform(&mut self, member: &Member, step: Step) -> Result<(), InsertRequest> {
+        match step {
+            Step::Metric(metric) => count(&self.ctx.metrics, metric),
+            Step::Error(e) => self.reply(e),
+            Step::Broadcast { frame, audience } => self
+                .ctx
+                .send_ordered(&self.peer, Effect::Broadcast { frame, audience }),
+            Step::CloseForAbuse { kind } => {
+                tracing::warn!(peer = %self.addr, user_id = member.user_id, kind, "rate-limit abuse, closing");
+                self.life.queue_close();
                 self.ctx
                     .send_ordered(&self.peer, Effect::Close(CloseReason::Policy));
             }
+            Step::Store(content) => return self.store(member, content),
+            Step::Delete(id) => self.delete(id),
+            Step::History { before, limit } => self.history(before, limit),
+            Step::MarkRead(id) => self.mark_read(id),
+            Step::React {
+                message_id,
+                emoji,
+                on,
+            } => self.react(member, message_id, emoji, on),
+            Step::AskRecipient(to) => self.recipient_offline(to),
+            Step::ReleaseUploadsAt(at) => self.ctx.release_uploads_at(at),
         }
-        self.ctx.metrics.rate_limited(kind);
-        false
-    }
-
-    /// A typing state: forwarded when it changes, repeats at most once a
-    /// second; the rest is dropped silently (never an error, never abuse).
-    fn typing(&self, member: &Member, is_typing: bool) {
-        let ctx = &self.ctx;
-        let now = std::time::Instant::now();
-        let conversation = self.peer.conversation_id;
-        if !ctx
-            .typing
-            .borrow_mut()
-            .admit(conversation, member.user_id, is_typing, now)
-        {
-            ctx.metrics.typing_coalesced();
-            return;
-        }
-        if !ctx.limits.allow_typing_change(member.user_id) {
-            ctx.metrics.rate_limited("typing");
-            return;
-        }
-        let mut f = FrameBuf::with_capacity(96);
-        protocol::encode_typing(f.payload(), member.user_id, &member.username, is_typing);
-        let effect = Effect::Broadcast {
-            frame: f.finish_text(),
-            audience: Audience::except_user(member.user_id),
-        };
-        ctx.send_ordered(&self.peer, effect);
+        Ok(())
     }
 
     /// Hands a message to the store; its outcome comes back through the
@@ -311,21 +180,14 @@ impl Session {
     }
 }
 
-/// The relayed `call_signal` frame (`raw`: the client's `payload` text).
-fn signal_frame(
-    member: &Member,
-    call_id: &str,
-    kind: SignalKind,
-    raw: Option<&[u8]>,
-) -> bytes::Bytes {
-    let mut f = FrameBuf::with_capacity(128 + raw.map_or(0, <[u8]>::len));
-    protocol::encode_call_signal(
-        f.payload(),
-        member.user_id,
-        &member.username,
-        call_id,
-        kind,
-        raw,
-    );
-    f.finish_text()
+/// Counts a metric event of the core.
+fn count(metrics: &ShardMetrics, metric: Metric) {
+    match metric {
+        Metric::Received(kind) => metrics.message_received(kind),
+        Metric::RateLimited(kind) => metrics.rate_limited(kind),
+        Metric::TypingCoalesced => metrics.typing_coalesced(),
+        Metric::SignalRelayed => metrics.signal_relayed(),
+        Metric::SignalRefused(reason) => metrics.signal_refused(reason),
+        Metric::UploadDropped => metrics.upload_progress_dropped(),
+    }
 }

@@ -1,15 +1,18 @@
-//! The stored v2 requests of a socket: history, mark_read, react (§6.2–6.4).
+//! The store-backed requests of a socket: history, mark_read, react
+//! (§6.2–6.4), and the participant lookup behind a call signal to a user
+//! who is offline everywhere (§6.6).
 //!
-//! Owns the step from a decoded v2 request to the store and back: each
-//! takes a place in the socket's sequencer when it arrives, asks the store
-//! in the background, and fills its place with what the outcome means: a
-//! `history` reply to this socket, a `read_receipt` or `reaction` event for
-//! every v2 socket of the conversation (on every node), nothing when
-//! nothing changed, or the documented error.
+//! Owns the step from a request the session core let through to the store
+//! and back: each takes a place in the socket's sequencer when it arrives,
+//! asks the store in the background, and fills its place with what the
+//! outcome means: a `history` reply to this socket, a `read_receipt` or
+//! `reaction` event for every v2 socket of the conversation (on every
+//! node), nothing when nothing changed, or the documented error.
 //!
 //! Must never: await on the session's path (requests run as their own
-//! tasks), answer `Rate limit exceeded` to `mark_read`, or send a v2 event
-//! to a v1 socket (the audience is v2-only).
+//! tasks), decide a rule the core owns (limits, ids that name no message,
+//! the recipient rule), or send a v2 event to a v1 socket (the audience is
+//! v2-only).
 
 use std::rc::Rc;
 
@@ -21,9 +24,10 @@ use crate::membership::Member;
 use crate::protocol::{self, ReplyError};
 use crate::read_marks::{Next, Offered, Write};
 use crate::sequencer::Ticket;
+use crate::session::signal;
 use crate::shard::ShardCtx;
 use crate::store::v2::{ReadPosition, V2Error, V2Request};
-use crate::store::{MessageId, StoreError};
+use crate::store::{MessageId, StoreError, UserId};
 
 use super::Session;
 
@@ -60,9 +64,6 @@ impl Session {
     /// most once per `read_marks::WRITE_INTERVAL` (highest value wins); a
     /// move is broadcast as `read_receipt`.
     pub(super) fn mark_read(&self, message_id: MessageId) {
-        if message_id <= 0 {
-            return self.reply(ReplyError::MarkReadFailed);
-        }
         let place = self.peer.sequencer.borrow_mut().reserve();
         match self.peer.read_marks(|m| m.offer(message_id, place)) {
             Offered::StartWriter => {
@@ -78,16 +79,9 @@ impl Session {
 
     /// `react`: adds or removes the user's reaction; a change is broadcast
     /// as `reaction`.
-    pub(super) fn react(&mut self, member: &Member, message_id: MessageId, emoji: &str, on: bool) {
-        if !self.admitted_by_chat_limit(member.user_id) {
-            return;
-        }
-        if message_id <= 0 {
-            return self.reply(ReplyError::ReactFailed);
-        }
+    pub(super) fn react(&self, member: &Member, message_id: MessageId, emoji: String, on: bool) {
         let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
         let username = member.username.clone();
-        let emoji = emoji.to_owned();
         self.in_background(ReplyError::ReactFailed, move |ctx| async move {
             let changed = ctx
                 .store
@@ -123,6 +117,27 @@ impl Session {
                     Some(reply(&ctx, ReplyError::ReactFailed))
                 }
             }
+        });
+    }
+
+    /// A call signal's recipient is offline everywhere: the store tells a
+    /// participant (`User not available`) from anyone else (`Invalid
+    /// recipient`), in the signal's place.
+    pub(super) fn recipient_offline(&self, to: UserId) {
+        let ctx = self.ctx.clone();
+        let peer = self.peer.clone();
+        let place = peer.sequencer.borrow_mut().reserve();
+        monoio::spawn(async move {
+            let timeout = ctx.config.timeouts.store;
+            let lookup = ctx.store.connect_info(to, peer.conversation_id);
+            let participant = match monoio::time::timeout(timeout, lookup).await {
+                Ok(Ok(info)) => info.is_participant && info.user.is_some(),
+                // Not online in any case: nobody to ring.
+                _ => true,
+            };
+            let refusal = signal::offline(participant);
+            ctx.metrics.signal_refused(refusal.reason);
+            ctx.fill_ordered(&peer, place, Some(reply(&ctx, refusal.error)));
         });
     }
 

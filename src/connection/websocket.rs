@@ -12,7 +12,6 @@
 use std::io::{self, Read, Write};
 
 use bytes::Bytes;
-use monoio::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::{Error as WsError, Message};
@@ -20,7 +19,7 @@ use tungstenite::{Error as WsError, Message};
 use crate::close::CloseReason;
 use crate::protocol::ReplyError;
 
-use super::{Blocked, Phase, Session};
+use super::{Blocked, Session};
 
 /// tungstenite's I/O: reads come from bytes already received, writes go to a
 /// buffer that is then queued on the socket's outbound queue.
@@ -53,10 +52,7 @@ impl Session {
     /// Feeds bytes to tungstenite and acts on every complete message. Stops
     /// early, keeping the rest in `blocked`, when the store queue is full.
     pub(super) fn process_input(&mut self, input: &[u8]) {
-        if let Phase::Closing {
-            parse_input: false, ..
-        } = self.phase
-        {
+        if self.life.discards_input() {
             return; // after a protocol error the rest of the input is discarded
         }
         let mut io = MemIo {
@@ -78,12 +74,12 @@ impl Session {
                 Ok(Message::Close(frame)) => {
                     // tungstenite queued the reply; remember the peer's code.
                     let code = frame.map_or(1005, |f| u16::from(f.code));
-                    self.close_code.get_or_insert(code);
+                    self.life.peer_closed(code);
                 }
                 Ok(_) => {} // ping (pong is queued by tungstenite), pong
                 Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    self.phase = Phase::Done;
+                    self.life.finish();
                     break;
                 }
                 Err(e) => {
@@ -108,17 +104,16 @@ impl Session {
         };
         tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, reason = reason.label(), error = %e, "closing on peer error");
         self.begin_close(reason);
-        if let Phase::Closing { deadline, .. } = self.phase {
-            self.phase = Phase::Closing {
-                deadline,
-                parse_input: false,
-            };
-        }
+        self.life.stop_parsing();
     }
 
     /// Starts the close handshake with `reason` (once).
     pub(super) fn begin_close(&mut self, reason: CloseReason) {
-        if self.phase != Phase::Open {
+        let now = std::time::Instant::now();
+        if !self
+            .life
+            .begin_close(reason, now, &self.ctx.config.timeouts)
+        {
             return;
         }
         if reason == CloseReason::SlowConsumer {
@@ -126,7 +121,6 @@ impl Session {
             self.ctx.metrics.slow_consumer();
             tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "slow consumer closed");
         }
-        self.close_code = Some(reason.code());
         self.ctx.leave_member(&self.peer);
         self.peer.outbound.seal();
         let frame = CloseFrame {
@@ -140,11 +134,6 @@ impl Session {
         let _ = self.ws.close(&mut io, Some(frame));
         let _ = self.ws.flush(&mut io);
         self.ship(io.wr);
-        let deadline = Instant::now() + self.ctx.config.timeouts.close_linger;
-        self.phase = Phase::Closing {
-            deadline,
-            parse_input: true,
-        };
     }
 
     /// Sends a control message through tungstenite (keeps its state right).

@@ -26,7 +26,8 @@ use crate::metrics::ShardMetrics;
 use crate::presence::Presence;
 use crate::protocol::{self, Decoder, ReplyError};
 use crate::sequencer::Ticket;
-use crate::store::{ConversationId, StoreHandle, UserId};
+use crate::session::{HeldUpload, Rules};
+use crate::store::{ConversationId, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
 use crate::upload_throttle::UploadThrottle;
@@ -78,7 +79,7 @@ pub struct ShardCtx {
     /// Who is online in this shard's conversations (`shard/live.rs` drives it).
     pub presence: RefCell<Presence>,
     /// Upload-progress relay slots; holds (conversation, uploader, frame).
-    pub uploads: RefCell<UploadThrottle<(ConversationId, UserId, Bytes)>>,
+    pub uploads: RefCell<UploadThrottle<HeldUpload>>,
     /// Conversations whose other nodes' presence is being read (after this
     /// node started holding them), with the v2 sockets waiting for it to
     /// send their `presence_state`.
@@ -131,6 +132,16 @@ impl ShardCtx {
             presence_pending: RefCell::new(HashMap::new()),
             lingering: RefCell::new(HashMap::new()),
             handoffs_in: Cell::new(0),
+        }
+    }
+
+    /// The tables and limits the session core's message rules consult.
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            limits: &self.limits,
+            typing: &self.typing,
+            uploads: &self.uploads,
+            presence: &self.presence,
         }
     }
 

@@ -186,12 +186,10 @@ impl ShardCtx {
             return;
         }
         self.metrics.presence_transition();
-        let big = change.online.max(change.online + usize::from(!online))
-            > self.config.presence_broadcast_max;
-        // While the other nodes' presence is read, every v2 socket here
-        // waits for its `presence_state`, which will include this change.
+        let max = self.config.presence_broadcast_max;
         let loading = self.presence_pending.borrow().contains_key(&conv);
-        if big || loading || !self.presence.borrow().watched(conv) {
+        let watched = self.presence.borrow().watched(conv);
+        if !change.announced(online, max, loading, watched) {
             return;
         }
         let mut f = FrameBuf::with_capacity(80 + username.len());
