@@ -2,7 +2,8 @@
 //!
 //! `GET /` (and `/index.html`) answers `web/index.html`; `/static/<name>`
 //! answers the page's script and stylesheet and `chatgate.js`, the client
-//! module other apps may load. The files are embedded in the binary
+//! module other apps may load, with the two modules it imports
+//! (`emitter.js`, `calls.js`). The files are embedded in the binary
 //! (`include_bytes!`), so the gateway still needs nothing beside itself.
 //! Every answer carries an `ETag` and `Cache-Control: no-cache` (the names
 //! are not versioned, so a browser revalidates and gets a `304` while the
@@ -37,6 +38,16 @@ const ASSETS: &[Asset] = &[
         path: "/static/chatgate.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../web/chatgate.js"),
+    },
+    Asset {
+        path: "/static/emitter.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/emitter.js"),
+    },
+    Asset {
+        path: "/static/calls.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../web/calls.js"),
     },
     Asset {
         path: "/static/app.js",
@@ -152,6 +163,8 @@ mod tests {
         assert!(page.contains("data-testid=\"status\""));
         for (path, ty) in [
             ("/static/chatgate.js", "text/javascript"),
+            ("/static/emitter.js", "text/javascript"),
+            ("/static/calls.js", "text/javascript"),
             ("/static/app.js", "text/javascript"),
             ("/static/style.css", "text/css"),
         ] {

@@ -1,7 +1,8 @@
 //! The browser side, proven in real Chromium: runs the Node suite in
 //! `tests/browser/` against this build's `chatgate` binary.
 //!
-//! - `tsc --noEmit` over the JSDoc types of `web/chatgate.js` and the page;
+//! - `tsc --noEmit` over the JSDoc types of the client (`web/chatgate.js`
+//!   with `emitter.js` and `calls.js`) and the page;
 //! - `client.test.mjs`: `web/chatgate.js` in Node against a real gateway
 //!   (backoff, stop codes, resume across a restart, duplicates by id);
 //! - `browser.test.mjs`: the demo page, alice and bob in Debian's Chromium
@@ -85,7 +86,7 @@ fn chatgate_js_and_the_demo_page_in_node_and_chromium() {
     }
     let dir = suite_dir();
     run(
-        "tsc --noEmit (JSDoc types of web/chatgate.js and web/app.js)",
+        "tsc --noEmit (JSDoc types of web/chatgate.js, emitter.js, calls.js and app.js)",
         Command::new("node")
             .arg("node_modules/typescript/bin/tsc")
             .args(["-p", "tsconfig.json"])
