@@ -86,7 +86,7 @@ fn round_trip(from: &mut Client, clients: &mut [&mut Client], content: &str) -> 
     mine["id"].as_i64().expect("id")
 }
 
-/// §6.9 across nodes: 500 rounds of chat-then-typing on node A; members
+/// docs/protocol.md §3 (order) across nodes: 500 rounds of chat-then-typing on node A; members
 /// on node B see each `new_message` before the typing that followed it.
 #[test]
 fn chat_then_typing_keeps_the_senders_order_across_nodes() {
@@ -110,7 +110,7 @@ fn chat_then_typing_keeps_the_senders_order_across_nodes() {
     assert_eq!(expect_chat_then_typing(&mut c_remote, &alice, 500), ids);
 }
 
-/// PROTOCOL.md §6.0–6.4 across nodes: receipts and reactions reach the v2
+/// docs/protocol.md §9.0–§9.4 across nodes: receipts and reactions reach the v2
 /// sockets of the other node (never a v1 socket), and a v2 client resumes
 /// on the other node than the one it left, exactly once.
 #[test]

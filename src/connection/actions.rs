@@ -5,7 +5,7 @@
 //! delete to the store (its answer goes to this socket only), a typing
 //! frame through the shard's typing table, anything invalid back as an
 //! error reply. Every effect takes its place in the socket's sequencer, so
-//! recipients get them in the order the socket sent the frames (§6.9).
+//! recipients get them in the order the socket sent the frames (docs/protocol.md §3, §9.9).
 //!
 //! Must never: await (a message the full store queue cannot take is handed
 //! back and parked by the session), or send an effect around the sequencer.

@@ -1,5 +1,5 @@
 //! What a socket's `call_signal` and `upload_progress` frames do
-//! (PROTOCOL.md §6.6, §6.7): relayed, never stored.
+//! (docs/protocol.md §9.6, §9.7): relayed, never stored.
 //!
 //! Owns the recipient rules of a call signal — `Invalid recipient` for the
 //! sender itself or a non-participant, `User not available` for a

@@ -1,4 +1,4 @@
-//! The stored v2 requests of a socket: history, mark_read, react (§6.2–6.4).
+//! The stored v2 requests of a socket: history, mark_read, react (docs/protocol.md §9.2–§9.4).
 //!
 //! Owns the step from a decoded v2 request to the store and back: each
 //! takes a place in the socket's sequencer when it arrives, asks the store
