@@ -26,6 +26,17 @@ struct Cluster {
 impl Cluster {
     fn start(bridge: impl Fn(&str) -> BridgeConfig) -> Cluster {
         let a = TestGateway::start_with(|c| c.bridge = Some(bridge("a")));
+        Self::beside(a, bridge)
+    }
+
+    /// Both nodes on `on`'s store (one database).
+    fn start_on(on: Target, bridge: impl Fn(&str) -> BridgeConfig) -> Cluster {
+        let a = TestGateway::start_on(on, |c| c.bridge = Some(bridge("a")));
+        Self::beside(a, bridge)
+    }
+
+    /// Node B on node A's config and database.
+    fn beside(a: TestGateway, bridge: impl Fn(&str) -> BridgeConfig) -> Cluster {
         let mut cfg_b: Config = a.config.clone();
         cfg_b.bridge = Some(bridge("b"));
         let b = Gateway::start(cfg_b).expect("node b starts");
@@ -380,4 +391,100 @@ fn a_node_serves_locally_while_redis_is_missing_and_bridges_once_it_appears() {
     let mut remote = cluster.connect_b(conv, &bob);
     wait_subscribers(&env, conv, 2, Duration::from_secs(10));
     round_trip(&mut a1, &mut [&mut a2, &mut remote], "bridged");
+}
+
+/// Protocol §6.4 with two sockets of one user on two nodes: each toggles
+/// one reaction 200 times (on, off, …, off) at the same time. Each node
+/// keeps its socket's order, the last request to arrive wins (an `off`),
+/// and every socket on either node sees the same number of changes.
+fn one_users_reactions_on_two_nodes(on: Target, test: &str) {
+    let Some(env) = env(test) else {
+        return;
+    };
+    let cluster = Cluster::start_on(on, |n| env.config(n));
+    cluster.wait_connected();
+    let alice = cluster.a.user("alice");
+    let bob = cluster.a.user("bob");
+    let conv = cluster.a.conversation(&[&alice, &bob]);
+    let b_addr = cluster.b().local_addr();
+    let mut a1 = cluster.a.connect_v2(conv, &alice);
+    let mut watch_a = cluster.a.connect_v2(conv, &bob);
+    let (mut a2, _) = cluster.a.connect_at(b_addr, conv, &alice, true);
+    let (mut watch_b, _) = cluster.a.connect_at(b_addr, conv, &bob, true);
+    wait_subscribers(&env, conv, 2, Duration::from_secs(5));
+    a1.chat("target");
+    let id = a1.recv_new_message()["id"].as_i64().unwrap();
+    for c in [&mut a2, &mut watch_a, &mut watch_b] {
+        assert_eq!(c.recv_new_message()["id"], id);
+    }
+    let toggles = || {
+        (0..200usize).map(|i| {
+            json!({"type": "react", "message_id": id, "emoji": "👍", "on": i.is_multiple_of(2)})
+                .to_string()
+        })
+    };
+    send_burst(&mut a1, toggles());
+    send_burst(&mut a2, toggles());
+    let migrated = cluster.a.store_kind() != StoreKind::PostgresDjango;
+    let mut counts = Vec::new();
+    for c in [&mut a1, &mut a2, &mut watch_a, &mut watch_b] {
+        let mut n = 0;
+        while let Some(event) = c.try_recv_json(Duration::from_millis(1500)) {
+            if event["type"] == "error" {
+                assert!(!migrated, "{event}");
+                assert_eq!(event["message"], "Failed to react");
+                continue;
+            }
+            assert_eq!(
+                (
+                    event["type"].as_str(),
+                    event["user_id"].as_i64(),
+                    event["message_id"].as_i64()
+                ),
+                (Some("reaction"), Some(alice.id), Some(id)),
+                "{event}"
+            );
+            n += 1;
+        }
+        counts.push(n);
+    }
+    assert!(
+        counts.iter().all(|&n| n == counts[0]),
+        "events per socket: {counts:?}"
+    );
+    if !migrated {
+        assert_eq!(counts[0], 0);
+        return;
+    }
+    assert!(counts[0] >= 2, "events per socket: {counts:?}");
+    // The last request of each socket was a removal: nothing is stored, so
+    // adding now is a change that every socket hears of.
+    a2.send_json(json!({"type": "react", "message_id": id, "emoji": "👍", "on": true}));
+    for c in [&mut a1, &mut a2, &mut watch_a, &mut watch_b] {
+        let event = c.recv_json();
+        assert_eq!(
+            (event["type"].as_str(), event["on"].as_bool()),
+            (Some("reaction"), Some(true)),
+            "{event}"
+        );
+    }
+}
+
+#[test]
+fn one_users_reactions_on_two_nodes_sqlite() {
+    one_users_reactions_on_two_nodes(Target::sqlite(chatgate::IoDriver::Auto), "cluster_react");
+}
+
+#[test]
+fn one_users_reactions_on_two_nodes_postgres() {
+    if let Some(on) = Target::postgres("cluster::one_users_reactions_on_two_nodes_postgres") {
+        one_users_reactions_on_two_nodes(on, "cluster_react_pg");
+    }
+}
+
+#[test]
+fn one_users_reactions_on_two_nodes_django() {
+    if let Some(on) = Target::django("cluster::one_users_reactions_on_two_nodes_django") {
+        one_users_reactions_on_two_nodes(on, "cluster_react_dj");
+    }
 }

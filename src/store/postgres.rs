@@ -8,7 +8,8 @@
 //! connection whose query overran its deadline is discarded, never returned
 //! to the pool (its state is unknown). The request dispatcher, its lanes
 //! (batches of disjoint conversations in flight together) and the group
-//! commit live in `postgres/dispatch.rs`, `postgres/lanes.rs` and
+//! commit live in `postgres/dispatch.rs`, `postgres/lanes.rs` (with each
+//! user's requests kept in order by `postgres/serial.rs`) and
 //! `postgres/batch.rs` (unread increments summed in
 //! `postgres/increments.rs`), connect
 //! and delete lookups in `postgres/lookup.rs`, protocol v2 in
@@ -33,6 +34,7 @@ mod reactions;
 mod receipts;
 mod replay;
 mod schema;
+mod serial;
 mod v2;
 
 use std::sync::Arc;

@@ -8,8 +8,10 @@
 //! `batch_max`, goes into it. Connect requests that arrive together are answered by one
 //! lookup task, replays that arrive together by one read per conversation
 //! (`postgres/replay.rs`), deletes and other v2 requests each by its own task — both concurrently with the
-//! commit — except that a history page first waits for the inserts queued
-//! before it on its conversation's lane (so it includes one's own message). Outcomes go to the [`CommitSink`] once per shard per batch, in
+//! commit. A user's deletes, read marks, reactions and history pages run
+//! one after another in the order they arrived (`postgres/serial.rs`), and a
+//! history page also waits for the inserts queued before it on its
+//! conversation's lane (so it includes one's own message). Outcomes go to the [`CommitSink`] once per shard per batch, in
 //! commit order. When every handle is dropped, or `StoreWorker::join`
 //! closes the channel, it commits what is queued and returns (after a
 //! close it takes what the channel holds and stops without waiting for
@@ -33,6 +35,7 @@ use super::batch::{self, Queued};
 use super::lanes::{Keyed, Lanes};
 use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
 use super::replay::{self, ReplayWaiter};
+use super::serial::{Serial, Turn};
 use super::Shared;
 use crate::store::v2::V2Request;
 use crate::store::{deliver, CommitSink, ConversationId, InsertOutcome, StoreRequest};
@@ -60,8 +63,11 @@ pub(super) struct Dispatcher {
     replays: std::collections::BTreeMap<ConversationId, Vec<ReplayWaiter>>,
     /// History pages waiting, per lane, for the inserts queued before them
     /// on that lane to finish (the lane's mark), so a page asked for after
-    /// one's own message includes it.
-    pages: Vec<Vec<(u64, V2Request)>>,
+    /// one's own message includes it: firing the sender lets the page's
+    /// task (already in its user's chain) go on.
+    pages: Vec<Vec<(u64, oneshot::Sender<()>)>>,
+    /// Each user's chain of row-writing requests.
+    serial: Serial,
 }
 
 impl Dispatcher {
@@ -82,6 +88,7 @@ impl Dispatcher {
             lanes: Lanes::new(lanes, batch_max),
             replays: Default::default(),
             pages: Vec::new(),
+            serial: Serial::default(),
         }
     }
 
@@ -203,8 +210,12 @@ impl Dispatcher {
                 user_id,
                 reply,
             } => {
+                let mut turn = self.serial.turn(user_id);
                 let shared = self.shared.clone();
-                tokio::spawn(lookup::answer_delete(shared, message_id, user_id, reply));
+                tokio::spawn(async move {
+                    turn.wait().await;
+                    lookup::answer_delete(shared, message_id, user_id, reply).await;
+                });
             }
             StoreRequest::V2(V2Request::Replay {
                 conversation_id,
@@ -226,10 +237,44 @@ impl Dispatcher {
                 self.page_after_inserts(request)
             }
             StoreRequest::V2(request) => {
-                tokio::spawn(super::v2::answer(self.shared.clone(), request));
+                let turn = request_user(&request).map(|user| self.serial.turn(user));
+                spawn_answer(self.shared.clone(), request, turn, None);
             }
         }
     }
+}
+
+/// The user whose rows a v2 request writes or whose view it reads (`None`
+/// for the requests made at connect, which take no turn).
+fn request_user(request: &V2Request) -> Option<crate::store::UserId> {
+    match request {
+        V2Request::History { user_id, .. }
+        | V2Request::MarkRead { user_id, .. }
+        | V2Request::React { user_id, .. } => Some(*user_id),
+        V2Request::Replay { .. } | V2Request::ReadState { .. } => None,
+    }
+}
+
+/// Answers `request` on a task of its own, after the user's previous turn
+/// (when it has one) and after `gate` fires (a history page's lane).
+fn spawn_answer(
+    shared: Arc<Shared>,
+    request: V2Request,
+    turn: Option<Turn>,
+    gate: Option<oneshot::Receiver<()>>,
+) {
+    tokio::spawn(async move {
+        let mut turn = turn;
+        if let Some(turn) = turn.as_mut() {
+            turn.wait().await;
+        }
+        if let Some(gate) = gate {
+            // Fired, or dropped when the dispatcher stops: go on either way.
+            let _ = gate.await;
+        }
+        super::v2::answer(shared, request).await;
+        drop(turn);
+    });
 }
 
 /// The batches committing, one slot per lane.
@@ -245,14 +290,17 @@ impl Dispatcher {
             return;
         };
         let (lane, mark) = self.lanes.mark(*conversation_id);
+        let turn = request_user(&request).map(|user| self.serial.turn(user));
         if self.lanes.finished(lane) >= mark {
-            tokio::spawn(super::v2::answer(self.shared.clone(), request));
+            spawn_answer(self.shared.clone(), request, turn, None);
             return;
         }
+        let (open, gate) = oneshot::channel();
+        spawn_answer(self.shared.clone(), request, turn, Some(gate));
         if self.pages.len() <= lane {
             self.pages.resize_with(lane + 1, Vec::new);
         }
-        self.pages[lane].push((mark, request));
+        self.pages[lane].push((mark, open));
     }
 
     /// Starts the pages of `lane` whose mark its finished batches reached;
@@ -269,8 +317,8 @@ impl Dispatcher {
             .into_iter()
             .partition(|(mark, _)| all || *mark <= finished);
         *pages = waiting;
-        for (_, request) in ready {
-            tokio::spawn(super::v2::answer(self.shared.clone(), request));
+        for (_, open) in ready {
+            let _ = open.send(());
         }
     }
 }

@@ -3,22 +3,24 @@
 //! `postgres/dispatch.rs`).
 //!
 //! Owns the loop: wait for a request (blocking, on a driverless
-//! current-thread runtime, only while idle), answer connects and deletes at
-//! once (and v2's history, read positions and reactions: `v2.rs`), gather
-//! the inserts among the requests waiting when the batch started (at most
-//! `batch_max`), commit them as one batch (`batch.rs`) and hand the outcomes
-//! to the [`CommitSink`] once per shard. Replays among those waiting
-//! requests are gathered too and answered, before the commit, with one read
-//! per conversation (a reconnect storm: `history.rs`); history pages among
-//! them are answered after the commit, so they include the messages queued
-//! before them. When every handle
+//! current-thread runtime, only while idle), answer connects (and read
+//! states) at once, gather the inserts among the requests waiting when the
+//! batch started (at most `batch_max`), commit them as one batch
+//! (`batch.rs`) and hand the outcomes to the [`CommitSink`] once per shard.
+//! Replays among those waiting requests are gathered too and answered,
+//! before the commit, with one read per conversation (a reconnect storm:
+//! `history.rs`). Deletes, history pages, read marks and reactions are
+//! answered after the commit, in the order they arrived: a page then
+//! includes the messages queued before it, and never a write sent after it
+//! (a `react` behind a deferred page would otherwise overtake it). When every handle
 //! is dropped, or `StoreWorker::join` fires the close signal, it commits
 //! what is queued and stops — after a close without waiting for senders
 //! that will never send.
 //!
 //! Must never: share its connection with another thread; let a steady
 //! stream of connects postpone a commit (the drain is bounded to what was
-//! waiting); deliver an outcome before its batch has committed.
+//! waiting); deliver an outcome before its batch has committed; answer a
+//! user's delete, history, read mark or reaction out of arrival order.
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -28,7 +30,9 @@ use super::lookup::{connect_info, delete_message};
 use super::v2::{answer_replays, ReplayRequest};
 use super::StoreError;
 use crate::store::v2::V2Request;
-use crate::store::{deliver, CommitSink, InsertRequest, StoreRequest, StoreWorker};
+use crate::store::{
+    deliver, CommitSink, DeleteError, InsertRequest, MessageId, StoreRequest, StoreWorker, UserId,
+};
 
 pub(super) fn spawn_worker(
     conn: Connection,
@@ -80,7 +84,7 @@ impl Worker {
                 deliver(&self.sink, outcomes, started.elapsed());
             }
             for request in after {
-                let _ = super::v2::answer(&self.conn, request);
+                self.answer_in_order(request);
             }
         }
         tracing::debug!("sqlite store: worker stopped");
@@ -127,12 +131,12 @@ impl Worker {
         }
     }
 
-    /// Answers connects and deletes at once and gathers the inserts among
-    /// the requests waiting when the batch started (at most `batch_max`).
-    /// Bounding the drain to what was waiting keeps a steady stream of
-    /// connects from postponing the commit. The replays gathered on the way
-    /// are answered last, one read per conversation; history pages after
-    /// the commit, so a page asked for after one's own message includes it.
+    /// Answers connects at once and gathers the inserts among the requests
+    /// waiting when the batch started (at most `batch_max`). Bounding the
+    /// drain to what was waiting keeps a steady stream of connects from
+    /// postponing the commit. The replays gathered on the way are answered
+    /// last, one read per conversation; deletes and the other v2 requests
+    /// after the commit, in arrival order (see the module header).
     fn collect(&mut self, first: StoreRequest) -> Pass {
         let mut waiting = self.rx.len();
         let mut pass = Pass::default();
@@ -157,8 +161,8 @@ impl Worker {
         pass
     }
 
-    /// Answers a connect, a delete or a v2 request; hands an insert or a
-    /// replay back to be gathered.
+    /// Answers a connect or a read state; hands an insert, a replay or a
+    /// request kept in arrival order back to be gathered.
     fn answer(&self, request: StoreRequest) -> Option<Gathered> {
         // A failed `send` means the requester stopped waiting: nothing to do.
         match request {
@@ -175,25 +179,55 @@ impl Worker {
                 user_id,
                 reply,
             } => {
-                let _ = reply.send(delete_message(&self.conn, message_id, user_id));
+                return Some(Gathered::AfterCommit(InOrder::Delete {
+                    message_id,
+                    user_id,
+                    reply,
+                }))
             }
-            StoreRequest::V2(request @ V2Request::History { .. }) => {
-                return Some(Gathered::AfterCommit(request))
-            }
-            StoreRequest::V2(request) => {
-                return super::v2::answer(&self.conn, request).map(Gathered::Replay)
-            }
+            StoreRequest::V2(
+                request @ (V2Request::Replay { .. } | V2Request::ReadState { .. }),
+            ) => return super::v2::answer(&self.conn, request).map(Gathered::Replay),
+            StoreRequest::V2(request) => return Some(Gathered::AfterCommit(InOrder::V2(request))),
         }
         None
     }
+
+    /// Answers a request kept for after the commit.
+    fn answer_in_order(&self, request: InOrder) {
+        match request {
+            InOrder::Delete {
+                message_id,
+                user_id,
+                reply,
+            } => {
+                let _ = reply.send(delete_message(&self.conn, message_id, user_id));
+            }
+            InOrder::V2(request) => {
+                // Never a replay (those are gathered): nothing comes back.
+                let _ = super::v2::answer(&self.conn, request);
+            }
+        }
+    }
+}
+
+/// A request answered after the pass's commit, in arrival order.
+enum InOrder {
+    Delete {
+        message_id: MessageId,
+        user_id: UserId,
+        reply: oneshot::Sender<Result<(), DeleteError>>,
+    },
+    /// History, mark read or react.
+    V2(V2Request),
 }
 
 /// What the drain gathers instead of answering at once.
 enum Gathered {
     Insert(InsertRequest),
     Replay(ReplayRequest),
-    /// Answered once the pass's inserts are committed.
-    AfterCommit(V2Request),
+    /// Answered once the pass's inserts are committed, in arrival order.
+    AfterCommit(InOrder),
 }
 
 /// One pass over the waiting requests: the batch to commit, then what
@@ -201,7 +235,7 @@ enum Gathered {
 #[derive(Default)]
 struct Pass {
     inserts: Vec<InsertRequest>,
-    after: Vec<V2Request>,
+    after: Vec<InOrder>,
 }
 
 #[cfg(test)]
