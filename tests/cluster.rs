@@ -393,7 +393,7 @@ fn a_node_serves_locally_while_redis_is_missing_and_bridges_once_it_appears() {
     round_trip(&mut a1, &mut [&mut a2, &mut remote], "bridged");
 }
 
-/// Protocol §6.4 with two sockets of one user on two nodes: each toggles
+/// docs/protocol.md §9.4 with two sockets of one user on two nodes: each toggles
 /// one reaction 200 times (on, off, …, off) at the same time. Each node
 /// keeps its socket's order, the last request to arrive wins (an `off`),
 /// and every socket on either node sees the same number of changes.
