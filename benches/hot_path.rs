@@ -31,7 +31,7 @@ fn serde_json_owned(payload: &[u8]) -> Result<usize, ReplyError> {
     validate_content(frame.content.as_deref().unwrap_or("")).map(str::len)
 }
 
-/// The borrowed struct of TECH-NOTES §5 for `from_slice_with_buffers`.
+/// A borrowed struct, as simd-json's `from_slice_with_buffers` fills it.
 #[derive(serde::Deserialize)]
 struct BorrowedFrame<'a> {
     #[serde(rename = "type")]

@@ -5,7 +5,7 @@
 //! same kind of socket on every node: all sockets, or all but one user's
 //! (the typist's), or only one user's (a call signal's recipient), and
 //! optionally only v2 sockets (v2 events never reach a v1 socket,
-//! PROTOCOL.md §6.0). One exclusion is local only: the causing socket
+//! docs/protocol.md §9.0). One exclusion is local only: the causing socket
 //! itself (`except_conn`, a connection id, meaningless on other nodes).
 //!
 //! Must never: let a v2-only event reach a v1 socket.

@@ -1,4 +1,4 @@
-//! The HTTP history API on the WebSocket port (PROTOCOL.md §6.2).
+//! The HTTP history API on the WebSocket port (docs/protocol.md §9.2).
 //!
 //! `GET /api/conversations/<id>/messages/?before=<id>&limit=<n>` with
 //! `Authorization: Bearer <access token>` answers

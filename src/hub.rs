@@ -53,7 +53,7 @@ pub struct Peer {
     /// The earliest deadline entry pending for this session in the shard's
     /// `Timers` (none while it is awake).
     pub timer_at: Cell<Option<monoio::time::Instant>>,
-    /// This socket's effects in the order it sent their frames (§6.9).
+    /// This socket's effects in the order it sent their frames (docs/protocol.md §3, §9.9).
     pub sequencer: RefCell<Sequencer<Effect>>,
     /// While a v2 socket's initial state (replay, read state) is read,
     /// broadcasts to it are held here instead of queued (`resume.rs`).

@@ -7,7 +7,7 @@
 //! - [`gateway`] — starts the store and the shards, owns shutdown.
 //! - [`shard`] — one monoio runtime per core: accept loop, socket hand-off, inbox.
 //! - [`routing`] — `shard_for`, the request path and token extraction.
-//! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400) and the 101 answer.
+//! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400 / 429 / 431) and the 101 answer.
 //! - [`http_api`] — `GET /api/conversations/<id>/messages/` (history over HTTP) on the WebSocket port.
 //! - [`web`] — the demo chat page and `chatgate.js` (embedded from `web/`) on the WebSocket port.
 //! - [`auth`] — simplejwt-compatible HS256 access tokens.
@@ -18,16 +18,17 @@
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`resume`] — a resuming socket's replay merged with the live events held meanwhile.
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
+//! - [`read_marks`] — a read position as a state: one socket's `mark_read` values merged, the highest written at most every 250 ms.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
 //! - [`upload_throttle`] — upload progress as a state: one value per upload per 250 ms, the latest never lost.
 //! - [`audience`] — who an event is for (all, all but a user, v2 sockets only), on every node.
 //! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
-//! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
+//! - [`store`] — the store interface; [`store::sqlite`] the embedded backend, [`store::postgres`] the PostgreSQL one; [`store::v2`] what protocol v2 asks of both.
 //! - [`close`] — the close codes, defined once.
 //! - [`sockio`] — direct non-blocking send and receive (fan-out fast path, reads after readiness).
-//! - [`side`] — the side tokio runtime (store and bridge work off the shards).
+//! - [`side`] — the side tokio runtime (Postgres store, bridge and admin listener, off the shards).
 //! - [`bridge`] — cross-node conversations over Redis pub/sub (batched publishes, heartbeat, resubscribe).
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.

@@ -1,4 +1,4 @@
-//! Who is online in a conversation (PROTOCOL.md §6.5), as one shard sees it.
+//! Who is online in a conversation (docs/protocol.md §9.5), as one shard sees it.
 //!
 //! Owns, for the conversations of one shard, the count of this node's
 //! sockets per (conversation, user) — v1 and v2 alike — and the set of

@@ -1,5 +1,5 @@
 //! The wire vocabulary: decoding client frames and encoding server events
-//! (PROTOCOL.md sections 2–4, and section 6 for protocol v2).
+//! (docs/protocol.md §3–§5, and §9 for protocol v2).
 //!
 //! Owns, through its submodules, every byte the gateway reads or writes
 //! inside a WebSocket text frame; this file only names the parts and

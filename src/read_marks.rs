@@ -1,4 +1,4 @@
-//! A read position is a state, not a message (PROTOCOL.md §6.3).
+//! A read position is a state, not a message (docs/protocol.md §9.3).
 //!
 //! Owns, for one socket, the `mark_read` values not yet written: the first
 //! goes to the store at once; while it is being written, or until
@@ -7,7 +7,7 @@
 //! may send `mark_read` for every message it shows; the store sees at most
 //! a few writes per second per socket.
 //!
-//! Every `mark_read` frame holds a place in its socket's sequencer (§6.9).
+//! Every `mark_read` frame holds a place in its socket's sequencer (docs/protocol.md §9.9).
 //! A merged frame's place is handed back to be filled with nothing, except
 //! for the runner-up (the highest value below the one held): if the held
 //! value names no message of the conversation, its frame gets the error and

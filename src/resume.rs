@@ -1,4 +1,4 @@
-//! Resume without a gap or a duplicate (PROTOCOL.md §6.1).
+//! Resume without a gap or a duplicate (docs/protocol.md §9.1).
 //!
 //! Owns the merge of a resuming socket's replay with the live events that
 //! arrived while the replay was read. The socket registers for live events

@@ -1,4 +1,4 @@
-//! Per-socket ordering of effects (PROTOCOL.md §6.9).
+//! Per-socket ordering of effects (docs/protocol.md §3, §9.9).
 //!
 //! Owns the rule "everything one socket causes reaches every recipient in
 //! the order the socket sent it, across types". Each client frame that has

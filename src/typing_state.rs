@@ -1,4 +1,4 @@
-//! Typing is a state, not a message (PROTOCOL.md §2).
+//! Typing is a state, not a message (docs/protocol.md §3).
 //!
 //! Owns, for one shard, each (conversation, user)'s last forwarded typing
 //! state: a change of state is forwarded at once; a repeat of the same state

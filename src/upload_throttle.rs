@@ -1,4 +1,4 @@
-//! Upload progress is a state, not a message (PROTOCOL.md §6.7).
+//! Upload progress is a state, not a message (docs/protocol.md §9.7).
 //!
 //! Owns, for one shard, each upload's relay slots: at most one value per
 //! [`SLOT`] per (conversation, user, upload_id). The first value and `100`

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1, authentication and membership: every unauthenticated case
+//! docs/protocol.md §1 and §2, authentication and membership: every unauthenticated case
 //! is upgraded and then closed with 4001, non-members with 4003; valid
 //! simplejwt access tokens (numeric or string `user_id`) connect.
 //!

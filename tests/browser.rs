@@ -11,7 +11,7 @@
 //! Needs `node`, `tests/browser/node_modules` (`npm ci` there) and Chromium
 //! (`/usr/bin/chromium`, or `CHATGATE_CHROMIUM`). Where one is missing the
 //! test prints `SKIPPED` with the install command and passes, except in CI
-//! (`CI` set), where it fails. A feature of PROTOCOL.md §6.5–6.7 the gateway
+//! (`CI` set), where it fails. A feature of docs/protocol.md §9.5–§9.7 the gateway
 //! lacks is reported by name; in CI that fails too (a green run must mean
 //! every scenario ran). `CHATGATE_UPDATE_SCREENSHOT=1` copies the page's
 //! screenshot to `docs/demo.png`.

@@ -97,7 +97,7 @@ fn round_trip(from: &mut Client, clients: &mut [&mut Client], content: &str) -> 
     mine["id"].as_i64().expect("id")
 }
 
-/// §6.9 across nodes: 500 rounds of chat-then-typing on node A; members
+/// docs/protocol.md §3 (order) across nodes: 500 rounds of chat-then-typing on node A; members
 /// on node B see each `new_message` before the typing that followed it.
 #[test]
 fn chat_then_typing_keeps_the_senders_order_across_nodes() {
@@ -121,7 +121,7 @@ fn chat_then_typing_keeps_the_senders_order_across_nodes() {
     assert_eq!(expect_chat_then_typing(&mut c_remote, &alice, 500), ids);
 }
 
-/// PROTOCOL.md §6.0–6.4 across nodes: receipts and reactions reach the v2
+/// docs/protocol.md §9.0–§9.4 across nodes: receipts and reactions reach the v2
 /// sockets of the other node (never a v1 socket), and a v2 client resumes
 /// on the other node than the one it left, exactly once.
 #[test]
@@ -393,7 +393,7 @@ fn a_node_serves_locally_while_redis_is_missing_and_bridges_once_it_appears() {
     round_trip(&mut a1, &mut [&mut a2, &mut remote], "bridged");
 }
 
-/// Protocol §6.4 with two sockets of one user on two nodes: each toggles
+/// docs/protocol.md §9.4 with two sockets of one user on two nodes: each toggles
 /// one reaction 200 times (on, off, …, off) at the same time. Each node
 /// keeps its socket's order, the last request to arrive wins (an `off`),
 /// and every socket on either node sees the same number of changes.

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §1, the upgrade: path forms, where the token comes from, the
+//! docs/protocol.md §1, the upgrade: path forms, where the token comes from, the
 //! Origin check, and the HTTP answers (404 / 403 / 400) when there is no upgrade.
 
 #[macro_use]

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6.2 over HTTP: `GET /api/conversations/<id>/messages/` on
+//! docs/protocol.md §9.2 over HTTP: `GET /api/conversations/<id>/messages/` on
 //! the WebSocket port — the same selection as the socket's `history`, every
 //! status code with its DRF-shaped `{"detail":…}` body, and CORS by
 //! `--allowed-origins` — on SQLite and on Postgres.

@@ -98,7 +98,7 @@ fn the_21st_chat_message_of_a_burst_is_refused_and_not_stored() {
 
 /// The original React client sends `typing: true` on every keystroke:
 /// 12 keys/s for 12.5 s draws no error, the others see about one event a
-/// second, and the stop goes out at once (PROTOCOL.md §2).
+/// second, and the stop goes out at once (docs/protocol.md §3).
 #[test]
 fn typing_repeats_are_coalesced_to_one_a_second_without_errors() {
     let gw = TestGateway::start();

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6.5–6.7 and §6.9 on one node, over real sockets: presence
+//! docs/protocol.md §9.5–§9.7 and §9.9 on one node, over real sockets: presence
 //! (state on connect, events on transitions only, v1 sockets counted and
 //! never told, big rooms), call signalling and upload progress.
 
@@ -293,7 +293,7 @@ fn upload_progress_is_throttled_and_reaches_other_users_v2_sockets() {
     b_v1.expect_error("Unknown message type");
 }
 
-/// §6.9: a socket's chat message, then its call signal and upload
+/// docs/protocol.md §9.9: a socket's chat message, then its call signal and upload
 /// progress, reach the other side in that order.
 #[test]
 fn chat_then_live_frames_keep_the_senders_order() {

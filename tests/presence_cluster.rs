@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6.5–6.7 across nodes on a real Redis (two and three
+//! docs/protocol.md §9.5–§9.7 across nodes on a real Redis (two and three
 //! nodes): presence state and events between nodes (a second tab or a v1 socket elsewhere is no
 //! transition), call signals and upload progress crossing nodes byte for
 //! byte, a `kill -9`ed node's users going offline on the survivor within

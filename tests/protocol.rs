@@ -1,4 +1,4 @@
-//! PROTOCOL.md §2–5 over real sockets: `chat_message`, `delete_message`,
+//! docs/protocol.md §3–§6 over real sockets: `chat_message`, `delete_message`,
 //! `typing`, the error replies (the socket stays open), isolation between
 //! conversations, ordering, and the close handshake.
 //!
@@ -387,7 +387,7 @@ fn typing(user: &User, is_typing: bool) -> Value {
     json!({"type": "typing", "user_id": user.id, "username": user.username, "is_typing": is_typing})
 }
 
-/// §6.9: 500 rounds of chat-then-typing from one socket: every other
+/// docs/protocol.md §3 (order): 500 rounds of chat-then-typing from one socket: every other
 /// member sees each `new_message` before the typing that followed it; the
 /// sender's other socket sees the messages only, in order.
 fn chat_then_typing_keeps_the_senders_order(on: Target) {
@@ -410,7 +410,7 @@ fn chat_then_typing_keeps_the_senders_order(on: Target) {
     }
 }
 
-/// §6.9: an error reply to a frame sent after a chat message arrives after
+/// docs/protocol.md §3 (order): an error reply to a frame sent after a chat message arrives after
 /// that message's `new_message` on the sender's socket.
 fn errors_keep_the_senders_order(on: Target) {
     let r = room(on);

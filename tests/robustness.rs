@@ -1,6 +1,6 @@
 //! Misbehaving peers: garbage and truncated handshakes, oversized and
 //! malformed frames, fragmentation, a storm of random frames next to a
-//! well-behaved conversation, and the heartbeat / idle timeout (§3, §5).
+//! well-behaved conversation, and the heartbeat / idle timeout (docs/protocol.md §7).
 
 #[macro_use]
 mod support;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §7 on the embedded store: the gateway's migrate creates
+//! docs/protocol.md §8 and §9.11 on the embedded store: the gateway's migrate creates
 //! Django's tables (columns, NOT NULL, keys, uniques, the unread check) and
 //! its own `chatgate_` tables beside them; the
 //! rows it writes hold what it broadcast, in Django's datetime text; and it
@@ -211,7 +211,7 @@ fn migrate_creates_the_django_tables() {
         fk(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
     );
 
-    // The gateway's own v2 tables, beside Django's (§7).
+    // The gateway's own v2 tables, beside Django's (docs/protocol.md §9.11).
     assert_eq!(
         columns(&gw, "chatgate_readreceipt"),
         cols(&[

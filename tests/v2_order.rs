@@ -1,5 +1,5 @@
 //! One socket's stored v2 requests take effect in the order it sent them
-//! (protocol §6.9 with §6.4): a reaction toggled on then off ends off with
+//! (docs/protocol.md §9.9 with §9.4): a reaction toggled on then off ends off with
 //! an event for each change, reactions, deletes and history pages sent back
 //! to back see each other's writes, on SQLite (both io drivers), on
 //! Postgres after `chatgate migrate`, and on Django's own DDL (where

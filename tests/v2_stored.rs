@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6.0–6.4: protocol v2's stored half over real sockets —
+//! docs/protocol.md §9.0–§9.4: protocol v2's stored half over real sockets —
 //! negotiation, v1 isolation, history, resume without gap or duplicate,
 //! read receipts and reactions — on SQLite (both io drivers), on Postgres
 //! after `chatgate migrate`, and on Django's own DDL (where the `chatgate_`
@@ -451,7 +451,7 @@ fn mark_read_is_a_state_written_a_few_times_a_second(on: Target) {
     );
     b.chat("after marking");
     // Alice sees a few receipts, rising, ending at the last good id, and
-    // all of them before bob's next message (§6.9); never 200.
+    // all of them before bob's next message (docs/protocol.md §9.3, §9.9); never 200.
     let mut seen = Vec::new();
     loop {
         let f = a.recv_json();

@@ -1,4 +1,4 @@
-//! A reconnect storm (PROTOCOL.md §6.1, issue 11): 2,000 v2 sockets in 20
+//! A reconnect storm (docs/protocol.md §9.1, issue 11): 2,000 v2 sockets in 20
 //! conversations come back with `?since=` at once. Every replay is exact,
 //! and the store answers them with far fewer reads than sockets (replays of
 //! one conversation waiting together share one read), as the

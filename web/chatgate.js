@@ -435,7 +435,7 @@ export class ChatGate extends Emitter {
       case 'ping':
         return;
       case 'error':
-        // Replies keep the order of requests (PROTOCOL.md §6.9): a failed
+        // Replies keep the order of requests (docs/protocol.md §3, §9.9): a failed
         // history request is the oldest one still waiting.
         if (f.message === 'Failed to load history') {
           const p = this._pending.shift();

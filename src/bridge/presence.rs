@@ -1,4 +1,4 @@
-//! Presence between nodes (PROTOCOL.md §6.5): what one node tells the
+//! Presence between nodes (docs/protocol.md §9.5): what one node tells the
 //! others about who is online through it, and how long they believe it.
 //!
 //! Owns:

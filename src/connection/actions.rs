@@ -7,7 +7,8 @@
 //! `new_message` leaves once committed), a delete or a v2 request in the
 //! background (`connection/stored.rs`), the 1008 close of sustained abuse,
 //! the metrics. Every effect takes its place in the socket's sequencer, so
-//! recipients get them in the order the socket sent the frames (§6.9).
+//! recipients get them in the order the socket sent the frames
+//! (docs/protocol.md §3, §9.9).
 //!
 //! Must never: decide a rule itself (the core does), await (a message the
 //! full store queue cannot take is handed back and parked by the session),

@@ -1,6 +1,6 @@
 //! The store-backed requests of a socket: history, mark_read, react
-//! (§6.2–6.4), and the participant lookup behind a call signal to a user
-//! who is offline everywhere (§6.6).
+//! (docs/protocol.md §9.2–§9.4), and the participant lookup behind a call
+//! signal to a user who is offline everywhere (§9.6).
 //!
 //! Owns the step from a request the session core let through to the store
 //! and back: each takes a place in the socket's sequencer when it arrives,

@@ -1,4 +1,4 @@
-//! What a v2 socket gets on connect, before any live event (§6.1, §6.3).
+//! What a v2 socket gets on connect, before any live event (docs/protocol.md §9.1, §9.10).
 //!
 //! Owns the initial sync of a v2 socket: its live events are held from the
 //! moment it joins the conversation (before anything is read), the store

@@ -1,4 +1,4 @@
-//! Call signalling (v2): `call_signal` in and out (PROTOCOL.md §6.6).
+//! Call signalling (v2): `call_signal` in and out (docs/protocol.md §9.6).
 //!
 //! Owns the `call_signal` rule — `to_user_id` a JSON integer, `call_id` 1–64
 //! characters of `[A-Za-z0-9_-]`, `kind` one of [`SignalKind`], `payload`

@@ -1,4 +1,4 @@
-//! Chat messages: `chat_message` in, `new_message` out (PROTOCOL.md §3, §4).
+//! Chat messages: `chat_message` in, `new_message` out (docs/protocol.md §3, §4).
 //!
 //! Owns the `chat_message` rule (`content` absent → empty, non-string →
 //! invalid format, then the content rules of `validate.rs`), the sender

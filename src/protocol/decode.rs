@@ -384,7 +384,7 @@ mod tests {
     }
 
     /// An independent model of the original consumer on `serde_json::Value`,
-    /// extended with the v2 types of PROTOCOL.md §6.
+    /// extended with the v2 types of docs/protocol.md §9.
     fn reference(payload: &[u8], version: Version) -> Result<Got, ReplyError> {
         use ReplyError::*;
         let v: Value = serde_json::from_slice(payload).map_err(|_| InvalidJson)?;

@@ -1,5 +1,5 @@
 //! Deleting a message for oneself: `delete_message` in, `message_deleted`
-//! out (PROTOCOL.md §3).
+//! out (docs/protocol.md §3).
 //!
 //! Owns the `delete_message` rule: `message_id` falsy in Python's sense →
 //! `Message ID required`; a positive integer, or a decimal string of one →

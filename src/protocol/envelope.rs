@@ -1,5 +1,5 @@
 //! The envelope of a client frame: which fields it carries and which
-//! `type` it names (PROTOCOL.md §3, parsing).
+//! `type` it names (docs/protocol.md §3, parsing).
 //!
 //! Owns [`ClientMessage`] (the validated result), the reduction of a frame
 //! to the fields the rules look at (`Fields`, later duplicates winning as in

@@ -1,5 +1,5 @@
-//! Reply errors: the `{"type":"error"}` answers of PROTOCOL.md §4 (and
-//! §6.8 for protocol v2), each defined once with its wire text, its metric
+//! Reply errors: the `{"type":"error"}` answers of docs/protocol.md §5 (and
+//! §9.8 for protocol v2), each defined once with its wire text, its metric
 //! label and its encoding.
 //!
 //! Owns [`ReplyError`]. A reply error goes only to the offending socket,
@@ -31,7 +31,7 @@ pub enum ReplyError {
     SendFailed,
     #[error("Binary frames are not supported")]
     BinaryNotSupported,
-    // Protocol v2 (PROTOCOL.md §6.8); never sent to a v1 socket.
+    // Protocol v2 (docs/protocol.md §9.8); never sent to a v1 socket.
     #[error("Failed to mark read")]
     MarkReadFailed,
     #[error("Failed to react")]

@@ -1,5 +1,5 @@
 //! History (v2): `history` in, a page of stored messages out, over the
-//! socket and over HTTP (PROTOCOL.md §6.2).
+//! socket and over HTTP (docs/protocol.md §9.2).
 //!
 //! Owns the `history` rule (`before` absent or `null` → none, else a
 //! positive JSON integer; `limit` absent or `null` → [`DEFAULT_HISTORY_LIMIT`],

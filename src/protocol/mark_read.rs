@@ -1,5 +1,5 @@
 //! Read receipts (v2): `mark_read` in, `read_receipt` and `read_state` out
-//! (PROTOCOL.md §6.3).
+//! (docs/protocol.md §9.3).
 //!
 //! Owns the `mark_read` rule and the two encoders. `message_id` is a JSON
 //! integer or a decimal string of one, as `delete_message` accepts; missing,

@@ -1,4 +1,4 @@
-//! Presence events (PROTOCOL.md §6.5): `presence_state` on connect and
+//! Presence events (docs/protocol.md §9.5): `presence_state` on connect and
 //! `presence` on a transition. Server → client only; v2 sockets only.
 //!
 //! Owns the two encoders. Who is online, and when an event is due, is

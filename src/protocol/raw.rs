@@ -1,5 +1,5 @@
 //! The raw text of one member of a JSON object, for relaying a value
-//! byte for byte (the `payload` of a `call_signal`, PROTOCOL.md §6.6).
+//! byte for byte (the `payload` of a `call_signal`, docs/protocol.md §9.6).
 //!
 //! Owns a small scanner over a document that is already known to be valid
 //! JSON (the decoder parsed it): it walks the top-level object's members,

@@ -1,4 +1,4 @@
-//! Reactions (v2): `react` in, `reaction` out (PROTOCOL.md §6.4).
+//! Reactions (v2): `react` in, `reaction` out (docs/protocol.md §9.4).
 //!
 //! Owns the `react` rule — `message_id` as for `mark_read` (an id that can
 //! name no message decodes as 0 and the session answers `Failed to react`),

@@ -1,4 +1,4 @@
-//! Resume (v2): what a reconnecting socket missed (PROTOCOL.md §6.1).
+//! Resume (v2): what a reconnecting socket missed (docs/protocol.md §9.1).
 //!
 //! Owns the encoders of a replay: each missed message as a `new_message`
 //! whose `message` is a history item (so it carries `reactions`), and the

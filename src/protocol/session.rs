@@ -1,4 +1,4 @@
-//! The constant frames of a socket's life (PROTOCOL.md §4, §7): the
+//! The constant frames of a socket's life (docs/protocol.md §4, §7): the
 //! greeting after the upgrade and the application-level keep-alive.
 //!
 //! Owns their exact bytes; `crate::frame` builds each into a WebSocket frame

@@ -122,7 +122,7 @@ pub(super) fn parse(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).expect("encoder output is JSON")
 }
 
-/// John's "Hello world" of PROTOCOL.md §3 with the given id and reactions.
+/// John's "Hello world" of docs/protocol.md §4 with the given id and reactions.
 pub(super) fn history_item(id: i64, reactions: &[(&str, &[i64])]) -> HistoryItem {
     HistoryItem {
         id,

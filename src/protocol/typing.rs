@@ -1,4 +1,4 @@
-//! Typing indicators: `typing` in and out (PROTOCOL.md §3, §4).
+//! Typing indicators: `typing` in and out (docs/protocol.md §3, §4).
 //!
 //! Owns the `typing` rule (`is_typing` absent → false, a boolean → it,
 //! anything else → invalid format) and the `typing` event encoder.

@@ -1,4 +1,4 @@
-//! File-upload progress (v2): `upload_progress` in and out (PROTOCOL.md §6.7).
+//! File-upload progress (v2): `upload_progress` in and out (docs/protocol.md §9.7).
 //!
 //! Owns the `upload_progress` rule — `upload_id` 1–64 characters of
 //! `[A-Za-z0-9_-]`, `file_name` a string of 1–[`MAX_FILE_NAME_CHARS`]

@@ -1,5 +1,5 @@
 //! Field rules shared by the client message types, with the Python
-//! semantics of the original `ChatConsumer` (PROTOCOL.md §3).
+//! semantics of the original `ChatConsumer` (docs/protocol.md §3).
 //!
 //! Owns Python's `str.strip()` / `str.isspace()` white-space set, the
 //! content rules of a chat message (strip, empty, too long in code points,
@@ -75,7 +75,7 @@ pub(super) fn parse_decimal_id(s: &str) -> Option<i64> {
     s.parse::<i64>().ok().filter(|&n| n > 0)
 }
 
-/// The `message_id` of `mark_read` and `react` (PROTOCOL.md §6.3, §6.4):
+/// The `message_id` of `mark_read` and `react` (docs/protocol.md §9.3, §9.4):
 /// a JSON integer or a string of ASCII digits (as `delete_message` accepts).
 ///
 /// Missing, `null`, any other JSON type (bool, float, array, object) or any

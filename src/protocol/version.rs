@@ -1,4 +1,4 @@
-//! Protocol versions and their negotiation (PROTOCOL.md §6.0).
+//! Protocol versions and their negotiation (docs/protocol.md §9.0).
 //!
 //! Owns [`Version`] and the rule that picks it from the
 //! `Sec-WebSocket-Protocol` header values a client offered: v2 iff one of
@@ -8,8 +8,8 @@
 //! Must never: pick v2 for anything but the exact token (no case folding, no
 //! prefix match), or fail: a malformed header just means v1.
 
-/// The protocol a socket speaks. v1 is sections 1–5 of PROTOCOL.md, always;
-/// v2 adds section 6.
+/// The protocol a socket speaks. v1 is docs/protocol.md §1–§8, always;
+/// v2 adds §9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     V1,

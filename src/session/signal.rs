@@ -1,4 +1,4 @@
-//! Who a call signal goes to (protocol §6.6), decided from presence alone.
+//! Who a call signal goes to (docs/protocol.md §9.6), decided from presence alone.
 //!
 //! Owns the recipient rule: a signal to oneself is `Invalid recipient`; to
 //! a user with a v2 socket in the conversation on any node it is relayed

@@ -1,4 +1,4 @@
-//! The shard's live half of protocol v2 (PROTOCOL.md §6.5, §6.7): presence
+//! The shard's live half of protocol v2 (docs/protocol.md §9.5, §9.7): presence
 //! driven from socket joins and leaves and from other nodes' reports, and
 //! held upload-progress values released at their slots.
 //!

@@ -1,4 +1,4 @@
-//! What protocol v2 asks of the store (PROTOCOL.md §6.1–6.4).
+//! What protocol v2 asks of the store (docs/protocol.md §9.1–§9.4).
 //!
 //! Owns the vocabulary of the stored half of v2 between shards (and the
 //! HTTP history endpoint) and the backends: the requests ([`V2Request`]),

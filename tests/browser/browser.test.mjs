@@ -66,7 +66,7 @@ async function screenshot() {
 
 /** Skips, loudly, a test of a feature the gateway under test lacks. */
 function lacks(t, feature, section) {
-  const why = `SERVER LACKS ${feature} (PROTOCOL.md ${section}): the gateway under test does not implement it yet`;
+  const why = `SERVER LACKS ${feature} (docs/protocol.md ${section}): the gateway under test does not implement it yet`;
   console.log(`# ${why}`);
   t.skip(why);
 }
@@ -149,7 +149,7 @@ describe('the demo page, alice and bob in Chromium', () => {
   });
 
   test('incoming upload progress', async (t) => {
-    if (!features.upload) return lacks(t, 'upload_progress', '§6.7');
+    if (!features.upload) return lacks(t, 'upload_progress', '§9.7');
     await bob.locator('#file').setInputFiles({ name: 'report.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF') });
     const bar = alice.getByTestId('upload-progress');
     await bar.waitFor();
@@ -160,7 +160,7 @@ describe('the demo page, alice and bob in Chromium', () => {
   });
 
   test('presence shows both online', async (t) => {
-    if (!features.presence) return lacks(t, 'presence', '§6.5');
+    if (!features.presence) return lacks(t, 'presence', '§9.5');
     for (const [page, other] of [[alice, 2], [bob, 1]]) {
       const u = page.locator(`[data-testid="presence-user"][data-user-id="${other}"]`);
       await until(async () => (await u.getAttribute('data-status')) === 'online', 'online');
@@ -219,8 +219,8 @@ describe('the demo page, alice and bob in Chromium', () => {
   });
 
   test('a WebRTC call reaches connected on both and ended after hang-up', async (t) => {
-    if (!features.calls) return lacks(t, 'call_signal', '§6.6');
-    if (!features.presence) return lacks(t, 'presence (the page calls who is online)', '§6.5');
+    if (!features.calls) return lacks(t, 'call_signal', '§9.6');
+    if (!features.presence) return lacks(t, 'presence (the page calls who is online)', '§9.5');
     const call = alice.getByTestId('call');
     await until(() => call.isEnabled(), 'call button enabled');
     await call.click();
@@ -238,7 +238,7 @@ describe('the demo page, alice and bob in Chromium', () => {
   });
 
   test('a declined call ends on both pages', async (t) => {
-    if (!features.calls || !features.presence) return lacks(t, 'call_signal / presence', '§6.5–6.6');
+    if (!features.calls || !features.presence) return lacks(t, 'call_signal / presence', '§9.5–§9.6');
     const call = alice.getByTestId('call');
     await until(() => call.isEnabled(), 'call button enabled again');
     await call.click();
@@ -322,7 +322,7 @@ describe('the demo page, alice and bob in Chromium', () => {
   });
 
   test('presence turns offline when a page closes', async (t) => {
-    if (!features.presence) return lacks(t, 'presence', '§6.5');
+    if (!features.presence) return lacks(t, 'presence', '§9.5');
     const u = alice.locator('[data-testid="presence-user"][data-user-id="2"]');
     await until(async () => (await u.getAttribute('data-status')) === 'online', 'bob online');
     await bob.context().close();

@@ -157,7 +157,7 @@ export async function until(fn, what, timeout = 10000) {
 }
 
 /**
- * Which §6.5–6.7 features the running gateway has: a v2 socket gets
+ * Which docs/protocol.md §9.5–§9.7 features the running gateway has: a v2 socket gets
  * `presence_state` on connect when presence exists; `upload_progress` and
  * `call_signal` answer `Unknown message type` when they do not.
  */

@@ -210,7 +210,7 @@ pub fn send_burst(c: &mut Client, texts: impl IntoIterator<Item = String>) {
     c.ws.flush().expect("flush the burst");
 }
 
-/// PROTOCOL.md §6.9: `rounds` × (`chat_message` "round i", then `typing`
+/// docs/protocol.md §3 (order): `rounds` × (`chat_message` "round i", then `typing`
 /// alternating true/false, so that every typing frame is a change of
 /// state), sent as one burst.
 pub fn send_chat_then_typing(c: &mut Client, rounds: usize) {

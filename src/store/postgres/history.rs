@@ -1,4 +1,4 @@
-//! History pages (PROTOCOL.md §6.2): the newest `limit` messages of a
+//! History pages (docs/protocol.md §9.2): the newest `limit` messages of a
 //! conversation below `before` that the asking user has not deleted,
 //! oldest first, with their senders and reactions.
 //!

@@ -1,4 +1,4 @@
-//! Reactions (PROTOCOL.md §6.4) in `chatgate_reaction`: adding and
+//! Reactions (docs/protocol.md §9.4) in `chatgate_reaction`: adding and
 //! removing one, and reading those of a set of messages for history and
 //! replay items.
 //!

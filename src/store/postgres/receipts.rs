@@ -1,4 +1,4 @@
-//! Read receipts (PROTOCOL.md §6.3) in `chatgate_readreceipt`: marking a
+//! Read receipts (docs/protocol.md §9.3) in `chatgate_readreceipt`: marking a
 //! conversation read up to a message, and every position in it.
 //!
 //! Owns [`MARK_READ`]: one statement, so one transaction, that checks the

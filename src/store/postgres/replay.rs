@@ -1,4 +1,4 @@
-//! Replays (PROTOCOL.md §6.1): what resuming sockets missed, answered per
+//! Replays (docs/protocol.md §9.1): what resuming sockets missed, answered per
 //! conversation for every replay waiting together (a reconnect storm costs
 //! one read per conversation, not one per socket).
 //!

@@ -1,7 +1,7 @@
 //! The Postgres schema: Django's five tables and chatgate's own, created
 //! idempotently.
 //!
-//! Owns [`SCHEMA`]: the tables of PROTOCOL.md §7 exactly as Django 4.2
+//! Owns [`SCHEMA`]: the tables of docs/protocol.md §8 exactly as Django 4.2
 //! creates them in PostgreSQL (identity ids, `timestamp with time zone`,
 //! varchar lengths, NOT NULL flags, unique and check constraints and
 //! deferred foreign keys under Django's names), plus the indexes the

@@ -9,7 +9,7 @@
 //! each other. Without it a `react on` and a `react off` of one socket ran
 //! at once on two connections and the removal could commit first, find
 //! nothing, and leave the reaction stored with no event for the removal
-//! (protocol §6.4, §6.9). Inserts keep their own order in the lanes
+//! (docs/protocol.md §9.4, §9.9). Inserts keep their own order in the lanes
 //! (`postgres/lanes.rs`); replays and read-state reads happen at connect,
 //! before a socket can send anything, and take no turn.
 //!

@@ -1,4 +1,4 @@
-//! Reactions (PROTOCOL.md §6.4): `chatgate_reaction` rows, added and removed
+//! Reactions (docs/protocol.md §9.4): `chatgate_reaction` rows, added and removed
 //! idempotently, and grouped per message for history and replay items.
 //!
 //! Owns the react transaction (the message must be in the conversation; at

@@ -1,4 +1,4 @@
-//! Read positions (PROTOCOL.md §6.3): `chatgate_readreceipt`, one row per
+//! Read positions (docs/protocol.md §9.3): `chatgate_readreceipt`, one row per
 //! participant and conversation, only ever moving up.
 //!
 //! Owns the mark-read transaction (the participant's `unread_count` becomes

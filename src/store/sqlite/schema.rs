@@ -5,7 +5,7 @@
 //! types, NOT NULL flags, unique constraints, AUTOINCREMENT ids), plus the
 //! indexes the worker's queries need under Django's index names;
 //! `V2_SCHEMA`: the gateway's own `chatgate_readreceipt` and
-//! `chatgate_reaction` (PROTOCOL.md §7), with foreign keys to Django's tables
+//! `chatgate_reaction` (docs/protocol.md §9.11), with foreign keys to Django's tables
 //! (`ON DELETE CASCADE`); and [`migrate`], which applies both in one
 //! transaction, on databases created by any earlier version too.
 //!
