@@ -21,12 +21,9 @@
 
 mod actions;
 mod admission;
-mod commit;
 mod stored;
 mod sync;
 mod websocket;
-
-pub use commit::deliver_committed;
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,7 +45,7 @@ use crate::membership::Member;
 use crate::outbound::Bounds;
 use crate::protocol::Version;
 use crate::session::{Lifecycle, Tick};
-use crate::shard::{ShardCtx, TaskGuard};
+use crate::shard_ctx::{ShardCtx, TaskGuard};
 use crate::sockio;
 use crate::store::{InsertRequest, MessageId};
 
@@ -60,8 +57,8 @@ const WS_READ_CHUNK: usize = 128;
 
 fn bounds(ctx: &ShardCtx) -> Bounds {
     Bounds {
-        max_frames: ctx.config.limits.outbound_max_frames,
-        max_bytes: ctx.config.limits.outbound_max_bytes,
+        max_frames: ctx.config().limits.outbound_max_frames,
+        max_bytes: ctx.config().limits.outbound_max_bytes,
     }
 }
 
@@ -114,7 +111,7 @@ async fn open(
         Admission::Refuse(r) => (None, Some(r)),
     };
     let user_id = granted.as_ref().map_or(0, |g| g.member.user_id);
-    let peer = ctx.hub.new_peer(
+    let peer = ctx.hub().new_peer(
         user_id,
         upgrade.version,
         upgrade.conversation_id,
@@ -125,7 +122,7 @@ async fn open(
     drop(upgrade);
     let mut sync = None;
     if granted.is_some() {
-        head.extend_from_slice(&ctx.established_frame);
+        head.extend_from_slice(ctx.established_frame());
     }
     let (res, _) = stream.write_all(head).await;
     res.ok()?;
@@ -140,12 +137,12 @@ async fn open(
     );
     match refusal {
         Some(reason) => {
-            ctx.metrics.handshake_rejected(reason.code_label());
+            ctx.metrics().handshake_rejected(reason.code_label());
             session.begin_close(reason);
         }
-        None if ctx.shutting_down.get() => session.begin_close(CloseReason::GoingAway),
+        None if ctx.is_shutting_down() => session.begin_close(CloseReason::GoingAway),
         None => {
-            ctx.metrics.connection_opened();
+            ctx.metrics().connection_opened();
             // Deliveries may now go straight to the socket (see outbound.rs).
             session.peer.outbound.attach(session.stream.as_raw_fd());
             if version == Version::V2 {
@@ -156,7 +153,7 @@ async fn open(
             ctx.join_member(&session.peer, username);
             if version == Version::V2 {
                 let conv = session.peer.conversation_id;
-                let pending = ctx.presence_pending.borrow().contains_key(&conv);
+                let pending = ctx.presence_loading(conv);
                 let presence = (!pending).then(|| ctx.presence_state_frame(conv));
                 sync = Some(Box::new(V2Sync { since, presence }));
             }
@@ -202,21 +199,21 @@ impl Session {
         leftover: Vec<u8>,
         task: TaskGuard,
     ) -> Self {
-        let max = ctx.config.limits.max_message_bytes;
+        let max = ctx.config().limits.max_message_bytes;
         let cfg = WebSocketConfig::default()
             .read_buffer_size(WS_READ_CHUNK)
             .write_buffer_size(0)
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let ws = WebSocketContext::from_partially_read(leftover, Role::Server, Some(cfg));
-        ctx.timers.track(&peer);
+        ctx.timers().track(&peer);
         let (member, permit, expires_at) = match granted {
             Some(g) => (Some(g.member), Some(g.permit), g.expires_at),
             None => (None, None, None),
         };
         let life = Lifecycle::new(
             std::time::Instant::now(),
-            &ctx.config.timeouts,
+            &ctx.config().timeouts,
             expires_at.map(Instant::into_std),
         );
         Self {
@@ -253,7 +250,7 @@ impl Session {
             self.ctx.leave_member(&self.peer);
             if self.member.is_some() {
                 self.ctx
-                    .metrics
+                    .metrics()
                     .connection_closed(self.life.close_code().unwrap_or(1006));
             }
         }
@@ -288,9 +285,9 @@ impl Session {
     /// deadline is kept by the shard's [`Timers`](crate::timers::Timers):
     /// an idle socket holds no runtime timer of its own.
     async fn wait_and_act(&mut self) {
-        let deadline = Instant::from_std(self.life.next_deadline(&self.ctx.config.timeouts));
+        let deadline = Instant::from_std(self.life.next_deadline(&self.ctx.config().timeouts));
         if Instant::now() < deadline {
-            self.ctx.timers.schedule(&self.peer, deadline);
+            self.ctx.timers().schedule(&self.peer, deadline);
             let readable = monoio::select! {
                 r = self.stream.readable(false) => Some(r),
                 _ = self.peer.outbound.ready() => None,
@@ -310,11 +307,11 @@ impl Session {
     /// Carries out what the core says is due now.
     fn on_timer(&mut self) {
         let now = std::time::Instant::now();
-        let tick = self.life.on_timeout(now, &self.ctx.config.timeouts);
+        let tick = self.life.on_timeout(now, &self.ctx.config().timeouts);
         match tick {
             Tick::Ping => {
                 if self.member.is_some() {
-                    self.peer.outbound.push_control(self.ctx.ping_frame.clone());
+                    self.peer.outbound.push_control(self.ctx.ping_frame());
                 }
                 self.ws_send(Message::Ping(Bytes::new()));
             }
@@ -361,7 +358,7 @@ impl Session {
                 1 => batch.pop().expect("one frame"),
                 _ => concat(&mut batch),
             };
-            let stall = self.ctx.config.timeouts.write_stall;
+            let stall = self.ctx.config().timeouts.write_stall;
             self.peer.outbound.set_writing(true);
             // Boxed: direct sends make this path rare; keep it out of the
             // task's resident size.
@@ -387,7 +384,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         // The stream is closed right after this: no direct send may use its fd.
         self.peer.outbound.detach();
-        self.ctx.timers.untrack(self.peer.conn_id);
+        self.ctx.timers().untrack(self.peer.conn_id);
     }
 }
 

@@ -25,7 +25,7 @@ use monoio::net::TcpStream;
 use crate::handshake::origin_allowed;
 use crate::protocol;
 use crate::routing::query_param;
-use crate::shard::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 use crate::store::v2::V2Request;
 use crate::store::{ConversationId, MessageId};
 
@@ -178,10 +178,10 @@ pub async fn serve(ctx: &ShardCtx, mut stream: TcpStream, peer: SocketAddr, req:
     let bytes = response(
         &answer,
         req.origin.as_deref(),
-        &ctx.config.allowed_origins,
+        &ctx.config().allowed_origins,
         req.method == "HEAD",
     );
-    let _ = monoio::time::timeout(ctx.config.timeouts.write_stall, stream.write_all(bytes)).await;
+    let _ = monoio::time::timeout(ctx.config().timeouts.write_stall, stream.write_all(bytes)).await;
 }
 
 /// The token, the membership and the page.
@@ -192,17 +192,17 @@ async fn lookup(
     paging: Paging,
     peer: SocketAddr,
 ) -> Answer {
-    let token = match ctx.verifier.verify(req.token.as_deref()) {
+    let token = match ctx.verifier().verify(req.token.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(%peer, reason = e.label(), "history API: authentication failed");
             return detail(401, "Given token not valid for any token type");
         }
     };
-    let timeout = ctx.config.timeouts.store;
+    let timeout = ctx.config().timeouts.store;
     let info = monoio::time::timeout(
         timeout,
-        ctx.store.connect_info(token.user_id, conversation_id),
+        ctx.store().connect_info(token.user_id, conversation_id),
     )
     .await;
     match info {
@@ -215,7 +215,7 @@ async fn lookup(
         },
         _ => return detail(503, "The database did not answer."),
     }
-    let page = ctx.store.v2(|reply| V2Request::History {
+    let page = ctx.store().v2(|reply| V2Request::History {
         conversation_id,
         user_id: token.user_id,
         before: paging.before,

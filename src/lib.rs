@@ -60,6 +60,7 @@ pub mod routing;
 pub mod sequencer;
 pub mod session;
 pub mod shard;
+pub mod shard_ctx;
 pub mod side;
 pub mod sockio;
 pub mod store;

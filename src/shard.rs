@@ -4,76 +4,36 @@
 //! choice), the accept loop on this shard's SO_REUSEPORT listener, routing of
 //! each accepted socket to the shard that owns its conversation (hand-off of
 //! the fd plus the bytes already read), the shard's inbox (hand-offs, commit
-//! outcomes, stats, shutdown) and the per-shard state every connection task
-//! shares ([`ShardCtx`], in `shard/ctx.rs`; the accept side is
-//! `shard/accept.rs`, the live half of v2 `shard/live.rs`).
+//! outcomes, stats, shutdown), turning commit outcomes into `new_message`
+//! broadcasts (`shard/commit.rs`) and other nodes' events into deliveries,
+//! and the shard's chores. The per-shard state every task shares
+//! ([`ShardCtx`]) is the module below it, `shard_ctx.rs`; the accept side is
+//! `shard/accept.rs`.
 //!
 //! Must never: block its thread (no blocking I/O, no store call but through
 //! channels, no std mutex), or own a socket of a conversation that
 //! `shard_for` places elsewhere.
 
 mod accept;
-mod ctx;
+mod commit;
 pub mod handoff;
-mod live;
 
-pub use ctx::{ShardCtx, ShardParts};
+pub use crate::shard_ctx::{Handoff, ShardCtx, ShardMsg, ShardParts, ShardStats};
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::io::Canceller;
 use monoio::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::bridge::{RemoteEvent, RemoteKind};
 use crate::close::CloseReason;
 use crate::config::IoDriver;
 use crate::connection;
 use crate::frame;
-use crate::handshake::Upgrade;
 use crate::routing::shard_for;
-use crate::store::InsertOutcome;
-
-/// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
-/// the accept rate, commit outcomes by the store's bounded request queue.
-pub enum ShardMsg {
-    /// A socket accepted by another shard for a conversation this shard owns.
-    Handoff(Handoff),
-    /// Outcomes of a store batch for this shard's senders, in commit order.
-    Committed(Vec<InsertOutcome>),
-    /// Report figures.
-    Stats(oneshot::Sender<ShardStats>),
-    /// An event another node published for a conversation this shard owns.
-    Remote(RemoteEvent),
-    /// Stop accepting, close every socket with 1001, drain, exit.
-    Shutdown,
-}
-
-/// A socket in transit between shards.
-pub struct Handoff {
-    pub stream: std::net::TcpStream,
-    pub peer: SocketAddr,
-    pub upgrade: Upgrade,
-    /// Bytes read after the request head (early WebSocket frames).
-    pub leftover: Vec<u8>,
-    /// When the handshake must be complete.
-    pub deadline: std::time::Instant,
-}
-
-/// Figures one shard reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Open WebSocket sessions owned by the shard.
-    pub connections: usize,
-    /// Sockets received from other shards.
-    pub handoffs_in: u64,
-    /// Frames waiting in this shard's outbound queues.
-    pub queued_frames: usize,
-    /// Connection tasks alive (handshaking, open or closing).
-    pub tasks: usize,
-}
+use crate::shard_ctx::yield_now;
 
 /// Starts shard `id` on its own thread; `ready` gets the driver name or the error.
 pub fn spawn(
@@ -161,7 +121,7 @@ async fn shard_main(
     ));
     let chores = monoio::spawn(housekeeping(ctx.clone()));
     // Ends with the runtime; closing sessions need it until the very end.
-    monoio::spawn(ctx.timers.clone().run());
+    monoio::spawn(ctx.timers().clone().run());
     while let Some(msg) = inbox.recv().await {
         if run_turn(&ctx, msg, &mut inbox) == Turn::Shutdown {
             break;
@@ -170,15 +130,15 @@ async fn shard_main(
         // turn queues more behind it (the queue bound is per turn).
         yield_now().await;
     }
-    ctx.shutting_down.set(true);
+    ctx.begin_shutdown();
     canceller.cancel();
     accept.await;
     drain(&ctx, &mut inbox).await;
     chores.await;
-    if ctx.tasks.get() > 0 {
+    if ctx.tasks() > 0 {
         tracing::warn!(
             shard = id,
-            tasks = ctx.tasks.get(),
+            tasks = ctx.tasks(),
             "connections still closing at exit"
         );
     }
@@ -187,8 +147,8 @@ async fn shard_main(
         strong = Rc::strong_count(&ctx),
         "shard context references at exit"
     );
-    ctx.metrics.set_open_connections(ctx.hub.connections());
-    ctx.metrics.flush();
+    ctx.metrics().set_open_connections(ctx.hub().connections());
+    ctx.metrics().flush();
     tracing::debug!(shard = id, "shard stopped");
 }
 
@@ -208,8 +168,8 @@ fn run_turn(
     first: ShardMsg,
     inbox: &mut mpsc::UnboundedReceiver<ShardMsg>,
 ) -> Turn {
-    ctx.hub.cork();
-    let mut budget = ctx.config.store_batch_max;
+    ctx.hub().cork();
+    let mut budget = ctx.config().store_batch_max;
     let mut next = Some(first);
     let mut turn = Turn::Continue;
     while let Some(msg) = next.take() {
@@ -217,7 +177,7 @@ fn run_turn(
             ShardMsg::Handoff(h) => receive_handoff(ctx, h),
             ShardMsg::Committed(outcomes) => {
                 budget = budget.saturating_sub(outcomes.len());
-                connection::deliver_committed(ctx, outcomes);
+                commit::deliver_committed(ctx, outcomes);
             }
             ShardMsg::Remote(event) => {
                 budget = budget.saturating_sub(1);
@@ -235,39 +195,19 @@ fn run_turn(
             next = inbox.try_recv().ok();
         }
     }
-    ctx.metrics.gathered_writes(ctx.hub.uncork());
+    ctx.metrics().gathered_writes(ctx.hub().uncork());
     turn
-}
-
-/// Gives every other ready task on this shard a turn.
-pub(crate) async fn yield_now() {
-    let mut yielded = false;
-    std::future::poll_fn(|cx| {
-        if yielded {
-            return std::task::Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// Periodic per-shard chores, once a second until shutdown (checked every
 /// 100 ms so the shard stops promptly).
 async fn housekeeping(ctx: Rc<ShardCtx>) {
     let mut ticks = 0u32;
-    while !ctx.shutting_down.get() {
+    while !ctx.is_shutting_down() {
         monoio::time::sleep(Duration::from_millis(100)).await;
         ticks += 1;
         if ticks.is_multiple_of(10) {
-            let now = std::time::Instant::now();
-            ctx.membership.prune(now);
-            ctx.typing.borrow_mut().prune(now);
-            ctx.uploads.borrow_mut().prune(now);
-            ctx.metrics.set_online(ctx.presence.borrow().online_pairs());
-            ctx.metrics.set_open_connections(ctx.hub.connections());
-            ctx.metrics.flush();
+            ctx.chores(std::time::Instant::now());
         }
     }
 }
@@ -275,17 +215,17 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
 /// Shutdown: let in-flight inserts commit and be delivered, close every
 /// socket with 1001, wait for the connection tasks (bounded by the grace).
 async fn drain(ctx: &Rc<ShardCtx>, inbox: &mut mpsc::UnboundedReceiver<ShardMsg>) {
-    let store_deadline = Instant::now() + ctx.config.timeouts.store;
-    while ctx.pending_inserts.get() > 0 && Instant::now() < store_deadline {
+    let store_deadline = Instant::now() + ctx.config().timeouts.store;
+    while ctx.pending_inserts() > 0 && Instant::now() < store_deadline {
         match monoio::time::timeout_at(store_deadline, inbox.recv()).await {
-            Ok(Some(ShardMsg::Committed(outcomes))) => connection::deliver_committed(ctx, outcomes),
+            Ok(Some(ShardMsg::Committed(outcomes))) => commit::deliver_committed(ctx, outcomes),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
         }
     }
-    ctx.hub.close_all(CloseReason::GoingAway);
-    let grace = Instant::now() + ctx.config.timeouts.shutdown_grace;
-    while ctx.tasks.get() > 0 && Instant::now() < grace {
+    ctx.hub().close_all(CloseReason::GoingAway);
+    let grace = Instant::now() + ctx.config().timeouts.shutdown_grace;
+    while ctx.tasks() > 0 && Instant::now() < grace {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -302,7 +242,7 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
         }
         RemoteKind::NodeGone { origin } => return ctx.node_gone(origin),
     }
-    debug_assert_eq!(shard_for(event.conversation_id, ctx.inboxes.len()), ctx.id);
+    debug_assert_eq!(shard_for(event.conversation_id, ctx.shards()), ctx.id());
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());
     f.payload().extend_from_slice(&event.payload);
     ctx.fan_out(
@@ -314,11 +254,11 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
 }
 
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
-    ctx.handoffs_in.set(ctx.handoffs_in.get() + 1);
-    ctx.metrics.handoff();
+    ctx.handoff_received();
+    ctx.metrics().handoff();
     debug_assert_eq!(
-        shard_for(h.upgrade.conversation_id, ctx.inboxes.len()),
-        ctx.id
+        shard_for(h.upgrade.conversation_id, ctx.shards()),
+        ctx.id()
     );
     match handoff::attach(h.stream) {
         Ok(stream) => {
@@ -332,24 +272,6 @@ fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
                 deadline,
             ));
         }
-        Err(e) => tracing::warn!(shard = ctx.id, error = %e, "cannot attach handed-off socket"),
-    }
-}
-
-/// Counts a live connection task on its shard.
-pub struct TaskGuard {
-    ctx: Rc<ShardCtx>,
-}
-
-impl TaskGuard {
-    pub fn new(ctx: &Rc<ShardCtx>) -> Self {
-        ctx.tasks.set(ctx.tasks.get() + 1);
-        Self { ctx: ctx.clone() }
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.ctx.tasks.set(self.ctx.tasks.get() - 1);
+        Err(e) => tracing::warn!(shard = ctx.id(), error = %e, "cannot attach handed-off socket"),
     }
 }

@@ -20,7 +20,7 @@ use crate::hub::{Effect, Inflight};
 use crate::membership::Member;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{self, ReplyError};
-use crate::session::{self, Action, Metric, Step, Who};
+use crate::session::{self, Metric, Step, Who};
 use crate::store::{InsertRequest, Origin, TryInsertError};
 
 use super::{Blocked, Session};
@@ -35,10 +35,7 @@ impl Session {
         if !self.life.takes_messages() {
             return Ok(());
         }
-        let action = {
-            let mut decoder = self.ctx.decoder.borrow_mut();
-            Action::decode(&mut decoder, payload, self.peer.version, &member)
-        };
+        let action = self.ctx.decode(payload, self.peer.version, &member);
         let ctx = self.ctx.clone();
         let who = Who {
             member: &member,
@@ -59,7 +56,7 @@ impl Session {
     /// the store queue had no room for.
     fn perform(&mut self, member: &Member, step: Step) -> Result<(), InsertRequest> {
         match step {
-            Step::Metric(metric) => count(&self.ctx.metrics, metric),
+            Step::Metric(metric) => count(self.ctx.metrics(), metric),
             Step::Error(e) => self.reply(e),
             Step::Broadcast { frame, audience } => self
                 .ctx
@@ -94,19 +91,19 @@ impl Session {
             sender_id: member.user_id,
             content,
             origin: Origin {
-                shard: self.ctx.id,
+                shard: self.ctx.id(),
                 conn: self.peer.conn_id,
                 sender_json: member.sender_json.clone(),
             },
         };
         let ctx = &self.ctx;
-        ctx.pending_inserts.set(ctx.pending_inserts.get() + 1);
+        ctx.insert_sent();
         let place = self.peer.sequencer.borrow_mut().reserve();
         self.peer.inflight.borrow_mut().push_back(Inflight {
             received: std::time::Instant::now(),
             place,
         });
-        match ctx.store.try_insert(req) {
+        match ctx.store().try_insert(req) {
             Ok(()) => Ok(()),
             Err(TryInsertError::Full(req)) => Err(req),
             Err(TryInsertError::Closed) => {
@@ -120,9 +117,9 @@ impl Session {
     /// blocked message, then processes the input read after it.
     pub(super) async fn unblock(&mut self, blocked: Blocked) {
         let ctx = &self.ctx;
-        let wait = ctx.store.insert(blocked.request);
+        let wait = ctx.store().insert(blocked.request);
         if !matches!(
-            monoio::time::timeout(ctx.config.timeouts.store, wait).await,
+            monoio::time::timeout(ctx.config().timeouts.store, wait).await,
             Ok(Ok(()))
         ) {
             self.store_failed();
@@ -140,12 +137,12 @@ impl Session {
     /// place gets `reply`, or nothing.
     pub(super) fn abandon_last_insert(&mut self, reply: Option<ReplyError>) {
         let ctx = &self.ctx;
-        ctx.pending_inserts.set(ctx.pending_inserts.get() - 1);
+        ctx.insert_abandoned();
         let Some(inflight) = self.peer.inflight.borrow_mut().pop_back() else {
             return;
         };
         let effect = reply.map(|e| {
-            ctx.metrics.error_sent(e);
+            ctx.metrics().error_sent(e);
             Effect::Reply(ctx.error_frame(e))
         });
         ctx.fill_ordered(&self.peer, inflight.place, effect);
@@ -158,9 +155,9 @@ impl Session {
         let peer = self.peer.clone();
         let place = peer.sequencer.borrow_mut().reserve();
         monoio::spawn(async move {
-            let timeout = ctx.config.timeouts.store;
+            let timeout = ctx.config().timeouts.store;
             let res =
-                monoio::time::timeout(timeout, ctx.store.delete(message_id, peer.user_id)).await;
+                monoio::time::timeout(timeout, ctx.store().delete(message_id, peer.user_id)).await;
             let frame = match res {
                 Ok(Ok(())) => {
                     let mut f = FrameBuf::with_capacity(48);
@@ -175,7 +172,7 @@ impl Session {
 
     /// An error reply to this socket, in its place.
     pub(super) fn reply(&self, e: ReplyError) {
-        self.ctx.metrics.error_sent(e);
+        self.ctx.metrics().error_sent(e);
         self.ctx
             .send_ordered(&self.peer, Effect::Reply(self.ctx.error_frame(e)));
     }

@@ -20,7 +20,7 @@ use crate::close::CloseReason;
 use crate::handshake::Upgrade;
 use crate::limits::ConnectionPermit;
 use crate::membership::Member;
-use crate::shard::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 
 /// What an admitted socket holds for its whole life.
 pub(super) struct Granted {
@@ -40,7 +40,7 @@ pub(super) enum Admission {
 /// Checks the token, then asks the store who the user is and whether they
 /// belong to the conversation.
 pub(super) async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -> Admission {
-    let token = match ctx.verifier.verify(upgrade.token.as_deref()) {
+    let token = match ctx.verifier().verify(upgrade.token.as_deref()) {
         Ok(t) => t,
         Err(e) => {
             tracing::info!(%peer, reason = e.label(), "authentication failed");
@@ -49,7 +49,7 @@ pub(super) async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -
     };
     let now = std::time::Instant::now();
     let member = match ctx
-        .membership
+        .membership()
         .get(token.user_id, upgrade.conversation_id, now)
     {
         Some(m) => m,
@@ -58,7 +58,7 @@ pub(super) async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -
             Err(reason) => return Admission::Refuse(reason),
         },
     };
-    let Some(permit) = ctx.limits.try_acquire_connection(member.user_id) else {
+    let Some(permit) = ctx.limits().try_acquire_connection(member.user_id) else {
         tracing::warn!(%peer, user_id = member.user_id, "too many sockets for this user");
         return Admission::Refuse(CloseReason::Policy);
     };
@@ -72,14 +72,14 @@ pub(super) async fn admit(ctx: &ShardCtx, upgrade: &Upgrade, peer: SocketAddr) -
 /// When a token that expires at `exp` (seconds since the epoch) stops being
 /// valid, as a monoio instant; `None` when expiry is not enforced.
 fn expiry(ctx: &ShardCtx, exp: u64) -> Option<Instant> {
-    if !ctx.config.enforce_token_expiry {
+    if !ctx.config().enforce_token_expiry {
         return None;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let left = Duration::from_secs(exp.saturating_sub(now)) + ctx.config.jwt.leeway;
+    let left = Duration::from_secs(exp.saturating_sub(now)) + ctx.config().jwt.leeway;
     Some(Instant::now() + left)
 }
 
@@ -92,7 +92,7 @@ async fn lookup(
     now: std::time::Instant,
 ) -> Result<Rc<Member>, CloseReason> {
     let info = match ctx
-        .store
+        .store()
         .connect_info(token.user_id, upgrade.conversation_id)
         .await
     {
@@ -105,7 +105,7 @@ async fn lookup(
     match info.user {
         Some(u) if u.is_active && info.is_participant => {
             let m = Member::from_profile(&u);
-            ctx.membership.insert(upgrade.conversation_id, &m, now);
+            ctx.membership().insert(upgrade.conversation_id, &m, now);
             Ok(m)
         }
         Some(u) if u.is_active => {

@@ -25,7 +25,7 @@ use crate::protocol::{self, ReplyError};
 use crate::read_marks::{Next, Offered, Write};
 use crate::sequencer::Ticket;
 use crate::session::signal;
-use crate::shard::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 use crate::store::v2::{ReadPosition, V2Error, V2Request};
 use crate::store::{MessageId, StoreError, UserId};
 
@@ -37,7 +37,7 @@ impl Session {
         let (conversation_id, user_id) = (self.peer.conversation_id, self.peer.user_id);
         self.in_background(ReplyError::HistoryFailed, move |ctx| async move {
             let page = ctx
-                .store
+                .store()
                 .v2(|reply| V2Request::History {
                     conversation_id,
                     user_id,
@@ -71,7 +71,7 @@ impl Session {
             }
             Offered::Queued => {}
             Offered::Merged(place) => {
-                self.ctx.metrics.mark_read_coalesced();
+                self.ctx.metrics().mark_read_coalesced();
                 self.ctx.fill_ordered(&self.peer, place, None);
             }
         }
@@ -84,7 +84,7 @@ impl Session {
         let username = member.username.clone();
         self.in_background(ReplyError::ReactFailed, move |ctx| async move {
             let changed = ctx
-                .store
+                .store()
                 .v2(|reply| V2Request::React {
                     conversation_id,
                     user_id,
@@ -128,15 +128,15 @@ impl Session {
         let peer = self.peer.clone();
         let place = peer.sequencer.borrow_mut().reserve();
         monoio::spawn(async move {
-            let timeout = ctx.config.timeouts.store;
-            let lookup = ctx.store.connect_info(to, peer.conversation_id);
+            let timeout = ctx.config().timeouts.store;
+            let lookup = ctx.store().connect_info(to, peer.conversation_id);
             let participant = match monoio::time::timeout(timeout, lookup).await {
                 Ok(Ok(info)) => info.is_participant && info.user.is_some(),
                 // Not online in any case: nobody to ring.
                 _ => true,
             };
             let refusal = signal::offline(participant);
-            ctx.metrics.signal_refused(refusal.reason);
+            ctx.metrics().signal_refused(refusal.reason);
             ctx.fill_ordered(&peer, place, Some(reply(&ctx, refusal.error)));
         });
     }
@@ -165,7 +165,7 @@ async fn run_in_place<F, Fut>(
     F: FnOnce(Rc<ShardCtx>) -> Fut,
     Fut: std::future::Future<Output = Option<Effect>>,
 {
-    let timeout = ctx.config.timeouts.store;
+    let timeout = ctx.config().timeouts.store;
     let effect = match monoio::time::timeout(timeout, work(ctx.clone())).await {
         Ok(effect) => effect,
         Err(_) => Some(reply(&ctx, failed)),
@@ -215,13 +215,13 @@ type MarkOutcome = Result<Option<ReadPosition>, V2Error>;
 /// One `MarkRead` at the store, bounded by the store timeout.
 async fn mark_read_once(ctx: &ShardCtx, peer: &Peer, message_id: MessageId) -> MarkOutcome {
     let (conversation_id, user_id) = (peer.conversation_id, peer.user_id);
-    let request = ctx.store.v2(|reply| V2Request::MarkRead {
+    let request = ctx.store().v2(|reply| V2Request::MarkRead {
         conversation_id,
         user_id,
         message_id,
         reply,
     });
-    monoio::time::timeout(ctx.config.timeouts.store, request)
+    monoio::time::timeout(ctx.config().timeouts.store, request)
         .await
         .unwrap_or(Err(V2Error::Store(StoreError::Timeout)))
 }
@@ -247,7 +247,7 @@ fn read_effect(ctx: &ShardCtx, peer: &Peer, outcome: MarkOutcome) -> Option<Effe
 }
 
 fn reply(ctx: &ShardCtx, e: ReplyError) -> Effect {
-    ctx.metrics.error_sent(e);
+    ctx.metrics().error_sent(e);
     Effect::Reply(ctx.error_frame(e))
 }
 

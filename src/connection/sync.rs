@@ -30,7 +30,7 @@ struct Initial {
 impl Session {
     /// Reads the initial state and sends it, then the held live events.
     pub(super) async fn sync(&mut self, since: Option<MessageId>, presence: Option<Bytes>) {
-        let timeout = self.ctx.config.timeouts.store;
+        let timeout = self.ctx.config().timeouts.store;
         let read = monoio::time::timeout(timeout, self.read_initial(since)).await;
         let presence = match presence {
             Some(frame) => frame,
@@ -55,19 +55,19 @@ impl Session {
     async fn other_nodes_presence(&self) -> Bytes {
         let conv = self.peer.conversation_id;
         if let Some(wait) = self.ctx.presence_wait(conv) {
-            let limit = self.ctx.config.timeouts.store;
+            let limit = self.ctx.config().timeouts.store;
             let _ = monoio::time::timeout(limit, wait).await;
         }
         self.ctx.presence_state_frame(conv)
     }
 
     async fn read_initial(&self, since: Option<MessageId>) -> Result<Initial, V2Error> {
-        let store = &self.ctx.store;
+        let store = &self.ctx.store();
         let conversation_id = self.peer.conversation_id;
         let user_id = self.peer.user_id;
         let replay = match since {
             Some(since) => {
-                let max = self.ctx.config.resume_max;
+                let max = self.ctx.config().resume_max;
                 let r = store
                     .v2(|reply| V2Request::Replay {
                         conversation_id,

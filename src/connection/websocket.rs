@@ -112,13 +112,13 @@ impl Session {
         let now = std::time::Instant::now();
         if !self
             .life
-            .begin_close(reason, now, &self.ctx.config.timeouts)
+            .begin_close(reason, now, &self.ctx.config().timeouts)
         {
             return;
         }
         if reason == CloseReason::SlowConsumer {
             self.peer.outbound.clear();
-            self.ctx.metrics.slow_consumer();
+            self.ctx.metrics().slow_consumer();
             tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, "slow consumer closed");
         }
         self.ctx.leave_member(&self.peer);

@@ -14,7 +14,8 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use super::{handoff, Handoff, ShardCtx, ShardMsg, TaskGuard};
+use super::handoff;
+use crate::shard_ctx::{Handoff, ShardCtx, ShardMsg, TaskGuard};
 use crate::connection;
 use crate::handshake::{self, Head, Rejection};
 use crate::http_api;
@@ -33,10 +34,10 @@ pub(super) async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 monoio::spawn(accept_one(ctx.clone(), stream, peer));
             }
-            Err(_) if ctx.shutting_down.get() => return,
+            Err(_) if ctx.is_shutting_down() => return,
             Err(e) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = ctx.id, error = %e, "accept failed");
+                tracing::warn!(shard = ctx.id(), error = %e, "accept failed");
                 monoio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -47,29 +48,29 @@ pub(super) async fn accept_loop(
 /// it to the owner shard.
 async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) {
     let _task = TaskGuard::new(&ctx);
-    let deadline = Instant::now() + ctx.config.timeouts.handshake;
+    let deadline = Instant::now() + ctx.config().timeouts.handshake;
     let head = monoio::time::timeout_at(deadline, read_head(&ctx, &mut stream)).await;
     let (upgrade, leftover) = match head {
         Ok(Ok(Some((Head::Upgrade(upgrade), leftover)))) => (upgrade, leftover),
         Ok(Ok(Some((Head::Api(request), _)))) => {
-            if !ctx.limits.check_handshake(peer.ip()) {
+            if !ctx.limits().check_handshake(peer.ip()) {
                 return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
             }
             return http_api::serve(&ctx, stream, peer, request).await;
         }
         Ok(Ok(Some((Head::Web(request), _)))) => {
-            if !ctx.limits.check_handshake(peer.ip()) {
+            if !ctx.limits().check_handshake(peer.ip()) {
                 return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
             }
-            let bytes = web::response(&request, ctx.config.web);
-            let _ = monoio::time::timeout(ctx.config.timeouts.write_stall, stream.write_all(bytes))
+            let bytes = web::response(&request, ctx.config().web);
+            let _ = monoio::time::timeout(ctx.config().timeouts.write_stall, stream.write_all(bytes))
                 .await;
             return;
         }
         Ok(Ok(None)) => return, // peer went away
         Ok(Err(rejection)) => return reject(&ctx, &mut stream, peer, rejection).await,
         Err(_) => {
-            ctx.metrics.handshake_rejected("timeout");
+            ctx.metrics().handshake_rejected("timeout");
             tracing::info!(%peer, "handshake timed out");
             return;
         }
@@ -77,15 +78,15 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
     let client_ip = client_ip(
         peer,
         upgrade.forwarded_for.as_deref(),
-        &ctx.config.trusted_proxies,
+        &ctx.config().trusted_proxies,
     );
     // From here on, logs name the client (behind a trusted proxy: its real address).
     let peer = SocketAddr::new(client_ip, peer.port());
-    if !ctx.limits.check_handshake(client_ip) {
+    if !ctx.limits().check_handshake(client_ip) {
         return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
     }
-    let owner = shard_for(upgrade.conversation_id, ctx.inboxes.len());
-    if owner == ctx.id {
+    let owner = shard_for(upgrade.conversation_id, ctx.shards());
+    if owner == ctx.id() {
         drop(_task);
         // A task of its own: this accept task's state is freed now.
         monoio::spawn(connection::serve(
@@ -101,7 +102,7 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
         deadline: deadline.into_std(),
     });
     // If the owner is gone (shutting down) the message is dropped and the socket closed.
-    let _ = ctx.inboxes[owner].send(msg);
+    ctx.send_to_shard(owner, msg);
 }
 
 /// Reads until a complete head. `Ok(None)`: the peer closed first.
@@ -110,7 +111,7 @@ async fn read_head(
     stream: &mut TcpStream,
 ) -> Result<Option<(Head, Vec<u8>)>, Rejection> {
     use monoio::io::AsyncReadRent;
-    let max = ctx.config.limits.max_request_head_bytes;
+    let max = ctx.config().limits.max_request_head_bytes;
     let mut acc: Vec<u8> = Vec::with_capacity(1024);
     loop {
         let buf = Vec::with_capacity(max.saturating_sub(acc.len()).clamp(1, 4096));
@@ -119,7 +120,7 @@ async fn read_head(
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => acc.extend_from_slice(&buf),
         }
-        match handshake::parse_head(&acc, &ctx.config.allowed_origins)? {
+        match handshake::parse_head(&acc, &ctx.config().allowed_origins)? {
             Some((head_len, head)) => return Ok(Some((head, acc.split_off(head_len)))),
             None if acc.len() >= max => return Err(Rejection::HeadTooLarge),
             None => {}
@@ -128,7 +129,7 @@ async fn read_head(
 }
 
 async fn reject(ctx: &ShardCtx, stream: &mut TcpStream, peer: SocketAddr, rejection: Rejection) {
-    ctx.metrics.handshake_rejected(rejection.label());
+    ctx.metrics().handshake_rejected(rejection.label());
     tracing::info!(%peer, status = rejection.status(), reason = %rejection, "handshake rejected");
     let _ = monoio::time::timeout(
         Duration::from_secs(1),

@@ -13,14 +13,13 @@
 use crate::frame::FrameBuf;
 use crate::hub::{Audience, Effect};
 use crate::protocol::{self, ReplyError};
-use crate::shard::ShardCtx;
+use crate::shard_ctx::ShardCtx;
 use crate::store::InsertOutcome;
 
 /// Turns a store batch's outcomes into broadcasts (committed) or error
 /// replies to their senders (failed), in commit order.
-pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
-    let done = outcomes.len().min(ctx.pending_inserts.get());
-    ctx.pending_inserts.set(ctx.pending_inserts.get() - done);
+pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
+    ctx.inserts_answered(outcomes.len());
     for outcome in outcomes {
         let req = &outcome.request;
         let sender = ctx.sender(req.origin.conn);
@@ -52,7 +51,7 @@ pub fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
             (Some(peer), Some(inflight)) => {
                 ctx.fill_ordered(&peer, inflight.place, Some(effect));
                 if committed {
-                    ctx.metrics.broadcast_latency(inflight.received.elapsed());
+                    ctx.metrics().broadcast_latency(inflight.received.elapsed());
                 }
             }
             // The sender's socket is long gone: a committed message is

@@ -84,7 +84,7 @@ impl ShardCtx {
     }
 
     /// Another node's report about a user.
-    pub(super) fn remote_presence(&self, conv: ConversationId, origin: u64, payload: &[u8]) {
+    pub fn remote_presence(&self, conv: ConversationId, origin: u64, payload: &[u8]) {
         let Some((report, user, name)) = presence::decode_report(payload) else {
             return;
         };
@@ -101,7 +101,7 @@ impl ShardCtx {
     /// it get it in their `presence_state`), then they are released. Else
     /// (the bridge reconnected and read it again): users it brings back
     /// are announced as any transition.
-    pub(super) fn presence_snapshot(&self, conv: ConversationId, entries: Vec<SnapshotEntry>) {
+    pub fn presence_snapshot(&self, conv: ConversationId, entries: Vec<SnapshotEntry>) {
         if self.presence_pending.borrow().contains_key(&conv) {
             {
                 let mut p = self.presence.borrow_mut();
@@ -139,7 +139,7 @@ impl ShardCtx {
 
     /// Another node's presence expired: the users only it reported go
     /// offline here.
-    pub(super) fn node_gone(&self, origin: u64) {
+    pub fn node_gone(&self, origin: u64) {
         let gone = self.presence.borrow_mut().node_gone(origin);
         for (conv, user, name, before) in gone {
             let change = Change {

@@ -1,10 +1,23 @@
-//! The per-shard state every connection task of a shard shares
-//! ([`ShardCtx`]): the hub of member sockets, timers, caches, pooled read
-//! buffers and pre-framed replies, and the ordered way a socket's effects
-//! leave (its sequencer, then the hub or the bridge).
+//! The per-shard state every task of a shard shares ([`ShardCtx`]): the
+//! hub of member sockets, timers, caches, the shard's tables (typing,
+//! uploads, presence), pooled read buffers and pre-framed replies, and the
+//! ordered way a socket's effects leave (its sequencer, then the hub or the
+//! bridge). It sits below both the shard (`shard.rs`: thread, accept,
+//! inbox) and the connections (`connection.rs`), which meet only here.
+//!
+//! Owns its fields privately: tasks read the node's services through
+//! getters and change the shard's state only through the operations
+//! below (join and leave, ordered sends, the counters, the session core's
+//! [`Rules`]). The presence glue is `shard_ctx/presence.rs`, the inbox
+//! types `shard_ctx/inbox.rs`.
 //!
 //! Must never: cross a thread (`Rc` and `RefCell` only), hold a `RefCell`
 //! borrow across an await, or send a socket's effect around its sequencer.
+
+mod inbox;
+mod presence;
+
+pub use inbox::{Handoff, ShardMsg, ShardStats};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,19 +27,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ShardMsg, ShardStats};
 use crate::auth::Verifier;
 use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
 use crate::config::Config;
 use crate::frame;
 use crate::hub::{Audience, Effect, Hub, Peer};
 use crate::limits::Limits;
-use crate::membership::MembershipCache;
+use crate::membership::{Member, MembershipCache};
 use crate::metrics::ShardMetrics;
 use crate::presence::Presence;
-use crate::protocol::{self, Decoder, ReplyError};
+use crate::protocol::{self, Decoder, ReplyError, Version};
 use crate::sequencer::Ticket;
-use crate::session::{HeldUpload, Rules};
+use crate::session::{Action, HeldUpload, Rules};
 use crate::store::{ConversationId, StoreHandle};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
@@ -49,45 +61,45 @@ pub struct ShardParts {
 
 /// Per-shard state shared by the shard's tasks (`Rc`, never crosses threads).
 pub struct ShardCtx {
-    pub id: usize,
-    pub config: Arc<Config>,
-    pub verifier: Arc<Verifier>,
-    pub store: StoreHandle,
-    pub limits: Arc<Limits>,
-    pub bridge: Option<Bridge>,
-    pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
-    pub metrics: ShardMetrics,
-    pub hub: Hub,
+    id: usize,
+    config: Arc<Config>,
+    verifier: Arc<Verifier>,
+    store: StoreHandle,
+    limits: Arc<Limits>,
+    bridge: Option<Bridge>,
+    inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
+    metrics: ShardMetrics,
+    hub: Hub,
     /// Every session's deadlines, on one timer task.
-    pub timers: Rc<Timers>,
+    timers: Rc<Timers>,
     /// Recent admissions (user, conversation) → member, for `membership_cache_ttl`.
-    pub membership: MembershipCache,
-    pub decoder: RefCell<Decoder>,
+    membership: MembershipCache,
+    decoder: RefCell<Decoder>,
     /// Read buffers lent to sockets for one read each (idle sockets hold none).
     read_pool: RefCell<Vec<Vec<u8>>>,
     /// Pre-framed error replies, indexed by `ReplyError as usize`.
     error_frames: Vec<Bytes>,
-    pub ping_frame: Bytes,
-    pub established_frame: Bytes,
-    pub shutting_down: Cell<bool>,
+    ping_frame: Bytes,
+    established_frame: Bytes,
+    shutting_down: Cell<bool>,
     /// Connection tasks alive.
-    pub tasks: Cell<usize>,
+    tasks: Cell<usize>,
     /// Inserts sent to the store whose outcome has not come back.
-    pub pending_inserts: Cell<usize>,
+    pending_inserts: Cell<usize>,
     /// The last forwarded typing state per (conversation, user).
-    pub typing: RefCell<TypingTable>,
-    /// Who is online in this shard's conversations (`shard/live.rs` drives it).
-    pub presence: RefCell<Presence>,
+    typing: RefCell<TypingTable>,
+    /// Who is online in this shard's conversations (`shard_ctx/presence.rs` drives it).
+    presence: RefCell<Presence>,
     /// Upload-progress relay slots; holds (conversation, uploader, frame).
-    pub uploads: RefCell<UploadThrottle<HeldUpload>>,
+    uploads: RefCell<UploadThrottle<HeldUpload>>,
     /// Conversations whose other nodes' presence is being read (after this
     /// node started holding them), with the v2 sockets waiting for it to
     /// send their `presence_state`.
-    pub presence_pending: RefCell<HashMap<ConversationId, Vec<oneshot::Sender<()>>>>,
+    presence_pending: RefCell<HashMap<ConversationId, Vec<oneshot::Sender<()>>>>,
     /// Closed sockets whose sequencer still waits for the store: effects
     /// they caused are still sent, in order, when their places are decided.
     lingering: RefCell<HashMap<u64, Rc<Peer>>>,
-    pub(super) handoffs_in: Cell<u64>,
+    handoffs_in: Cell<u64>,
 }
 
 /// Size of one pooled read buffer.
@@ -96,7 +108,7 @@ const READ_BUF: usize = 16 * 1024;
 const READ_POOL_MAX: usize = 64;
 
 impl ShardCtx {
-    pub(super) fn new(id: usize, parts: ShardParts) -> Self {
+    pub fn new(id: usize, parts: ShardParts) -> Self {
         let ttl = parts.config.membership_cache_ttl;
         let error_frames = ReplyError::ALL
             .iter()
@@ -133,6 +145,130 @@ impl ShardCtx {
             lingering: RefCell::new(HashMap::new()),
             handoffs_in: Cell::new(0),
         }
+    }
+
+    /// This shard's id (its index among the node's shards).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How many shards the node runs (`shard_for`'s modulus).
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// The conversations' member sockets (fan-out).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Every session's deadlines.
+    pub fn timers(&self) -> &Rc<Timers> {
+        &self.timers
+    }
+
+    /// Recent admissions (user, conversation) → member.
+    pub fn membership(&self) -> &MembershipCache {
+        &self.membership
+    }
+
+    /// The framed `{"type":"ping"}`.
+    pub fn ping_frame(&self) -> Bytes {
+        self.ping_frame.clone()
+    }
+
+    /// The framed `connection_established`.
+    pub fn established_frame(&self) -> &Bytes {
+        &self.established_frame
+    }
+
+    /// Decodes a text frame of a `version` socket of `member` with the
+    /// shard's decoder (its buffers are reused).
+    pub fn decode(&self, payload: &[u8], version: Version, member: &Member) -> Action {
+        Action::decode(&mut self.decoder.borrow_mut(), payload, version, member)
+    }
+
+    /// Whether the shard stopped accepting (shutdown began).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.set(true);
+    }
+
+    /// Connection tasks alive (handshaking, open or closing).
+    pub fn tasks(&self) -> usize {
+        self.tasks.get()
+    }
+
+    /// Inserts sent to the store whose outcome has not come back.
+    pub fn pending_inserts(&self) -> usize {
+        self.pending_inserts.get()
+    }
+
+    /// An insert was handed to the store.
+    pub fn insert_sent(&self) {
+        self.pending_inserts.set(self.pending_inserts.get() + 1);
+    }
+
+    /// The newest insert never reached the store.
+    pub fn insert_abandoned(&self) {
+        self.pending_inserts.set(self.pending_inserts.get() - 1);
+    }
+
+    /// `n` outcomes came back from the store.
+    pub fn inserts_answered(&self, n: usize) {
+        let done = n.min(self.pending_inserts.get());
+        self.pending_inserts.set(self.pending_inserts.get() - done);
+    }
+
+    /// A socket arrived from another shard.
+    pub fn handoff_received(&self) {
+        self.handoffs_in.set(self.handoffs_in.get() + 1);
+    }
+
+    /// Sends `msg` to shard `shard`'s inbox; false when that shard is gone
+    /// (shutting down: the message, and any socket in it, is dropped).
+    pub fn send_to_shard(&self, shard: usize, msg: ShardMsg) -> bool {
+        self.inboxes[shard].send(msg).is_ok()
+    }
+
+    /// Whether `conv`'s presence on the other nodes is still being read
+    /// (its v2 sockets wait for it before their `presence_state`).
+    pub fn presence_loading(&self, conv: ConversationId) -> bool {
+        self.presence_pending.borrow().contains_key(&conv)
+    }
+
+    /// The once-a-second chores: prune the caches and tables, publish the
+    /// gauges and flush the counters.
+    pub fn chores(&self, now: std::time::Instant) {
+        self.membership.prune(now);
+        self.typing.borrow_mut().prune(now);
+        self.uploads.borrow_mut().prune(now);
+        self.metrics.set_online(self.presence.borrow().online_pairs());
+        self.metrics.set_open_connections(self.hub.connections());
+        self.metrics.flush();
     }
 
     /// The tables and limits the session core's message rules consult.
@@ -270,7 +406,7 @@ impl ShardCtx {
         }
     }
 
-    pub(super) fn stats(&self) -> ShardStats {
+    pub fn stats(&self) -> ShardStats {
         ShardStats {
             connections: self.hub.connections(),
             handoffs_in: self.handoffs_in.get(),
@@ -279,3 +415,36 @@ impl ShardCtx {
         }
     }
 }
+
+/// Counts a live connection task on its shard.
+pub struct TaskGuard {
+    ctx: Rc<ShardCtx>,
+}
+
+impl TaskGuard {
+    pub fn new(ctx: &Rc<ShardCtx>) -> Self {
+        ctx.tasks.set(ctx.tasks.get() + 1);
+        Self { ctx: ctx.clone() }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.ctx.tasks.set(self.ctx.tasks.get() - 1);
+    }
+}
+
+/// Gives every other ready task on this shard a turn.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
+}
+
