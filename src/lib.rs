@@ -5,13 +5,15 @@
 //! - [`config`] — the validated runtime configuration (one struct, every knob).
 //! - [`cli`] — command-line flags and environment variables → [`config::Config`].
 //! - [`gateway`] — starts the store and the shards, owns shutdown.
-//! - [`shard`] — one monoio runtime per core: accept loop, socket hand-off, inbox.
+//! - [`shard`] — one monoio runtime per core: accept loop, socket hand-off, inbox, commit outcomes.
+//! - [`shard_ctx`] — the per-shard state every task of a shard shares (below both `shard` and `connection`).
 //! - [`routing`] — `shard_for`, the request path and token extraction.
 //! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400 / 429 / 431) and the 101 answer.
 //! - [`http_api`] — `GET /api/conversations/<id>/messages/` (history over HTTP) on the WebSocket port.
 //! - [`web`] — the demo chat page and `chatgate.js` (embedded from `web/`) on the WebSocket port.
 //! - [`auth`] — simplejwt-compatible HS256 access tokens.
-//! - [`connection`] — one socket's life: read, decode, act, write, close.
+//! - [`session`] — the session core, sans I/O: a socket's phases and deadlines, a client message to its ordered effects, the call-signal recipient rule.
+//! - [`connection`] — one socket's I/O: read, decode, drive the session core, write, close.
 //! - [`protocol`] — client message decoding (simd-json) and server message encoding.
 //! - [`frame`] — server WebSocket frames, built once and shared.
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
