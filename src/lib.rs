@@ -24,6 +24,7 @@
 //! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
+//! - [`ids`] — the primary keys (user, conversation, message), a leaf every module may use.
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend.
 //! - [`close`] — the close codes, defined once.
 //! - [`sockio`] — direct non-blocking send and receive (fan-out fast path, reads after readiness).
@@ -47,6 +48,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod http_api;
 pub mod hub;
+pub mod ids;
 pub mod limits;
 pub mod membership;
 pub mod metrics;

@@ -4,7 +4,7 @@
 //! `/ws/chat/<id>/` path and extraction of the `token` query parameter.
 //! Pure functions only: no I/O, no state.
 
-use crate::store::ConversationId;
+use crate::ids::ConversationId;
 
 /// The shard that owns conversation `conversation_id` among `shards` shards.
 pub fn shard_for(conversation_id: ConversationId, shards: usize) -> usize {
