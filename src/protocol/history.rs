@@ -13,9 +13,9 @@
 //! from a live `new_message` apart from the added `reactions`.
 
 use super::chat::write_sender;
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str, write_timestamp};
+use super::message::ClientMessage;
 use super::value::Json;
 use crate::store::v2::{HistoryItem, ReactionGroup};
 
