@@ -11,7 +11,8 @@
 //! [`Admin`] API for the CLI and tests in `sqlite/admin.rs`, protocol v2's
 //! requests in `sqlite/v2.rs` (history and grouped replays in
 //! `sqlite/history.rs`, read positions in `sqlite/receipts.rs`, reactions in
-//! `sqlite/reactions.rs`) — the same parts as `postgres/`, whose dispatcher
+//! `sqlite/reactions.rs`, sharing `sqlite/statements.rs` and
+//! `sqlite/tables.rs`) — the same parts as `postgres/`, whose dispatcher
 //! task is this backend's worker thread.
 //! Helpers shared by the unit tests are in `sqlite/testing.rs`.
 //!
@@ -28,6 +29,8 @@ mod lookup;
 mod reactions;
 mod receipts;
 mod schema;
+mod statements;
+mod tables;
 #[cfg(test)]
 mod testing;
 mod v2;

@@ -22,7 +22,7 @@
 use tokio::time::Instant;
 use tokio_postgres::types::Type;
 
-use super::v2::{ItemRow, ITEM_COLUMNS};
+use super::rows::{ItemRow, ITEM_COLUMNS};
 use super::{reactions, Failure, Shared};
 use crate::store::v2::HistoryPage;
 use crate::store::{ConversationId, MessageId, UserId};

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use tokio::time::Instant;
 
-use super::v2::{is_undefined_table, write_error};
+use super::tables::{is_undefined_table, write_error};
 use super::{Failure, Shared};
 use crate::store::v2::{ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
 use crate::store::{ConversationId, MessageId, UserId};

@@ -13,7 +13,7 @@
 
 use tokio::time::Instant;
 
-use super::v2::{is_undefined_table, write_error};
+use super::tables::{is_undefined_table, write_error};
 use super::{Failure, Shared};
 use crate::store::v2::{ReadPosition, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};

@@ -37,7 +37,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_postgres::types::Type;
 
-use super::v2::{store_error, ItemRow, ITEM_COLUMNS};
+use super::rows::{ItemRow, ITEM_COLUMNS};
+use super::tables::store_error;
 use super::{reactions, Failure, Shared};
 use crate::store::v2::{Replay, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};

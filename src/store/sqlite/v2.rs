@@ -1,37 +1,23 @@
 //! Protocol v2 on the embedded store (`store/v2.rs` has the semantics):
-//! where the worker hands a [`V2Request`] and what every v2 part shares.
+//! where the worker hands a [`V2Request`].
 //!
 //! Owns the dispatch ([`answer`]: history, read positions and reactions are
 //! answered at once; replays are handed back to the worker, which gathers
 //! the ones waiting together and answers them per conversation with
-//! [`answer_replays`]: one group read each), the "not migrated" rule (a
-//! statement that finds a `chatgate_` table missing becomes
-//! [`V2Error::NotMigrated`], or no positions and no reactions for reads,
-//! and one warning per process), and the statement counter the tests use
-//! to check what a request costs.
+//! [`answer_replays`]: one group read each). The features live in
+//! `sqlite/history.rs`, `sqlite/receipts.rs` and `sqlite/reactions.rs`; the
+//! statement counter and the id lists they share in `sqlite/statements.rs`,
+//! the "not migrated" rule in `sqlite/tables.rs`.
 //!
 //! Must never: answer a replay group with a number of statements that grows
-//! with the group; fail a v1 request because the v2 tables are missing.
+//! with the group.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use rusqlite::Connection;
 
-use rusqlite::{CachedStatement, Connection};
-use tokio::sync::oneshot;
-
-use super::{db_err, history, reactions, receipts};
-use crate::store::v2::{Replay, V2Error, V2Request};
-use crate::store::{ConversationId, MessageId, UserId};
-
-/// A replay waiting for its conversation's group read.
-#[derive(Debug)]
-pub(super) struct ReplayRequest {
-    pub(super) conversation_id: ConversationId,
-    pub(super) user_id: UserId,
-    pub(super) since: MessageId,
-    pub(super) max: u32,
-    pub(super) reply: oneshot::Sender<Result<Replay, V2Error>>,
-}
+use super::history::ReplayRequest;
+use super::statements::Statements;
+use super::{history, reactions, receipts};
+use crate::store::v2::V2Request;
 
 /// Answers one v2 request on the worker's connection, except a replay,
 /// which is handed back to be answered with the others waiting for the same
@@ -111,7 +97,12 @@ pub(super) fn answer_replays(conn: &Connection, mut replays: Vec<ReplayRequest>)
         let answers = history::replay_group(conn, conversation_id, &group, &statements);
         crate::metrics::store_replay_read(group.len());
         #[cfg(test)]
-        testing_log::record(conn, conversation_id, group.len(), statements.count());
+        super::statements::testing_log::record(
+            conn,
+            conversation_id,
+            group.len(),
+            statements.count(),
+        );
         match answers {
             Ok(answers) => {
                 for (request, answer) in group.into_iter().zip(answers) {
@@ -127,105 +118,15 @@ pub(super) fn answer_replays(conn: &Connection, mut replays: Vec<ReplayRequest>)
     }
 }
 
-/// Counts the statements a request runs (tests check what a group read costs).
-#[derive(Default)]
-pub(super) struct Statements(Cell<usize>);
-
-impl Statements {
-    pub(super) fn prepare<'c>(
-        &self,
-        conn: &'c Connection,
-        sql: &str,
-    ) -> rusqlite::Result<CachedStatement<'c>> {
-        self.0.set(self.0.get() + 1);
-        conn.prepare_cached(sql)
-    }
-
-    #[cfg(test)]
-    pub(super) fn count(&self) -> usize {
-        self.0.get()
-    }
-}
-
-/// The error of a statement on a `chatgate_` table: [`V2Error::NotMigrated`]
-/// (logged once) when the table is missing.
-pub(super) fn v2_err(e: rusqlite::Error) -> V2Error {
-    if is_missing_v2_table(&e) {
-        warn_not_migrated();
-        V2Error::NotMigrated
-    } else {
-        V2Error::Store(db_err(e))
-    }
-}
-
-/// Whether `e` says a `chatgate_` table does not exist.
-pub(super) fn is_missing_v2_table(e: &rusqlite::Error) -> bool {
-    let msg = match e {
-        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg,
-        rusqlite::Error::SqlInputError { msg, .. } => msg,
-        _ => return false,
-    };
-    msg.contains("no such table: chatgate_")
-}
-
-pub(super) fn warn_not_migrated() {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if !WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            "sqlite store: the chatgate_ tables are missing, read receipts and reactions \
-             are unavailable: run `chatgate migrate`"
-        );
-    }
-}
-
-/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one
-/// cached statement whatever the number of ids.
-pub(super) fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
-    let ids: Vec<String> = ids.into_iter().map(|id| id.to_string()).collect();
-    format!("[{}]", ids.join(","))
-}
-
-/// What each replay group read cost, per database (tests run in parallel).
-#[cfg(test)]
-pub(super) mod testing_log {
-    use std::sync::Mutex;
-
-    use rusqlite::Connection;
-
-    use crate::store::ConversationId;
-
-    /// (database path, conversation, requests, statements) per group read.
-    static READS: Mutex<Vec<(String, ConversationId, usize, usize)>> = Mutex::new(Vec::new());
-
-    pub(in crate::store::sqlite) fn record(
-        conn: &Connection,
-        conversation: ConversationId,
-        requests: usize,
-        statements: usize,
-    ) {
-        let path = conn.path().unwrap_or_default().to_owned();
-        let entry = (path, conversation, requests, statements);
-        READS.lock().unwrap().push(entry);
-    }
-
-    /// (conversation, requests, statements) of the group reads on `path`.
-    pub(in crate::store::sqlite) fn reads_on(
-        path: &std::path::Path,
-    ) -> Vec<(ConversationId, usize, usize)> {
-        let path = std::fs::canonicalize(path).unwrap();
-        let reads = READS.lock().unwrap();
-        let on_path = reads
-            .iter()
-            .filter(|(p, ..)| std::fs::canonicalize(p).is_ok_and(|p| p == path));
-        on_path.map(|(_, c, r, s)| (*c, *r, *s)).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
     use crate::store::sqlite::lookup::delete_message;
     use crate::store::sqlite::testing::Fixture;
+    use crate::store::v2::V2Error;
+    use crate::store::MessageId;
 
     /// Answers `request` on `conn` like the worker (a replay as a group of one).
     fn ask<T>(

@@ -26,8 +26,9 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::commit_batch;
+use super::history::ReplayRequest;
 use super::lookup::{connect_info, delete_message};
-use super::v2::{answer_replays, ReplayRequest};
+use super::v2::answer_replays;
 use super::StoreError;
 use crate::store::v2::V2Request;
 use crate::store::{
