@@ -26,7 +26,7 @@ use crate::handshake::ApiRequest;
 use crate::protocol;
 use crate::routing::{origin_allowed, query_param};
 use crate::shard::ShardCtx;
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 use crate::store::{ConversationId, MessageId};
 
 /// The paging parameters of a valid request.

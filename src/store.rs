@@ -19,8 +19,8 @@
 //! `send` on the bounded channel (async) and await oneshot replies.
 
 pub mod postgres;
+pub mod requests;
 pub mod sqlite;
-pub mod v2;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::ids::{ConversationId, MessageId, UserId};
+/// The former path of [`requests`], kept so that `chatgate::store::v2::…`
+/// in the integration tests and benches still names the same items.
+#[doc(hidden)]
+pub use requests as v2;
 
 /// Where messages are stored.
 #[derive(Clone, Debug)]
@@ -125,7 +129,7 @@ pub enum StoreRequest {
         reply: oneshot::Sender<Result<(), DeleteError>>,
     },
     /// A protocol v2 read or write (history, replay, receipts, reactions).
-    V2(v2::V2Request),
+    V2(requests::V2Request),
 }
 
 /// A store failure (the database is unreachable, locked, full, or a statement failed).
@@ -262,8 +266,8 @@ impl StoreHandle {
     /// Sends a v2 request built around `reply` and awaits its answer.
     pub async fn v2<T>(
         &self,
-        build: impl FnOnce(oneshot::Sender<Result<T, v2::V2Error>>) -> v2::V2Request,
-    ) -> Result<T, v2::V2Error> {
+        build: impl FnOnce(oneshot::Sender<Result<T, requests::V2Error>>) -> requests::V2Request,
+    ) -> Result<T, requests::V2Error> {
         let (reply, rx) = oneshot::channel();
         self.send(StoreRequest::V2(build(reply))).await?;
         rx.await.map_err(|_| StoreError::Closed)?

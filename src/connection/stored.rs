@@ -22,7 +22,7 @@ use crate::protocol::{self, ReplyError};
 use crate::read_marks::{Next, Offered, Write};
 use crate::sequencer::Ticket;
 use crate::shard::ShardCtx;
-use crate::store::v2::{ReadPosition, V2Error, V2Request};
+use crate::store::requests::{ReadPosition, V2Error, V2Request};
 use crate::store::{MessageId, StoreError};
 
 use super::Session;

@@ -13,7 +13,7 @@
 //! `postgres/batch.rs` (unread increments summed in
 //! `postgres/increments.rs`), connect
 //! and delete lookups in `postgres/lookup.rs`, protocol v2 in
-//! `postgres/v2.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
+//! `postgres/requests.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
 //! `reactions.rs`, sharing `rows.rs` and `tables.rs`), the schema in `postgres/schema.rs`, the synchronous
 //! admin API in `postgres/admin.rs`.
 //!
@@ -33,11 +33,11 @@ mod lookup;
 mod reactions;
 mod receipts;
 mod replay;
+mod requests;
 mod rows;
 mod schema;
 mod serial;
 mod tables;
-mod v2;
 
 use std::sync::Arc;
 use std::time::Duration;

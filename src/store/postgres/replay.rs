@@ -40,7 +40,7 @@ use tokio_postgres::types::Type;
 use super::rows::{ItemRow, ITEM_COLUMNS};
 use super::tables::store_error;
 use super::{reactions, Failure, Shared};
-use crate::store::v2::{Replay, V2Error};
+use crate::store::requests::{Replay, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// Most replays of one conversation answered by one read.

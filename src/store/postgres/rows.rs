@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::v2::{HistoryItem, ReactionGroup};
+use crate::store::requests::{HistoryItem, ReactionGroup};
 use crate::store::{MessageId, UserProfile};
 
 /// The columns of a history or replay item, for `chatapp_message m JOIN

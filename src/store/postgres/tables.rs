@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 use super::{Failure, Shared};
-use crate::store::v2::V2Error;
+use crate::store::requests::V2Error;
 
 /// How long reads skip the `chatgate_` tables after finding them missing.
 pub(super) const RECHECK: Duration = Duration::from_secs(10);

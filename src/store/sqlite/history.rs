@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::statements::{json_ids, Statements};
 use super::{db_err, parse_timestamp, reactions};
-use crate::store::v2::{HistoryItem, HistoryPage, Replay, V2Error};
+use crate::store::requests::{HistoryItem, HistoryPage, Replay, V2Error};
 use crate::store::{ConversationId, MessageId, UserId, UserProfile};
 
 /// A replay waiting for its conversation's group read ([`replay_group`]).
@@ -197,10 +197,10 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::store::requests::{ReactionGroup, V2Request};
     use crate::store::sqlite::reactions::react;
     use crate::store::sqlite::statements::testing_log;
     use crate::store::sqlite::testing::Fixture;
-    use crate::store::v2::{ReactionGroup, V2Request};
 
     fn ids(items: &[HistoryItem]) -> Vec<MessageId> {
         items.iter().map(|item| item.id).collect()

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use super::statements::{json_ids, Statements};
 use super::tables::{is_missing_v2_table, v2_err, warn_not_migrated};
 use super::{db_err, format_timestamp, now};
-use crate::store::v2::{HistoryItem, ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
+use crate::store::requests::{HistoryItem, ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// The reactions of the messages of the JSON array `?1`, in arrival order.

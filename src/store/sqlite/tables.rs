@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::db_err;
-use crate::store::v2::V2Error;
+use crate::store::requests::V2Error;
 
 /// The error of a statement on a `chatgate_` table: [`V2Error::NotMigrated`]
 /// (logged once) when the table is missing.

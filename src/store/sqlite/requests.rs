@@ -1,4 +1,4 @@
-//! Protocol v2 on the embedded store (`store/v2.rs` has the semantics):
+//! Protocol v2 on the embedded store (`store/requests.rs` has the semantics):
 //! where the worker hands a [`V2Request`].
 //!
 //! Owns the dispatch ([`answer`]: history, read positions and reactions are
@@ -17,7 +17,7 @@ use rusqlite::Connection;
 use super::history::ReplayRequest;
 use super::statements::Statements;
 use super::{history, reactions, receipts};
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 
 /// Answers one v2 request on the worker's connection, except a replay,
 /// which is handed back to be answered with the others waiting for the same
@@ -123,9 +123,9 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::store::requests::V2Error;
     use crate::store::sqlite::lookup::delete_message;
     use crate::store::sqlite::testing::Fixture;
-    use crate::store::v2::V2Error;
     use crate::store::MessageId;
 
     /// Answers `request` on `conn` like the worker (a replay as a group of one).

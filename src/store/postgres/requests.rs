@@ -1,4 +1,4 @@
-//! Protocol v2 on the Postgres store (see `store/v2.rs` for the semantics):
+//! Protocol v2 on the Postgres store (see `store/requests.rs` for the semantics):
 //! the entry point for the requests answered one by one.
 //!
 //! Owns [`answer`] (history, mark read, read state, react: one task each;
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::tables::store_error;
 use super::Shared;
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 
 /// Answers one v2 request (spawned on the side runtime). Replays normally
 /// come gathered through `replay::answer_group`; one arriving here is a
