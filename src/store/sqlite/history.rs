@@ -25,7 +25,7 @@ use crate::store::{ConversationId, MessageId, UserId, UserProfile};
 
 /// A replay waiting for its conversation's group read ([`replay_group`]).
 #[derive(Debug)]
-pub(super) struct ReplayRequest {
+pub(in crate::store) struct ReplayRequest {
     pub(super) conversation_id: ConversationId,
     pub(super) user_id: UserId,
     pub(super) since: MessageId,

@@ -1,10 +1,12 @@
-//! Protocol v2 on the embedded store (`store/requests.rs` has the semantics):
-//! where the worker hands a [`V2Request`].
+//! Protocol v2 on the embedded store (`store/requests.rs` has the
+//! semantics): where the worker hands a [`V2Request`].
 //!
-//! Owns the dispatch ([`answer`]: history, read positions and reactions are
-//! answered at once; replays are handed back to the worker, which gathers
-//! the ones waiting together and answers them per conversation with
-//! [`answer_replays`]: one group read each). The features live in
+//! Owns how the worker's connection answers each request: its `V2Backend`
+//! (the request is taken apart once, in `store/requests.rs`), reached
+//! through [`answer`]. History, read positions and reactions are answered
+//! at once; replays are handed back to the worker, which gathers the ones
+//! waiting together and answers them per conversation with
+//! [`answer_replays`], one group read each. The features live in
 //! `sqlite/history.rs`, `sqlite/receipts.rs` and `sqlite/reactions.rs`; the
 //! statement counter and the id lists they share in `sqlite/statements.rs`,
 //! the "not migrated" rule in `sqlite/tables.rs`.
@@ -17,71 +19,67 @@ use rusqlite::Connection;
 use super::history::ReplayRequest;
 use super::statements::Statements;
 use super::{history, reactions, receipts};
-use crate::store::requests::V2Request;
+use crate::store::requests::{
+    HistoryPage, HistoryQuery, MarkRead, React, ReadPosition, Replay, ReplayQuery, Reply,
+    V2Backend, V2Request,
+};
+use crate::store::ConversationId;
 
 /// Answers one v2 request on the worker's connection, except a replay,
 /// which is handed back to be answered with the others waiting for the same
 /// conversation ([`answer_replays`]).
 pub(super) fn answer(conn: &Connection, request: V2Request) -> Option<ReplayRequest> {
-    // A failed `send` means the requester stopped waiting: nothing to do.
-    match request {
-        V2Request::History {
-            conversation_id,
-            user_id,
-            before,
-            limit,
-            reply,
-        } => {
-            let page = history::history(conn, conversation_id, user_id, before, limit);
-            let _ = reply.send(page);
-        }
-        V2Request::Replay {
-            conversation_id,
-            user_id,
-            since,
-            max,
-            reply,
-        } => {
-            return Some(ReplayRequest {
-                conversation_id,
-                user_id,
-                since,
-                max,
-                reply,
-            })
-        }
-        V2Request::MarkRead {
-            conversation_id,
-            user_id,
-            message_id,
-            reply,
-        } => {
-            let _ = reply.send(receipts::mark_read(
-                conn,
-                conversation_id,
-                user_id,
-                message_id,
-            ));
-        }
-        V2Request::ReadState {
-            conversation_id,
-            reply,
-        } => {
-            let _ = reply.send(receipts::read_state(conn, conversation_id));
-        }
-        V2Request::React {
-            conversation_id,
-            user_id,
-            message_id,
-            emoji,
-            on,
-            reply,
-        } => {
-            let changed = reactions::react(conn, conversation_id, user_id, message_id, &emoji, on);
-            let _ = reply.send(changed);
-        }
+    request.answer_with(conn)
+}
+
+/// The worker's connection answers at once; a replay comes back as the
+/// [`ReplayRequest`] the worker gathers.
+impl V2Backend for &Connection {
+    type Done = Option<ReplayRequest>;
+
+    fn history(self, q: HistoryQuery, reply: Reply<HistoryPage>) -> Self::Done {
+        let page = history::history(self, q.conversation_id, q.user_id, q.before, q.limit);
+        let _ = reply.send(page);
+        None
     }
-    None
+
+    fn replay(self, q: ReplayQuery, reply: Reply<Replay>) -> Self::Done {
+        Some(ReplayRequest {
+            conversation_id: q.conversation_id,
+            user_id: q.user_id,
+            since: q.since,
+            max: q.max,
+            reply,
+        })
+    }
+
+    fn mark_read(self, q: MarkRead, reply: Reply<Option<ReadPosition>>) -> Self::Done {
+        let moved = receipts::mark_read(self, q.conversation_id, q.user_id, q.message_id);
+        let _ = reply.send(moved);
+        None
+    }
+
+    fn read_state(
+        self,
+        conversation_id: ConversationId,
+        reply: Reply<Vec<ReadPosition>>,
+    ) -> Self::Done {
+        let _ = reply.send(receipts::read_state(self, conversation_id));
+        None
+    }
+
+    fn react(self, q: React, reply: Reply<bool>) -> Self::Done {
+        let changed = reactions::react(
+            self,
+            q.conversation_id,
+            q.user_id,
+            q.message_id,
+            &q.emoji,
+            q.on,
+        );
+        let _ = reply.send(changed);
+        None
+    }
 }
 
 /// Answers gathered replays: one group read per conversation (in the order
