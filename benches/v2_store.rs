@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chatgate::store::v2::V2Request;
+use chatgate::store::requests::V2Request;
 use chatgate::store::{self, StoreHandle, StoreWorker};
 use chatgate::StoreConfig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

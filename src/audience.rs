@@ -10,8 +10,8 @@
 //!
 //! Must never: let a v2-only event reach a v1 socket.
 
+use crate::ids::UserId;
 use crate::protocol::Version;
-use crate::store::UserId;
 
 /// Which member sockets of a conversation an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,10 @@
 //! The gateway's validated runtime configuration.
 //!
 //! Owns every knob the running gateway reads: addresses, shard count, limits
-//! and one named timeout per stage. The CLI (`cli.rs`) builds a [`Config`];
-//! tests build one with [`Config::for_tests`]. Everything here is checked by
+//! and one named timeout per stage. A subsystem's own settings are defined
+//! by that subsystem ([`StoreConfig`] in `store`, [`LimitsConfig`] in
+//! `limits`, `BridgeConfig` in `bridge`) and only gathered here. The CLI
+//! (`cli.rs`) builds a [`Config`]; tests build one with [`Config::for_tests`]. Everything here is checked by
 //! [`Config::validate`] before any port is bound.
 //!
 //! Must never: read the environment or the command line itself, or hold any
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::limits::LimitsConfig;
+pub use crate::store::StoreConfig;
 
 /// Which io driver the shard runtimes use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -111,21 +114,6 @@ impl Default for Timeouts {
             store: Duration::from_secs(5),
         }
     }
-}
-
-/// Where messages are stored.
-#[derive(Clone, Debug)]
-pub enum StoreConfig {
-    /// Embedded SQLite database file.
-    Sqlite { path: PathBuf },
-    /// PostgreSQL (the Django app's database), through a connection pool on
-    /// the side runtime.
-    Postgres {
-        /// `postgres://user@host:port/dbname` (libpq-style key=value also accepted).
-        url: String,
-        /// Connections in the pool. Default 8.
-        pool_size: usize,
-    },
 }
 
 /// Everything the running gateway needs.

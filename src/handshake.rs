@@ -1,19 +1,22 @@
 //! The HTTP side of the WebSocket upgrade.
 //!
 //! Owns parsing and validating a request head: the path (404), the `Origin`
-//! rule of Django Channels' `AllowedHostsOriginValidator` (403), the RFC 6455
+//! rule of Django Channels' `AllowedHostsOriginValidator` (403; the rule
+//! itself is `routing::origin_allowed`), the RFC 6455
 //! upgrade headers (400), token extraction (`?token=` wins over
 //! `Authorization: Bearer`), the protocol version (the `chatgate.v2`
 //! subprotocol) and `?since=` (400 when malformed), and the bytes of the
-//! answers (101, 400, 403, 404).
+//! answers (101, 400, 403, 404); for the HTTP API's paths, the
+//! [`ApiRequest`] that `http_api.rs` serves.
 //! Pure functions over bytes: no I/O, no clock.
 //!
 //! Must never: look at the token's contents (that is `auth`), or accept an
 //! upgrade whose headers RFC 6455 rejects.
 
-use crate::http_api::{self, ApiRequest};
 use crate::protocol::{Version, V2_SUBPROTOCOL};
-use crate::routing::{conversation_from_path, query_param, split_target, token_from_query};
+use crate::routing::{
+    conversation_from_path, origin_allowed, query_param, split_target, token_from_query,
+};
 use crate::store::{ConversationId, MessageId};
 use crate::web::{self, WebRequest};
 
@@ -93,6 +96,31 @@ impl Rejection {
     }
 }
 
+/// The prefix of every path the HTTP API (`http_api.rs`) answers.
+pub const PREFIX: &str = "/api/";
+
+/// A request for the API, as read from its head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// `None`: an `/api/` path that is not a conversation's messages.
+    pub conversation_id: Option<ConversationId>,
+    pub query: Option<String>,
+    pub token: Option<String>,
+    pub origin: Option<String>,
+}
+
+/// `/api/conversations/<id>/messages/` (trailing slash optional) → the id.
+pub fn conversation_of(path: &str) -> Option<ConversationId> {
+    let rest = path.strip_prefix("/api/conversations/")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (id, tail) = rest.split_once('/')?;
+    if tail != "messages" || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok().filter(|id| *id > 0)
+}
+
 /// Most headers a request head may have.
 const MAX_HEADERS: usize = 64;
 
@@ -138,7 +166,7 @@ pub fn parse_head(
         Err(_) => return Err(Rejection::BadRequest),
     };
     let target = req.path.ok_or(Rejection::BadRequest)?;
-    if split_target(target).0.starts_with(http_api::PREFIX) {
+    if split_target(target).0.starts_with(PREFIX) {
         return Ok(Some((head_len, Head::Api(api_request(&req, target)))));
     }
     let path = split_target(target).0;
@@ -158,7 +186,7 @@ fn api_request(req: &httparse::Request, target: &str) -> ApiRequest {
     let (path, query) = split_target(target);
     ApiRequest {
         method: req.method.unwrap_or_default().to_owned(),
-        conversation_id: http_api::conversation_of(path),
+        conversation_id: conversation_of(path),
         query: query.map(str::to_owned),
         token: header(req, "authorization")
             .and_then(bearer)
@@ -258,40 +286,6 @@ fn is_websocket_key(k: &str) -> bool {
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, rest) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-}
-
-/// Django's `AllowedHostsOriginValidator`: the Origin's host must match a
-/// pattern: `*`, an exact host, or `.example.com` (the domain and its subdomains).
-pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
-    if patterns.iter().any(|p| p == "*") {
-        return true;
-    }
-    let Some(host) = origin_host(origin) else {
-        return false;
-    };
-    patterns
-        .iter()
-        .any(|p| host_matches(&host, &p.to_ascii_lowercase()))
-}
-
-fn host_matches(host: &str, pattern: &str) -> bool {
-    match pattern.strip_prefix('.') {
-        Some(domain) => host == domain || host.ends_with(pattern),
-        None => host == pattern,
-    }
-}
-
-/// The lower-cased host of `scheme://host[:port]`; IPv6 keeps its brackets.
-fn origin_host(origin: &str) -> Option<String> {
-    let (_, rest) = origin.trim().split_once("://")?;
-    let authority = rest.split('/').next()?;
-    let authority = authority.rsplit('@').next()?;
-    let host = if authority.starts_with('[') {
-        &authority[..=authority.find(']')?]
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// The 101 answer; a v2 socket's names the subprotocol.
@@ -494,6 +488,22 @@ mod tests {
         assert!(!origin_allowed("null", &o));
         assert!(!origin_allowed("http://localhost.evil.test", &o));
         assert!(origin_allowed("null", &["*".to_string()]));
+    }
+
+    #[test]
+    fn api_paths() {
+        assert_eq!(conversation_of("/api/conversations/7/messages/"), Some(7));
+        assert_eq!(conversation_of("/api/conversations/07/messages"), Some(7));
+        for bad in [
+            "/api/conversations/0/messages/",
+            "/api/conversations/x/messages/",
+            "/api/conversations//messages/",
+            "/api/conversations/7/",
+            "/api/conversations/7/messages/extra/",
+            "/api/other",
+        ] {
+            assert_eq!(conversation_of(bad), None, "{bad}");
+        }
     }
 
     #[test]

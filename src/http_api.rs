@@ -22,26 +22,12 @@ use std::net::SocketAddr;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use crate::handshake::origin_allowed;
+use crate::handshake::ApiRequest;
 use crate::protocol;
-use crate::routing::query_param;
+use crate::routing::{origin_allowed, query_param};
 use crate::shard_ctx::ShardCtx;
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 use crate::store::{ConversationId, MessageId};
-
-/// The prefix of every path this module answers.
-pub const PREFIX: &str = "/api/";
-
-/// A request for the API, as read from its head.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiRequest {
-    pub method: String,
-    /// `None`: an `/api/` path that is not a conversation's messages.
-    pub conversation_id: Option<ConversationId>,
-    pub query: Option<String>,
-    pub token: Option<String>,
-    pub origin: Option<String>,
-}
 
 /// The paging parameters of a valid request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,17 +43,6 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// Extra header lines (each ending in `\r\n`).
     pub headers: String,
-}
-
-/// `/api/conversations/<id>/messages/` (trailing slash optional) → the id.
-pub fn conversation_of(path: &str) -> Option<ConversationId> {
-    let rest = path.strip_prefix("/api/conversations/")?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (id, tail) = rest.split_once('/')?;
-    if tail != "messages" || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    id.parse().ok().filter(|id| *id > 0)
 }
 
 /// `before` and `limit` from the query string (DRF-style 400 text when bad).
@@ -239,6 +214,7 @@ async fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::conversation_of;
 
     fn req(method: &str, path: &str, query: Option<&str>, token: Option<&str>) -> ApiRequest {
         ApiRequest {
@@ -247,22 +223,6 @@ mod tests {
             query: query.map(str::to_owned),
             token: token.map(str::to_owned),
             origin: None,
-        }
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(conversation_of("/api/conversations/7/messages/"), Some(7));
-        assert_eq!(conversation_of("/api/conversations/07/messages"), Some(7));
-        for bad in [
-            "/api/conversations/0/messages/",
-            "/api/conversations/x/messages/",
-            "/api/conversations//messages/",
-            "/api/conversations/7/",
-            "/api/conversations/7/messages/extra/",
-            "/api/other",
-        ] {
-            assert_eq!(conversation_of(bad), None, "{bad}");
         }
     }
 

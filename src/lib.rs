@@ -27,7 +27,8 @@
 //! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
-//! - [`store`] — the store interface; [`store::sqlite`] the embedded backend, [`store::postgres`] the PostgreSQL one; [`store::v2`] what protocol v2 asks of both.
+//! - [`ids`] — the primary keys (user, conversation, message), a leaf every module may use.
+//! - [`store`] — the store interface; [`store::sqlite`] the embedded backend, [`store::postgres`] the PostgreSQL one; [`store::requests`] what protocol v2 asks of both.
 //! - [`close`] — the close codes, defined once.
 //! - [`sockio`] — direct non-blocking send and receive (fan-out fast path, reads after readiness).
 //! - [`side`] — the side tokio runtime (Postgres store, bridge and admin listener, off the shards).
@@ -50,6 +51,7 @@ pub mod gateway;
 pub mod handshake;
 pub mod http_api;
 pub mod hub;
+pub mod ids;
 pub mod limits;
 pub mod membership;
 pub mod metrics;

@@ -29,7 +29,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// How often [`Limits::spawn_pruner`] prunes by default.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(30);

@@ -9,8 +9,10 @@
 //! - `errors.rs` — [`ReplyError`]: the `{"type":"error"}` replies, each defined once.
 //! - `decode.rs` — [`Decoder`]: one simd-json pass per frame into a reused
 //!   tape, with a serde_json slow path for what simd-json rejects.
-//! - `envelope.rs` — [`ClientMessage`] and the envelope of a client frame:
-//!   the fields the rules look at and the dispatch on `type`.
+//! - `message.rs` — [`ClientMessage`] and [`SignalKind`]: what a frame means
+//!   once its rule passed (the per-type rules build it; nothing imported back).
+//! - `envelope.rs` — the envelope of a client frame: the fields the rules
+//!   look at and the dispatch on `type`.
 //! - `value.rs` — one JSON value reduced to what the rules need (Python truthiness).
 //! - `validate.rs` — field rules shared by message types: Python `str.strip()`,
 //!   the content rules, decimal id parsing.
@@ -32,7 +34,8 @@
 //! - `testing.rs` — helpers shared by the unit tests (compiled for tests only).
 //!
 //! A new message type lands in a file named after it, plus one key and one
-//! dispatch arm in `envelope.rs` and one variant of [`ClientMessage`].
+//! dispatch arm in `envelope.rs` and one variant of [`ClientMessage`] in
+//! `message.rs`.
 //!
 //! Must never: do I/O, block, or allocate on the decode path of a common
 //! message (one [`Decoder`] per shard reuses its scratch copy, simd-json's
@@ -49,6 +52,7 @@ mod errors;
 mod history;
 mod json;
 mod mark_read;
+mod message;
 mod presence;
 mod raw;
 mod react;
@@ -62,11 +66,10 @@ mod validate;
 mod value;
 mod version;
 
-pub use call_signal::{encode_call_signal, SignalKind, MAX_SIGNAL_FRAME};
+pub use call_signal::{encode_call_signal, MAX_SIGNAL_FRAME};
 pub use chat::{encode_new_message, sender_json};
 pub use decode::Decoder;
 pub use delete::encode_message_deleted;
-pub use envelope::ClientMessage;
 pub use errors::ReplyError;
 pub use history::{
     encode_detail, encode_history_item, encode_history_reply, encode_history_results,
@@ -74,6 +77,7 @@ pub use history::{
 };
 pub use json::{write_json_str, write_timestamp};
 pub use mark_read::{encode_read_receipt, encode_read_state};
+pub use message::{ClientMessage, SignalKind};
 pub use presence::{encode_presence, encode_presence_state};
 pub use raw::member_text;
 pub use react::{encode_reaction, MAX_EMOJI_CHARS};

@@ -1,10 +1,12 @@
 //! Routing: which shard owns a conversation, and what a request target says.
 //!
 //! Owns `shard_for` (the one sharding function), parsing of the
-//! `/ws/chat/<id>/` path and extraction of the `token` query parameter.
+//! `/ws/chat/<id>/` path, extraction of the `token` query parameter, and
+//! the `Origin` rule (`origin_allowed`) both the upgrade and the HTTP API
+//! apply.
 //! Pure functions only: no I/O, no state.
 
-use crate::store::ConversationId;
+use crate::ids::ConversationId;
 
 /// The shard that owns conversation `conversation_id` among `shards` shards.
 pub fn shard_for(conversation_id: ConversationId, shards: usize) -> usize {
@@ -75,6 +77,40 @@ fn percent_decode(s: &str) -> String {
 
 fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Django's `AllowedHostsOriginValidator`: the Origin's host must match a
+/// pattern: `*`, an exact host, or `.example.com` (the domain and its subdomains).
+pub fn origin_allowed(origin: &str, patterns: &[String]) -> bool {
+    if patterns.iter().any(|p| p == "*") {
+        return true;
+    }
+    let Some(host) = origin_host(origin) else {
+        return false;
+    };
+    patterns
+        .iter()
+        .any(|p| host_matches(&host, &p.to_ascii_lowercase()))
+}
+
+fn host_matches(host: &str, pattern: &str) -> bool {
+    match pattern.strip_prefix('.') {
+        Some(domain) => host == domain || host.ends_with(pattern),
+        None => host == pattern,
+    }
+}
+
+/// The lower-cased host of `scheme://host[:port]`; IPv6 keeps its brackets.
+fn origin_host(origin: &str) -> Option<String> {
+    let (_, rest) = origin.trim().split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let host = if authority.starts_with('[') {
+        &authority[..=authority.find(']')?]
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -256,10 +256,7 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
 fn receive_handoff(ctx: &Rc<ShardCtx>, h: Handoff) {
     ctx.handoff_received();
     ctx.metrics().handoff();
-    debug_assert_eq!(
-        shard_for(h.upgrade.conversation_id, ctx.shards()),
-        ctx.id()
-    );
+    debug_assert_eq!(shard_for(h.upgrade.conversation_id, ctx.shards()), ctx.id());
     match handoff::attach(h.stream) {
         Ok(stream) => {
             let deadline = Instant::from_std(h.deadline);

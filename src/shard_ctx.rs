@@ -266,7 +266,8 @@ impl ShardCtx {
         self.membership.prune(now);
         self.typing.borrow_mut().prune(now);
         self.uploads.borrow_mut().prune(now);
-        self.metrics.set_online(self.presence.borrow().online_pairs());
+        self.metrics
+            .set_online(self.presence.borrow().online_pairs());
         self.metrics.set_open_connections(self.hub.connections());
         self.metrics.flush();
     }
@@ -447,4 +448,3 @@ pub(crate) async fn yield_now() {
     })
     .await
 }
-

@@ -3,7 +3,8 @@
 //! Owns the request vocabulary between shards and the storage backend
 //! ([`StoreRequest`]), the handle shards use to send requests
 //! ([`StoreHandle`]), the readiness flag backends publish ([`Readiness`]),
-//! and backend selection. Backends: embedded SQLite on a dedicated thread
+//! and backend selection with its configuration ([`StoreConfig`], re-exported
+//! by `config`). Backends: embedded SQLite on a dedicated thread
 //! (`store/sqlite.rs`), PostgreSQL through a pool on the side runtime
 //! (`store/postgres.rs`).
 //!
@@ -18,9 +19,10 @@
 //! `send` on the bounded channel (async) and await oneshot replies.
 
 pub mod postgres;
+pub mod requests;
 pub mod sqlite;
-pub mod v2;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,14 +31,22 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::StoreConfig;
+pub use crate::ids::{ConversationId, MessageId, UserId};
 
-/// Primary key of `auth_user`.
-pub type UserId = i64;
-/// Primary key of `chatapp_conversation`.
-pub type ConversationId = i64;
-/// Primary key of `chatapp_message`.
-pub type MessageId = i64;
+/// Where messages are stored.
+#[derive(Clone, Debug)]
+pub enum StoreConfig {
+    /// Embedded SQLite database file.
+    Sqlite { path: PathBuf },
+    /// PostgreSQL (the Django app's database), through a connection pool on
+    /// the side runtime.
+    Postgres {
+        /// `postgres://user@host:port/dbname` (libpq-style key=value also accepted).
+        url: String,
+        /// Connections in the pool. Default 8.
+        pool_size: usize,
+    },
+}
 
 /// The public profile sent as `sender` in `new_message`, plus `is_active`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +125,7 @@ pub enum StoreRequest {
         reply: oneshot::Sender<Result<(), DeleteError>>,
     },
     /// A protocol v2 read or write (history, replay, receipts, reactions).
-    V2(v2::V2Request),
+    V2(requests::V2Request),
 }
 
 /// A store failure (the database is unreachable, locked, full, or a statement failed).
@@ -252,8 +262,8 @@ impl StoreHandle {
     /// Sends a v2 request built around `reply` and awaits its answer.
     pub async fn v2<T>(
         &self,
-        build: impl FnOnce(oneshot::Sender<Result<T, v2::V2Error>>) -> v2::V2Request,
-    ) -> Result<T, v2::V2Error> {
+        build: impl FnOnce(oneshot::Sender<Result<T, requests::V2Error>>) -> requests::V2Request,
+    ) -> Result<T, requests::V2Error> {
         let (reply, rx) = oneshot::channel();
         self.send(StoreRequest::V2(build(reply))).await?;
         rx.await.map_err(|_| StoreError::Closed)?

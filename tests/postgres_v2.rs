@@ -1,4 +1,4 @@
-//! Protocol v2's stored half (`store/v2.rs`) on the Postgres store against
+//! Protocol v2's stored half (`store/requests.rs`) on the Postgres store against
 //! the real server: history paging, replays (alone and as one grouped read
 //! in a reconnect storm), read receipts, reactions, the v2 schema, and a
 //! Django database before and after `chatgate migrate`.
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chatgate::store::postgres::Admin;
-use chatgate::store::v2::{
+use chatgate::store::requests::{
     HistoryItem, HistoryPage, ReactionGroup, ReadPosition, Replay, V2Error, V2Request,
 };
 use chatgate::store::{MessageId, StoreError, UserId};

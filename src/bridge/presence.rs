@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// What a node reports about one user in one conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,7 @@ use crate::read_marks::{Next, Offered, Write};
 use crate::sequencer::Ticket;
 use crate::session::signal;
 use crate::shard_ctx::ShardCtx;
-use crate::store::v2::{ReadPosition, V2Error, V2Request};
+use crate::store::requests::{ReadPosition, V2Error, V2Request};
 use crate::store::{MessageId, StoreError, UserId};
 
 use super::Session;

@@ -16,7 +16,7 @@ use crate::close::CloseReason;
 use crate::frame::FrameBuf;
 use crate::protocol;
 use crate::resume;
-use crate::store::v2::{ReadPosition, Replay, V2Error, V2Request};
+use crate::store::requests::{ReadPosition, Replay, V2Error, V2Request};
 use crate::store::MessageId;
 
 use super::Session;

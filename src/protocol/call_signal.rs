@@ -1,7 +1,7 @@
 //! Call signalling (v2): `call_signal` in and out (docs/protocol.md §9.6).
 //!
 //! Owns the `call_signal` rule — `to_user_id` a JSON integer, `call_id` 1–64
-//! characters of `[A-Za-z0-9_-]`, `kind` one of [`SignalKind`], `payload`
+//! characters of `[A-Za-z0-9_-]`, `kind` one of [`SignalKind`] (defined with [`ClientMessage`] in `message.rs`), `payload`
 //! any JSON value or absent — the frame size limit ([`MAX_SIGNAL_FRAME`])
 //! and the relayed frame's encoder, which copies `payload`'s text as the
 //! client sent it (found by `raw.rs`, never re-serialised).
@@ -9,9 +9,9 @@
 //! Must never: store anything, parse or rewrite `payload`, or allocate on
 //! decode (`call_id` borrows from the decoder).
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
+use super::message::{ClientMessage, SignalKind};
 use super::value::Json;
 use crate::store::UserId;
 
@@ -20,49 +20,6 @@ pub const MAX_SIGNAL_FRAME: usize = 16 * 1024;
 
 /// Longest `call_id` / `upload_id`.
 pub const MAX_ID_CHARS: usize = 64;
-
-/// What a call signal says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignalKind {
-    Ring,
-    Offer,
-    Answer,
-    Candidate,
-    Hangup,
-    Decline,
-}
-
-impl SignalKind {
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "ring" => Self::Ring,
-            "offer" => Self::Offer,
-            "answer" => Self::Answer,
-            "candidate" => Self::Candidate,
-            "hangup" => Self::Hangup,
-            "decline" => Self::Decline,
-            _ => return None,
-        })
-    }
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ring => "ring",
-            Self::Offer => "offer",
-            Self::Answer => "answer",
-            Self::Candidate => "candidate",
-            Self::Hangup => "hangup",
-            Self::Decline => "decline",
-        }
-    }
-
-    /// Also sent to the sender's own other v2 sockets (a second tab stops
-    /// ringing): `answer`, `decline`, `hangup`.
-    pub fn tells_own_tabs(self) -> bool {
-        matches!(self, Self::Answer | Self::Decline | Self::Hangup)
-    }
-}
 
 /// 1–64 characters of `[A-Za-z0-9_-]` (`call_id`, `upload_id`).
 pub(super) fn is_valid_id(s: &str) -> bool {

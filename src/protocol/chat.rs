@@ -11,9 +11,9 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str, write_timestamp};
+use super::message::ClientMessage;
 use super::validate::validate_content;
 use super::value::Json;
 use crate::store::{MessageId, UserProfile};

@@ -12,8 +12,9 @@
 
 use serde::Deserialize;
 
-use super::envelope::{ClientMessage, Frame};
+use super::envelope::Frame;
 use super::errors::ReplyError;
+use super::message::ClientMessage;
 use super::version::Version;
 
 /// Decodes client text frames. One per shard, reused for every frame.

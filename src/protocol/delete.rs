@@ -8,9 +8,9 @@
 //!
 //! Must never: accept an id that is not positive or does not fit `i64`.
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::push_i64;
+use super::message::ClientMessage;
 use super::validate::parse_decimal_id;
 use super::value::Json;
 use crate::store::MessageId;

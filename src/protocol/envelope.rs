@@ -1,76 +1,26 @@
 //! The envelope of a client frame: which fields it carries and which
 //! `type` it names (docs/protocol.md §3, parsing).
 //!
-//! Owns [`ClientMessage`] (the validated result), the reduction of a frame
-//! to the fields the rules look at (`Fields`, later duplicates winning as in
-//! Python's `json.loads`), the serde visitors that fill them in the single
-//! simd-json pass, and the dispatch on `type` (gated by the socket's
-//! [`Version`]) to the per-type rules in `chat.rs`, `delete.rs`, `typing.rs`
-//! (v1 and v2) and `history.rs`, `mark_read.rs`, `react.rs`,
-//! `call_signal.rs`, `upload.rs` (v2 only: on a
-//! v1 socket their types are `Unknown message type`, exactly as an unknown
-//! type). A new client message type adds its keys here, one arm in
-//! `Frame::classify`, and a file of its own.
+//! Owns the reduction of a frame to the fields the rules look at (`Fields`,
+//! later duplicates winning as in Python's `json.loads`), the serde visitors
+//! that fill them in the single simd-json pass, and the dispatch on `type`
+//! (gated by the socket's [`Version`]) to the per-type rules in `chat.rs`,
+//! `delete.rs`, `typing.rs` (v1 and v2) and `history.rs`, `mark_read.rs`,
+//! `react.rs`, `call_signal.rs`, `upload.rs` (v2 only: on a v1 socket their
+//! types are `Unknown message type`, exactly as an unknown type), which
+//! answer a [`ClientMessage`] (`message.rs`). A new client message type adds
+//! its keys here, one arm in `Frame::classify`, and a file of its own.
 //!
 //! Must never: fail the serde pass on a valid JSON document (every JSON type
 //! is accepted, the rules decide), or decide a field's validity itself.
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::call_signal::SignalKind;
 use super::errors::ReplyError;
+use super::message::ClientMessage;
 use super::value::{drain_seq, Json};
 use super::version::Version;
 use super::{call_signal, chat, delete, history, mark_read, react, typing, upload};
-use crate::store::MessageId;
-
-/// A validated client message. `content` and `emoji` borrow from the
-/// [`Decoder`](super::Decoder). The variants after `Typing` come only from
-/// v2 sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientMessage<'a> {
-    /// `chat_message`; `content` is stripped, non-empty, at most
-    /// [`MAX_CONTENT_CHARS`](super::MAX_CONTENT_CHARS) code points and free of U+0000.
-    Chat { content: &'a str },
-    /// `delete_message`; `message_id` is positive.
-    Delete { message_id: MessageId },
-    /// `typing`; `is_typing` defaults to false.
-    Typing { is_typing: bool },
-    /// `history` (v2): `before` is positive when present; `limit` is 1–100,
-    /// 50 when absent.
-    History {
-        before: Option<MessageId>,
-        limit: u32,
-    },
-    /// `mark_read` (v2). `message_id` is 0 when the client sent a well-formed
-    /// id that can name no message (≤ 0 or beyond `i64::MAX`): the session
-    /// answers `Failed to mark read`, as for any id that is not a message.
-    MarkRead { message_id: MessageId },
-    /// `react` (v2). `message_id` as for `MarkRead` (0 → `Failed to react`);
-    /// `emoji` is 1–16 code points without white space or controls; `on`
-    /// defaults to true.
-    React {
-        message_id: MessageId,
-        emoji: &'a str,
-        on: bool,
-    },
-    /// `call_signal` (v2): `call_id` is 1–64 of `[A-Za-z0-9_-]`; the
-    /// session takes `payload`'s text from the frame itself (`raw.rs`)
-    /// when `has_payload`.
-    CallSignal {
-        to_user_id: i64,
-        call_id: &'a str,
-        kind: SignalKind,
-        has_payload: bool,
-    },
-    /// `upload_progress` (v2): `upload_id` as `call_id`, `file_name` 1–255
-    /// code points, `percent` 0–100.
-    UploadProgress {
-        upload_id: &'a str,
-        file_name: &'a str,
-        percent: u8,
-    },
-}
 
 /// The fields of a client frame the rules look at (later duplicates win,
 /// as in Python's `json.loads`).

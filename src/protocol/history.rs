@@ -13,11 +13,11 @@
 //! from a live `new_message` apart from the added `reactions`.
 
 use super::chat::write_sender;
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str, write_timestamp};
+use super::message::ClientMessage;
 use super::value::Json;
-use crate::store::v2::{HistoryItem, ReactionGroup};
+use crate::store::requests::{HistoryItem, ReactionGroup};
 
 /// `limit` when the client sends none.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;

@@ -16,12 +16,12 @@
 //! Must never: answer `Rate limit exceeded` (a read position is a state;
 //! the session coalesces it), or put a read position on a v1 socket.
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str, write_timestamp};
+use super::message::ClientMessage;
 use super::validate::target_message_id;
 use super::value::Json;
-use crate::store::v2::ReadPosition;
+use crate::store::requests::ReadPosition;
 
 /// `message_id`: an integer or a decimal string; see the file's doc for 0.
 pub(super) fn decode(message_id: Option<Json<'_>>) -> Result<ClientMessage<'static>, ReplyError> {

@@ -10,9 +10,9 @@
 //! Must never: normalise or otherwise rewrite the emoji (it is stored and
 //! compared byte for byte), or allocate for it (it borrows from the decoder).
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
+use super::message::ClientMessage;
 use super::validate::target_message_id;
 use super::value::Json;
 use crate::store::{MessageId, UserId};

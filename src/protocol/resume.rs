@@ -10,7 +10,7 @@
 
 use super::history::encode_history_item;
 use super::json::push_i64;
-use crate::store::v2::HistoryItem;
+use crate::store::requests::HistoryItem;
 use crate::store::MessageId;
 
 /// Appends `{"type":"new_message","message":<history item>}`.

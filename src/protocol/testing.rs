@@ -12,7 +12,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::{ClientMessage, Decoder, ReplyError, Version};
-use crate::store::v2::{HistoryItem, ReactionGroup};
+use crate::store::requests::{HistoryItem, ReactionGroup};
 use crate::store::UserProfile;
 
 /// `[hex(c) for c in range(0x110000) if chr(c).isspace()]`, Python 3.11.

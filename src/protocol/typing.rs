@@ -6,9 +6,9 @@
 //! Must never: store anything (a typing event is relayed, never persisted),
 //! or treat a non-boolean `is_typing` as truthy.
 
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
+use super::message::ClientMessage;
 use super::value::Json;
 use crate::store::UserId;
 

@@ -9,9 +9,9 @@
 //! from the decoder).
 
 use super::call_signal::is_valid_id;
-use super::envelope::ClientMessage;
 use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
+use super::message::ClientMessage;
 use super::value::Json;
 use crate::store::UserId;
 

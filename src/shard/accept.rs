@@ -15,12 +15,12 @@ use monoio::net::TcpStream;
 use monoio::time::Instant;
 
 use super::handoff;
-use crate::shard_ctx::{Handoff, ShardCtx, ShardMsg, TaskGuard};
 use crate::connection;
 use crate::handshake::{self, Head, Rejection};
 use crate::http_api;
 use crate::limits::client_ip;
 use crate::routing::shard_for;
+use crate::shard_ctx::{Handoff, ShardCtx, ShardMsg, TaskGuard};
 use crate::web;
 
 pub(super) async fn accept_loop(
@@ -63,8 +63,9 @@ async fn accept_one(ctx: Rc<ShardCtx>, mut stream: TcpStream, peer: SocketAddr) 
                 return reject(&ctx, &mut stream, peer, Rejection::TooManyRequests).await;
             }
             let bytes = web::response(&request, ctx.config().web);
-            let _ = monoio::time::timeout(ctx.config().timeouts.write_stall, stream.write_all(bytes))
-                .await;
+            let _ =
+                monoio::time::timeout(ctx.config().timeouts.write_stall, stream.write_all(bytes))
+                    .await;
             return;
         }
         Ok(Ok(None)) => return, // peer went away

@@ -50,4 +50,3 @@ pub struct ShardStats {
     /// Connection tasks alive (handshaking, open or closing).
     pub tasks: usize,
 }
-

@@ -13,8 +13,8 @@
 //! `postgres/batch.rs` (unread increments summed in
 //! `postgres/increments.rs`), connect
 //! and delete lookups in `postgres/lookup.rs`, protocol v2 in
-//! `postgres/v2.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
-//! `reactions.rs`), the schema in `postgres/schema.rs`, the synchronous
+//! `postgres/requests.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
+//! `reactions.rs`, sharing `rows.rs` and `tables.rs`), the schema in `postgres/schema.rs`, the synchronous
 //! admin API in `postgres/admin.rs`.
 //!
 //! Must never: run on a shard thread or block a runtime thread (everything
@@ -33,9 +33,11 @@ mod lookup;
 mod reactions;
 mod receipts;
 mod replay;
+mod requests;
+mod rows;
 mod schema;
 mod serial;
-mod v2;
+mod tables;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +63,7 @@ struct Shared {
     /// Longest a request (a batch, a connect lookup, a delete) may take.
     timeout: Duration,
     /// Whether the v2 (`chatgate_`) tables were found missing.
-    tables: v2::Tables,
+    tables: tables::Tables,
     /// Conversations with a replay read running, and the replays queued
     /// behind it.
     replays: replay::Running,
@@ -86,7 +88,7 @@ pub fn start(
         pool,
         ready: Readiness::new(false),
         timeout,
-        tables: v2::Tables::default(),
+        tables: tables::Tables::default(),
         replays: replay::Running::default(),
     });
     // Bounded: shards feel backpressure when the database falls behind.

@@ -9,9 +9,10 @@
 //! schema ([`migrate`]: Django's five tables with their column types, NOT
 //! NULL flags and unique constraints) in `sqlite/schema.rs`, the synchronous
 //! [`Admin`] API for the CLI and tests in `sqlite/admin.rs`, protocol v2's
-//! requests in `sqlite/v2.rs` (history and grouped replays in
+//! requests in `sqlite/requests.rs` (history and grouped replays in
 //! `sqlite/history.rs`, read positions in `sqlite/receipts.rs`, reactions in
-//! `sqlite/reactions.rs`) — the same parts as `postgres/`, whose dispatcher
+//! `sqlite/reactions.rs`, sharing `sqlite/statements.rs` and
+//! `sqlite/tables.rs`) — the same parts as `postgres/`, whose dispatcher
 //! task is this backend's worker thread.
 //! Helpers shared by the unit tests are in `sqlite/testing.rs`.
 //!
@@ -27,10 +28,12 @@ mod history;
 mod lookup;
 mod reactions;
 mod receipts;
+mod requests;
 mod schema;
+mod statements;
+mod tables;
 #[cfg(test)]
 mod testing;
-mod v2;
 mod worker;
 
 use std::path::Path;

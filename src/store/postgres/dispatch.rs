@@ -37,7 +37,7 @@ use super::lookup::{self, ConnectWaiter, CONNECT_BATCH_MAX};
 use super::replay::{self, ReplayWaiter};
 use super::serial::{Serial, Turn};
 use super::Shared;
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 use crate::store::{deliver, CommitSink, ConversationId, InsertOutcome, StoreRequest};
 
 /// A batch being committed.
@@ -272,7 +272,7 @@ fn spawn_answer(
             // Fired, or dropped when the dispatcher stops: go on either way.
             let _ = gate.await;
         }
-        super::v2::answer(shared, request).await;
+        super::requests::answer(shared, request).await;
         drop(turn);
     });
 }

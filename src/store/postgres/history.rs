@@ -22,9 +22,9 @@
 use tokio::time::Instant;
 use tokio_postgres::types::Type;
 
-use super::v2::{ItemRow, ITEM_COLUMNS};
+use super::rows::{ItemRow, ITEM_COLUMNS};
 use super::{reactions, Failure, Shared};
-use crate::store::v2::HistoryPage;
+use crate::store::requests::HistoryPage;
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// `$1` conversation, `$2` exclusive upper id, `$3` user, `$4` row limit.

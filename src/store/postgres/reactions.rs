@@ -18,9 +18,9 @@ use std::collections::HashMap;
 
 use tokio::time::Instant;
 
-use super::v2::{is_undefined_table, write_error};
+use super::tables::{is_undefined_table, write_error};
 use super::{Failure, Shared};
-use crate::store::v2::{ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
+use crate::store::requests::{ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// Every reaction on the messages `$1`, by message then reaction id.

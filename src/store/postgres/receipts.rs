@@ -13,9 +13,9 @@
 
 use tokio::time::Instant;
 
-use super::v2::{is_undefined_table, write_error};
+use super::tables::{is_undefined_table, write_error};
 use super::{Failure, Shared};
-use crate::store::v2::{ReadPosition, V2Error};
+use crate::store::requests::{ReadPosition, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// `$1` conversation, `$2` user, `$3` message, `$4` now. Answers (the

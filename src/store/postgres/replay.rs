@@ -37,9 +37,10 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_postgres::types::Type;
 
-use super::v2::{store_error, ItemRow, ITEM_COLUMNS};
+use super::rows::{ItemRow, ITEM_COLUMNS};
+use super::tables::store_error;
 use super::{reactions, Failure, Shared};
-use crate::store::v2::{Replay, V2Error};
+use crate::store::requests::{Replay, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// Most replays of one conversation answered by one read.

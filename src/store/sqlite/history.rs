@@ -16,11 +16,22 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
+use tokio::sync::oneshot;
 
-use super::v2::{json_ids, ReplayRequest, Statements};
+use super::statements::{json_ids, Statements};
 use super::{db_err, parse_timestamp, reactions};
-use crate::store::v2::{HistoryItem, HistoryPage, Replay, V2Error};
+use crate::store::requests::{HistoryItem, HistoryPage, Replay, V2Error};
 use crate::store::{ConversationId, MessageId, UserId, UserProfile};
+
+/// A replay waiting for its conversation's group read ([`replay_group`]).
+#[derive(Debug)]
+pub(in crate::store) struct ReplayRequest {
+    pub(super) conversation_id: ConversationId,
+    pub(super) user_id: UserId,
+    pub(super) since: MessageId,
+    pub(super) max: u32,
+    pub(super) reply: oneshot::Sender<Result<Replay, V2Error>>,
+}
 
 /// A message with its sender: the columns `item` reads (a macro, so the
 /// queries stay `&'static str` for the statement cache).
@@ -186,10 +197,10 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
+    use crate::store::requests::{ReactionGroup, V2Request};
     use crate::store::sqlite::reactions::react;
+    use crate::store::sqlite::statements::testing_log;
     use crate::store::sqlite::testing::Fixture;
-    use crate::store::sqlite::v2::testing_log;
-    use crate::store::v2::{ReactionGroup, V2Request};
 
     fn ids(items: &[HistoryItem]) -> Vec<MessageId> {
         items.iter().map(|item| item.id).collect()

@@ -14,9 +14,10 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::v2::{is_missing_v2_table, json_ids, v2_err, warn_not_migrated, Statements};
+use super::statements::{json_ids, Statements};
+use super::tables::{is_missing_v2_table, v2_err, warn_not_migrated};
 use super::{db_err, format_timestamp, now};
-use crate::store::v2::{HistoryItem, ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
+use crate::store::requests::{HistoryItem, ReactionGroup, V2Error, MAX_EMOJI_PER_MESSAGE};
 use crate::store::{ConversationId, MessageId, UserId};
 
 /// The reactions of the messages of the JSON array `?1`, in arrival order.

@@ -11,9 +11,9 @@
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::reactions::message_in_conversation;
-use super::v2::v2_err;
+use super::tables::v2_err;
 use super::{db_err, format_timestamp, now, parse_timestamp};
-use crate::store::v2::{ReadPosition, V2Error};
+use crate::store::requests::{ReadPosition, V2Error};
 use crate::store::{ConversationId, MessageId, UserId};
 
 const ZERO_UNREAD: &str = "UPDATE chatapp_conversationparticipant SET unread_count = 0 \

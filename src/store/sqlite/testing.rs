@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::worker::spawn_worker;
 use super::{format_timestamp, now, open, Admin};
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 use crate::store::{
     CommitSink, ConversationId, InsertOutcome, InsertRequest, MessageId, Origin, StoreHandle,
     StoreRequest, StoredMessage, UserId, REQUEST_QUEUE,

@@ -26,10 +26,11 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::commit_batch;
+use super::history::ReplayRequest;
 use super::lookup::{connect_info, delete_message};
-use super::v2::{answer_replays, ReplayRequest};
+use super::requests::answer_replays;
 use super::StoreError;
-use crate::store::v2::V2Request;
+use crate::store::requests::V2Request;
 use crate::store::{
     deliver, CommitSink, DeleteError, InsertRequest, MessageId, StoreRequest, StoreWorker, UserId,
 };
@@ -187,7 +188,7 @@ impl Worker {
             }
             StoreRequest::V2(
                 request @ (V2Request::Replay { .. } | V2Request::ReadState { .. }),
-            ) => return super::v2::answer(&self.conn, request).map(Gathered::Replay),
+            ) => return super::requests::answer(&self.conn, request).map(Gathered::Replay),
             StoreRequest::V2(request) => return Some(Gathered::AfterCommit(InOrder::V2(request))),
         }
         None
@@ -205,7 +206,7 @@ impl Worker {
             }
             InOrder::V2(request) => {
                 // Never a replay (those are gathered): nothing comes back.
-                let _ = super::v2::answer(&self.conn, request);
+                let _ = super::requests::answer(&self.conn, request);
             }
         }
     }

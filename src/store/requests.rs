@@ -32,6 +32,13 @@
 //!   read state answers no positions and items carry no reactions; the
 //!   backend logs once that `chatgate migrate` is needed.
 //!
+//! The one place a [`V2Request`] is taken apart is here too
+//! (`V2Request::answer_with`): each variant's fields become a typed question
+//! (`HistoryQuery`, `ReplayQuery`, `MarkRead`, `React`, or a conversation
+//! id for read state) handed, with its reply, to the backend's method of
+//! that name (`V2Backend`). A backend only says how it answers each: SQLite
+//! at once on its thread, Postgres as a future its dispatcher awaits.
+//!
 //! Must never: block a shard (requests travel on the store's channel), or
 //! return a message the asking user deleted.
 
@@ -142,4 +149,135 @@ pub enum V2Request {
         on: bool,
         reply: oneshot::Sender<Result<bool, V2Error>>,
     },
+}
+
+/// Where the answer to a v2 request goes; a failed `send` means the
+/// requester stopped waiting.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, V2Error>>;
+
+/// What [`V2Request::History`] asks.
+#[derive(Debug)]
+pub(super) struct HistoryQuery {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub before: Option<MessageId>,
+    pub limit: u32,
+}
+
+/// What [`V2Request::Replay`] asks.
+#[derive(Debug)]
+pub(super) struct ReplayQuery {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub since: MessageId,
+    pub max: u32,
+}
+
+/// What [`V2Request::MarkRead`] asks.
+#[derive(Debug)]
+pub(super) struct MarkRead {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub message_id: MessageId,
+}
+
+/// What [`V2Request::React`] asks.
+#[derive(Debug)]
+pub(super) struct React {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub message_id: MessageId,
+    pub emoji: String,
+    pub on: bool,
+}
+
+/// How a backend answers each kind of v2 request, with the semantics of the
+/// module header. Each method gets the question and its reply, and sends
+/// the answer on it when it has one.
+pub(super) trait V2Backend {
+    /// What a call leaves to its caller: the SQLite worker gets a replay
+    /// back to gather, the Postgres dispatcher a future to await.
+    type Done;
+
+    fn history(self, query: HistoryQuery, reply: Reply<HistoryPage>) -> Self::Done;
+    fn replay(self, query: ReplayQuery, reply: Reply<Replay>) -> Self::Done;
+    fn mark_read(self, query: MarkRead, reply: Reply<Option<ReadPosition>>) -> Self::Done;
+    fn read_state(
+        self,
+        conversation_id: ConversationId,
+        reply: Reply<Vec<ReadPosition>>,
+    ) -> Self::Done;
+    fn react(self, query: React, reply: Reply<bool>) -> Self::Done;
+}
+
+impl V2Request {
+    /// Hands this request, taken apart, to `backend`'s method of its kind.
+    pub(super) fn answer_with<B: V2Backend>(self, backend: B) -> B::Done {
+        match self {
+            V2Request::History {
+                conversation_id,
+                user_id,
+                before,
+                limit,
+                reply,
+            } => {
+                let query = HistoryQuery {
+                    conversation_id,
+                    user_id,
+                    before,
+                    limit,
+                };
+                backend.history(query, reply)
+            }
+            V2Request::Replay {
+                conversation_id,
+                user_id,
+                since,
+                max,
+                reply,
+            } => {
+                let query = ReplayQuery {
+                    conversation_id,
+                    user_id,
+                    since,
+                    max,
+                };
+                backend.replay(query, reply)
+            }
+            V2Request::MarkRead {
+                conversation_id,
+                user_id,
+                message_id,
+                reply,
+            } => {
+                let query = MarkRead {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                };
+                backend.mark_read(query, reply)
+            }
+            V2Request::ReadState {
+                conversation_id,
+                reply,
+            } => backend.read_state(conversation_id, reply),
+            V2Request::React {
+                conversation_id,
+                user_id,
+                message_id,
+                emoji,
+                on,
+                reply,
+            } => {
+                let query = React {
+                    conversation_id,
+                    user_id,
+                    message_id,
+                    emoji,
+                    on,
+                };
+                backend.react(query, reply)
+            }
+        }
+    }
 }
