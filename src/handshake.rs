@@ -138,6 +138,7 @@ pub enum Head {
 /// Parses an upgrade head at the start of `buf` (an `/api/` or page head
 /// is 404 here). `Ok(None)`: incomplete, read more. `Ok(Some((head_len,
 /// upgrade)))`: bytes after `head_len` are WebSocket data.
+#[cfg(test)]
 pub fn parse(
     buf: &[u8],
     allowed_origins: &[String],

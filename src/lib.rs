@@ -36,42 +36,51 @@
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! # Public face
+//! What the binary, the load tool, the integration tests and the benches
+//! use: [`Gateway`] and [`Config`] (with [`config`]), the [`store`] and its
+//! admin API, [`auth`] (tokens), [`cli`], [`bridge`]'s configuration and
+//! events, [`metrics`], [`shard_for`], and the hot-path pieces the benches
+//! measure ([`protocol`], [`frame`], [`hub`], [`outbound`], [`sockio`],
+//! [`audience`]). Every other module is `pub(crate)`, so rustc reports what
+//! nothing uses.
 #![deny(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod audience;
 pub mod auth;
 pub mod bridge;
 pub mod cli;
-pub mod close;
+pub(crate) mod close;
 pub mod config;
-pub mod connection;
+pub(crate) mod connection;
 pub mod frame;
 pub mod gateway;
-pub mod handshake;
-pub mod http_api;
+pub(crate) mod handshake;
+pub(crate) mod http_api;
 pub mod hub;
-pub mod ids;
-pub mod limits;
-pub mod membership;
+pub(crate) mod ids;
+pub(crate) mod limits;
+pub(crate) mod membership;
 pub mod metrics;
 pub mod outbound;
-pub mod presence;
+pub(crate) mod presence;
 pub mod protocol;
-pub mod read_marks;
-pub mod resume;
-pub mod routing;
-pub mod sequencer;
-pub mod session;
-pub mod shard;
-pub mod shard_ctx;
-pub mod side;
+pub(crate) mod read_marks;
+pub(crate) mod resume;
+pub(crate) mod routing;
+pub(crate) mod sequencer;
+pub(crate) mod session;
+pub(crate) mod shard;
+pub(crate) mod shard_ctx;
+pub(crate) mod side;
 pub mod sockio;
 pub mod store;
-pub mod timers;
-pub mod typing_state;
-pub mod upload_throttle;
-pub mod web;
+pub(crate) mod timers;
+pub(crate) mod typing_state;
+pub(crate) mod upload_throttle;
+pub(crate) mod web;
 
 pub use config::{Config, IoDriver, JwtConfig, StoreConfig};
 pub use gateway::{Gateway, GatewayError, ShardStats};

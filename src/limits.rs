@@ -259,6 +259,7 @@ impl<C: Clock> Limits<C> {
     }
 
     /// Open sockets of `user` (holders of a permit).
+    #[cfg(test)]
     pub fn connections_of(&self, user: UserId) -> u32 {
         self.connections.get(&user).map_or(0, |n| *n)
     }
@@ -290,6 +291,7 @@ impl<C: Clock> Limits<C> {
     }
 
     /// How many keys each structure holds now.
+    #[cfg(test)]
     pub fn tracked(&self) -> Tracked {
         Tracked {
             chat_users: self.chat.len(),
@@ -326,6 +328,7 @@ where
 }
 
 /// Key counts of [`Limits`], for tests and gauges.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tracked {
     pub chat_users: usize,
@@ -344,6 +347,7 @@ pub struct ConnectionPermit {
 
 impl ConnectionPermit {
     /// The user holding the slot.
+    #[cfg(test)]
     pub fn user(&self) -> UserId {
         self.user
     }

@@ -89,11 +89,13 @@ impl MembershipCache {
     }
 
     /// Entries held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.borrow().len()
     }
 
     /// Whether no entry is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -248,6 +248,7 @@ impl Presence {
     }
 
     /// Distinct users online in the conversation.
+    #[cfg(test)]
     pub fn online_count(&self, conv: ConversationId) -> usize {
         self.rooms.get(&conv).map_or(0, |r| r.users.len())
     }
@@ -268,6 +269,7 @@ impl Presence {
 
     /// Users this node has sockets of in the conversation (what it reports
     /// to other nodes).
+    #[cfg(test)]
     pub fn local_users(&self, conv: ConversationId) -> Vec<(UserId, Rc<str>, bool)> {
         self.rooms.get(&conv).map_or_else(Vec::new, |r| {
             r.users
@@ -276,11 +278,6 @@ impl Presence {
                 .map(|(u, e)| (*u, e.username.clone(), e.local_v2 > 0))
                 .collect()
         })
-    }
-
-    /// Conversations with a socket on this node.
-    pub fn conversations(&self) -> Vec<ConversationId> {
-        self.rooms.keys().copied().collect()
     }
 
     /// Distinct (conversation, user) pairs online, over all conversations.

@@ -18,4 +18,4 @@ mod lifecycle;
 pub mod signal;
 
 pub use dispatch::{decide, Action, HeldUpload, Metric, Rules, Step, Who};
-pub use lifecycle::{Lifecycle, Phase, Tick};
+pub use lifecycle::{Lifecycle, Tick};

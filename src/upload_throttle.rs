@@ -8,8 +8,8 @@
 //! upload that reached 100 is forgotten.
 //!
 //! Sans-IO and generic over what is held (the shard holds the framed
-//! event): takes `now`, returns what to send; the shard wakes at
-//! [`UploadThrottle::next_due`] and calls [`UploadThrottle::due`].
+//! event): takes `now`, returns what to send; the shard wakes at the slot
+//! an [`Offer::Held`] names and calls [`UploadThrottle::due`].
 //!
 //! Must never: answer `Rate limit exceeded`, send two values of one upload
 //! within a slot (100 aside), or lose the latest value of an upload.
@@ -119,6 +119,7 @@ impl<T> UploadThrottle<T> {
     }
 
     /// The earliest slot of a held value.
+    #[cfg(test)]
     pub fn next_due(&self) -> Option<Instant> {
         self.entries
             .values()
@@ -135,10 +136,12 @@ impl<T> UploadThrottle<T> {
     }
 
     /// Uploads tracked.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

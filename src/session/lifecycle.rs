@@ -87,6 +87,7 @@ impl Lifecycle {
         }
     }
 
+    #[cfg(test)]
     pub fn phase(&self) -> Phase {
         self.phase
     }
