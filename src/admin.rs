@@ -19,7 +19,7 @@
 //! public address (bind it to loopback or a private network).
 
 mod routes;
-mod serve;
+pub(crate) mod serve;
 #[cfg(test)]
 mod tests;
 

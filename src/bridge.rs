@@ -174,6 +174,11 @@ pub enum RemoteKind {
     /// The node instance `origin` was not heard for the presence TTL: its
     /// users are offline (every shard; `conversation_id` is 0).
     NodeGone { origin: u64 },
+    /// A server API disconnect (docs/protocol.md §10): close `user_id`'s
+    /// sockets in the conversation (`conversation_id` 0: in every one) with
+    /// close code `code`. Travels on the heartbeat channel to every node
+    /// (`bridge/envelope.rs`, flag bit 4).
+    Disconnect { user_id: i64, code: u16 },
 }
 
 /// Receives every event published by ANOTHER node on a subscribed
@@ -291,6 +296,21 @@ impl Bridge {
     pub fn publish(&self, event: RemoteEvent) {
         lock(&self.shared.queue).push(event);
         self.shared.wake.notify_one();
+    }
+
+    /// Queues a disconnect order for every other node (server API): close
+    /// `user_id`'s sockets in `conversation_id` (0: in every conversation)
+    /// with `code`. Never blocks, like [`publish`](Self::publish).
+    pub fn publish_disconnect(&self, user_id: i64, conversation_id: i64, code: u16) {
+        self.publish(RemoteEvent {
+            conversation_id,
+            audience: crate::audience::Audience {
+                only_user: Some(user_id),
+                ..crate::audience::Audience::ALL
+            },
+            payload: Bytes::copy_from_slice(&code.to_be_bytes()),
+            kind: RemoteKind::Disconnect { user_id, code },
+        });
     }
 
     /// The node has its first local member in `conversation_id`: hold its

@@ -280,6 +280,18 @@ pub struct ServeArgs {
     /// Admin listener (/metrics, /healthz, /readyz); `off` disables it.
     #[arg(long, global = true, env = "CHATGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9000", value_parser = parse_admin_listen)]
     pub admin_listen: AdminListen,
+    /// Server API listener for the backend (POST /api/<method>); `off` disables it. Bind a private address.
+    #[arg(long, global = true, env = "CHATGATE_API_LISTEN", default_value = "off", value_parser = parse_admin_listen)]
+    pub api_listen: AdminListen,
+    /// A key the server API accepts (repeat for rotation; the variable takes several comma-separated). Required with --api-listen.
+    #[arg(
+        long = "api-key",
+        global = true,
+        env = "CHATGATE_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
     /// Proxies whose X-Real-IP / X-Forwarded-For are believed, comma-separated (e.g. nginx's 127.0.0.1).
     #[arg(
         long,
@@ -389,7 +401,7 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-/// The admin listener address, or none (`off`).
+/// A listener address, or none (`off`): the admin and server API listeners.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminListen(pub Option<SocketAddr>);
 
@@ -481,6 +493,8 @@ impl Cli {
         c.resume_max = s.resume_max;
         c.presence_broadcast_max = s.presence_broadcast_max;
         c.admin_listen = s.admin_listen.0;
+        c.api_listen = s.api_listen.0;
+        c.api_keys = crate::config::ApiKeys(s.api_keys.clone());
         c.trusted_proxies = s.trusted_proxies.clone();
         c.rate_limits = LimitsConfig {
             chat_per_sec: s.chat_rate,
@@ -576,6 +590,26 @@ mod tests {
         assert_eq!(c.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(c.rate_limits, LimitsConfig::default());
         assert!(c.enforce_token_expiry);
+        assert_eq!(c.api_listen, None);
+        assert!(c.api_keys.is_empty());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn api_keys_repeat_and_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "chatgate",
+            "--api-listen",
+            "127.0.0.1:9100",
+            "--api-key",
+            "a",
+            "--api-key",
+            "b,c",
+        ])
+        .unwrap();
+        let c = cli.config(JwtConfig::new("x"));
+        assert_eq!(c.api_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.api_keys.0, vec!["a", "b", "c"]);
         assert!(c.validate().is_ok());
     }
 

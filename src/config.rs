@@ -152,6 +152,11 @@ pub struct Config {
     pub store_threads: usize,
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default 127.0.0.1:9000; `None` disables.
     pub admin_listen: Option<SocketAddr>,
+    /// Server API listener (docs/protocol.md §10). Default `None`: off.
+    pub api_listen: Option<SocketAddr>,
+    /// Keys the server API accepts (several at once for rotation). Required
+    /// with `api_listen`. Never logged: `Debug` shows only how many.
+    pub api_keys: ApiKeys,
     /// Peers whose `X-Real-IP` / `X-Forwarded-For` are believed (nginx). Default none.
     pub trusted_proxies: Vec<IpAddr>,
     /// Per-user message and connection limits, per-IP handshake limit.
@@ -166,6 +171,23 @@ pub struct Config {
     /// Serve the demo page (`GET /`) and `/static/chatgate.js` on the
     /// WebSocket port. Default true.
     pub web: bool,
+}
+
+/// The server API's keys. `Debug` prints how many there are, never a key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys(pub Vec<String>);
+
+impl ApiKeys {
+    /// No key configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} redacted)", self.0.len())
+    }
 }
 
 /// A configuration value that cannot work.
@@ -193,6 +215,8 @@ impl Config {
             resume_max: 1000,
             presence_broadcast_max: 1000,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            api_listen: None,
+            api_keys: ApiKeys::default(),
             trusted_proxies: Vec::new(),
             rate_limits: LimitsConfig::default(),
             bridge: None,
@@ -289,6 +313,12 @@ impl Config {
         if self.allowed_origins.iter().any(|o| o.trim().is_empty()) {
             return bad("allowed origins must not contain an empty entry");
         }
+        if self.api_listen.is_some() && self.api_keys.is_empty() {
+            return bad("--api-listen needs at least one --api-key (or CHATGATE_API_KEY)");
+        }
+        if self.api_keys.0.iter().any(|k| k.trim().is_empty()) {
+            return bad("an API key must not be empty");
+        }
         Ok(())
     }
 }
@@ -315,6 +345,18 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::for_tests("s", PathBuf::from("x.db"));
         c.timeouts.idle = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn api_listener_needs_a_key_and_keys_stay_secret() {
+        let mut c = Config::for_tests("s", PathBuf::from("x.db"));
+        c.api_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert!(c.validate().is_err());
+        c.api_keys = ApiKeys(vec!["k1".into(), "k2".into()]);
+        assert_eq!(c.validate(), Ok(()));
+        assert!(!format!("{c:?}").contains("k1"));
+        c.api_keys = ApiKeys(vec![" ".into()]);
         assert!(c.validate().is_err());
     }
 }

@@ -23,6 +23,7 @@ use crate::bridge::{Bridge, BridgeConfig, BridgeState, Deliver, RemoteEvent, Rem
 use crate::config::{Config, ConfigError};
 use crate::limits::{Limits, PRUNE_INTERVAL};
 use crate::routing::shard_for;
+use crate::server_api::{self, ApiServer, ApiState};
 pub use crate::shard::ShardStats;
 use crate::shard::{self, ShardMsg, ShardParts};
 use crate::side::SideRuntime;
@@ -55,6 +56,7 @@ pub struct Gateway {
     side: Option<SideRuntime>,
     addr: SocketAddr,
     admin: Option<AdminServer>,
+    api: Option<ApiServer>,
     drivers: Vec<&'static str>,
     shutdown: ShutdownHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -163,6 +165,31 @@ impl Gateway {
             }
             None => None,
         };
+        let api = match config.api_listen {
+            Some(api_addr) => {
+                let node_id = match &bridge {
+                    Some(b) => b.config().node_id.clone(),
+                    None => server_api::local_node_id(addr),
+                };
+                let state = ApiState::new(
+                    config.api_keys.clone(),
+                    inboxes.clone(),
+                    store.clone(),
+                    bridge.clone(),
+                    node_id,
+                    config.timeouts.store,
+                );
+                let server =
+                    server_api::start(api_addr, &side.handle(), state).map_err(|source| {
+                        GatewayError::Bind {
+                            addr: api_addr,
+                            source,
+                        }
+                    })?;
+                Some(server)
+            }
+            None => None,
+        };
         let parts = ShardParts {
             verifier: Arc::new(Verifier::new(&config.jwt)),
             config: Arc::new(config),
@@ -175,6 +202,7 @@ impl Gateway {
             side: Some(side),
             addr,
             admin,
+            api,
             drivers: Vec::new(),
             shutdown,
             threads: Vec::new(),
@@ -188,7 +216,7 @@ impl Gateway {
                 return Err(e);
             }
         }
-        tracing::info!(%addr, admin = ?gw.admin_addr(), shards = gw.threads.len(), drivers = ?gw.drivers, "chatgate listening");
+        tracing::info!(%addr, admin = ?gw.admin_addr(), api = ?gw.api_addr(), shards = gw.threads.len(), drivers = ?gw.drivers, "chatgate listening");
         Ok(gw)
     }
 
@@ -225,6 +253,11 @@ impl Gateway {
     /// The admin listener's address, when enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// The server API listener's address, when enabled.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(ApiServer::local_addr)
     }
 
     /// The Redis bridge's figures, when a bridge is configured.
@@ -278,6 +311,9 @@ impl Gateway {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
+        if let Some(api) = self.api.take() {
+            api.stop();
+        }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
         }
@@ -321,8 +357,14 @@ fn start_bridge(
 ) -> Result<Bridge, GatewayError> {
     let inboxes = inboxes.to_vec();
     let deliver: Deliver = Arc::new(move |event: RemoteEvent| {
-        if let RemoteKind::NodeGone { .. } = event.kind {
-            // Every shard may hold users that node reported.
+        let everywhere = match event.kind {
+            RemoteKind::NodeGone { .. } => true,
+            RemoteKind::Disconnect { .. } => event.conversation_id == 0,
+            _ => false,
+        };
+        if everywhere {
+            // Every shard may hold users that node reported, or sockets of
+            // the user to disconnect.
             for inbox in &inboxes {
                 let _ = inbox.send(ShardMsg::Remote(event.clone()));
             }

@@ -268,9 +268,42 @@ impl Hub {
         }
     }
 
+    /// Asks the sockets of `user` (in `conversation`, or in every
+    /// conversation) to close with `reason`; returns how many were asked.
+    pub fn close_user(
+        &self,
+        user: UserId,
+        conversation: Option<ConversationId>,
+        reason: CloseReason,
+    ) -> usize {
+        let mut asked = 0;
+        let mut close = |peer: &Rc<Peer>| {
+            if peer.user_id == user {
+                peer.outbound.request_close(reason);
+                asked += 1;
+            }
+        };
+        match conversation {
+            Some(conv) => self
+                .rooms
+                .borrow()
+                .get(&conv)
+                .into_iter()
+                .flatten()
+                .for_each(&mut close),
+            None => self.conns.borrow().values().for_each(&mut close),
+        }
+        asked
+    }
+
     /// Member sockets on this shard.
     pub fn connections(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Whether the conversation has a member socket on this shard.
+    pub fn holds(&self, conversation: ConversationId) -> bool {
+        self.rooms.borrow().contains_key(&conversation)
     }
 
     /// Conversations with at least one member on this shard.

@@ -36,6 +36,7 @@
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server_api`] — the server API listener for the backend: `POST /api/<method>` behind API keys.
 //!
 //! # Public face
 //! What the binary, the load tool, the integration tests and the benches
@@ -71,6 +72,7 @@ pub(crate) mod read_marks;
 pub(crate) mod resume;
 pub(crate) mod routing;
 pub(crate) mod sequencer;
+pub(crate) mod server_api;
 pub(crate) mod session;
 pub(crate) mod shard;
 pub(crate) mod shard_ctx;

@@ -91,6 +91,11 @@ pub const BRIDGE_QUEUE_DEPTH: &str = "chatgate_bridge_queue_depth";
 /// Events the bridge dropped (queue full or Redis down).
 pub const BRIDGE_DROPPED: &str = "chatgate_bridge_dropped_events_total";
 
+/// Server API requests, by `method` (a known method or `other`) and HTTP `status`.
+pub const API_REQUESTS: &str = "chatgate_api_requests_total";
+/// Duration of one server API request, by `method`.
+pub const API_REQUEST_DURATION: &str = "chatgate_api_request_duration_seconds";
+
 /// Buckets of the size histograms (messages or events per batch).
 const SIZE_BUCKETS: [f64; 11] = [
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -157,7 +162,8 @@ pub fn builder() -> Result<PrometheusBuilder, BuildError> {
         .set_buckets_for_metric(full(STORE_BATCH_SIZE), &SIZE_BUCKETS)?
         .set_buckets_for_metric(full(BRIDGE_PUBLISH_BATCH_SIZE), &SIZE_BUCKETS)?
         .set_buckets_for_metric(full(STORE_COMMIT_LATENCY), &COMMIT_BUCKETS)?
-        .set_buckets_for_metric(full(BROADCAST_LATENCY), &BROADCAST_BUCKETS)
+        .set_buckets_for_metric(full(BROADCAST_LATENCY), &BROADCAST_BUCKETS)?
+        .set_buckets_for_metric(full(API_REQUEST_DURATION), &COMMIT_BUCKETS)
 }
 
 /// Installs the process-wide recorder on the first call; every call returns
@@ -249,6 +255,14 @@ pub fn describe() {
         "Events waiting to be published to the bridge."
     );
     describe_counter!(BRIDGE_DROPPED, "Events the bridge dropped.");
+    describe_counter!(
+        API_REQUESTS,
+        "Server API requests, by method and HTTP status."
+    );
+    describe_histogram!(
+        API_REQUEST_DURATION,
+        "Seconds per server API request, by method."
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -290,6 +304,22 @@ pub fn bridge_queue_depth(n: usize) {
 /// `n` events dropped by the bridge.
 pub fn bridge_dropped(n: usize) {
     metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
+}
+
+/// One server API request: `method` is a known method or `other` (bounded).
+pub fn api_request(method: &'static str, status: u16, took: Duration) {
+    let status = match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        415 => "415",
+        _ => OTHER,
+    };
+    metrics::counter!(API_REQUESTS, "method" => method, "status" => status).increment(1);
+    metrics::histogram!(API_REQUEST_DURATION, "method" => method).record(took.as_secs_f64());
 }
 
 #[cfg(test)]

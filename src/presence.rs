@@ -267,6 +267,16 @@ impl Presence {
         (list, room.users.len())
     }
 
+    /// Every user online in the conversation (any order), with their name.
+    pub fn online(&self, conv: ConversationId) -> Vec<(UserId, Rc<str>)> {
+        self.rooms.get(&conv).map_or_else(Vec::new, |r| {
+            r.users
+                .iter()
+                .map(|(u, e)| (*u, e.username.clone()))
+                .collect()
+        })
+    }
+
     /// Users this node has sockets of in the conversation (what it reports
     /// to other nodes).
     #[cfg(test)]

@@ -67,7 +67,7 @@ mod value;
 mod version;
 
 pub use call_signal::{encode_call_signal, MAX_SIGNAL_FRAME};
-pub use chat::{encode_new_message, sender_json};
+pub use chat::{encode_new_message, new_message_object, sender_json};
 pub use decode::Decoder;
 pub use delete::encode_message_deleted;
 pub use errors::ReplyError;

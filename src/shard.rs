@@ -6,6 +6,7 @@
 //! the fd plus the bytes already read), the shard's inbox (hand-offs, commit
 //! outcomes, stats, shutdown), turning commit outcomes into `new_message`
 //! broadcasts (`shard/commit.rs`) and other nodes' events into deliveries,
+//! carrying out the server API's calls (`shard/api.rs`),
 //! and the shard's chores. The per-shard state every task shares
 //! ([`ShardCtx`]) is the module below it, `shard_ctx.rs`; the accept side is
 //! `shard/accept.rs`.
@@ -15,10 +16,12 @@
 //! `shard_for` places elsewhere.
 
 mod accept;
+mod api;
 mod commit;
 pub mod handoff;
 
 pub use crate::shard_ctx::{Handoff, ShardCtx, ShardMsg, ShardParts, ShardStats};
+pub(crate) use api::disconnect_reason;
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -183,6 +186,7 @@ fn run_turn(
                 budget = budget.saturating_sub(1);
                 deliver_remote(ctx, event);
             }
+            ShardMsg::Api(call) => api::answer(ctx, call),
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(ctx.stats());
             }
@@ -241,6 +245,13 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
             return ctx.presence_snapshot(event.conversation_id, entries)
         }
         RemoteKind::NodeGone { origin } => return ctx.node_gone(origin),
+        RemoteKind::Disconnect { user_id, code } => {
+            let conversation = Some(event.conversation_id).filter(|c| *c != 0);
+            if let Some(reason) = api::disconnect_reason(code) {
+                ctx.hub().close_user(user_id, conversation, reason);
+            }
+            return;
+        }
     }
     debug_assert_eq!(shard_for(event.conversation_id, ctx.shards()), ctx.id());
     let mut f = frame::FrameBuf::with_capacity(event.payload.len());

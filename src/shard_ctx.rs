@@ -17,7 +17,7 @@
 mod inbox;
 mod presence;
 
-pub use inbox::{Handoff, ShardMsg, ShardStats};
+pub use inbox::{ApiCall, Handoff, ShardMsg, ShardStats};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -410,6 +410,7 @@ impl ShardCtx {
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             connections: self.hub.connections(),
+            conversations: self.hub.conversations(),
             handoffs_in: self.handoffs_in.get(),
             queued_frames: self.hub.queued_frames(),
             tasks: self.tasks.get(),

@@ -68,15 +68,23 @@ pub struct ConnectInfo {
 }
 
 /// Routing data the store carries untouched from an insert to its outcome.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Origin {
     /// Shard that owns the sender's socket (and the conversation).
     pub shard: usize,
-    /// The sender's connection id on that shard.
+    /// The sender's connection id on that shard (0: no socket, the server API).
     pub conn: u64,
     /// The sender's profile, pre-serialized as a JSON object.
     pub sender_json: Bytes,
+    /// `None` for a socket's message. A server API `send_message` waits
+    /// here for the outcome: the committed message object (the bytes of
+    /// `new_message`'s `"message"`), or why it was not stored. The shard
+    /// answers it after broadcasting (`shard/commit.rs`).
+    pub reply: Option<InsertReply>,
 }
+
+/// Where a server API insert's outcome goes.
+pub type InsertReply = oneshot::Sender<Result<Bytes, StoreError>>;
 
 /// One `chat_message` to store.
 #[derive(Debug)]

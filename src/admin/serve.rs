@@ -27,8 +27,9 @@ use tokio::sync::watch;
 use super::routes::{self, Reply, ALLOWED_METHODS};
 use super::{AdminState, CONNECTION_LIFETIME, MAX_HEAD, MAX_HEADERS, REQUEST_TIMEOUT};
 
-/// The settings every admin connection is served with.
-pub(super) fn builder() -> http1::Builder {
+/// The settings every admin connection is served with (the server API
+/// listener uses them too).
+pub(crate) fn builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -84,7 +85,7 @@ fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>>
 /// connection closes after the answer (one request per connection, as
 /// scrapers and probes that read to EOF expect). `close` wins over
 /// `keep-alive`.
-fn keep_alive_requested(headers: &HeaderMap) -> bool {
+pub(crate) fn keep_alive_requested(headers: &HeaderMap) -> bool {
     let tokens = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -10,11 +10,22 @@
 //! i64 conversation id
 //! u8  flags      (bit 0: an except_user follows; bit 1: v2 sockets only;
 //!                 bit 2: an only_user follows; bit 3: the payload is a
-//!                 presence report, not a frame; other bits must be 0)
+//!                 presence report, not a frame; bit 4: a disconnect order,
+//!                 see below; other bits must be 0)
 //! i64 except_user (only when flag bit 0 is set)
 //! i64 only_user   (only when flag bit 2 is set)
 //! ..  payload    (the server→client JSON, to the end of the message)
 //! ```
+//!
+//! A disconnect order (bit 4, from the server API, docs/protocol.md §10):
+//! only_user is the user whose sockets close, the conversation id is the
+//! conversation (0: all of the user's sockets) and the payload is the close
+//! code as a big-endian u16. It is published on the heartbeat channel
+//! `{prefix}:nodes`, which every node subscribes, never on a conversation
+//! channel. A node built before bit 4 existed reads only 8-byte heartbeats
+//! there and ignores anything longer; were one to reach it on a conversation
+//! channel, its decoder refuses the unknown bit and the message is dropped
+//! as malformed — either way it is dropped, never misread as a frame.
 //!
 //! Pure code: no I/O, no allocation on decode (the decoded header borrows the
 //! input). Must never panic on malformed input: every read is bounds-checked
@@ -29,6 +40,9 @@ const FLAG_EXCEPT_USER: u8 = 0b0000_0001;
 const FLAG_V2_ONLY: u8 = 0b0000_0010;
 const FLAG_ONLY_USER: u8 = 0b0000_0100;
 const FLAG_PRESENCE: u8 = 0b0000_1000;
+const FLAG_DISCONNECT: u8 = 0b0001_0000;
+const KNOWN_FLAGS: u8 =
+    FLAG_EXCEPT_USER | FLAG_V2_ONLY | FLAG_ONLY_USER | FLAG_PRESENCE | FLAG_DISCONNECT;
 
 /// The routing part of an envelope (everything but the payload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +59,8 @@ pub struct Header<'a> {
     pub audience: Audience,
     /// The payload is a presence report (`bridge/presence.rs`).
     pub presence: bool,
+    /// A disconnect order (the payload is a close code; see above).
+    pub disconnect: bool,
 }
 
 /// Why an envelope was rejected. The peer (another node, or a stranger
@@ -89,7 +105,8 @@ pub fn encode(header: &Header<'_>, payload: &[u8], out: &mut Vec<u8>) {
         flag(a.except_user.is_some(), FLAG_EXCEPT_USER)
             | flag(a.v2_only, FLAG_V2_ONLY)
             | flag(a.only_user.is_some(), FLAG_ONLY_USER)
-            | flag(header.presence, FLAG_PRESENCE),
+            | flag(header.presence, FLAG_PRESENCE)
+            | flag(header.disconnect, FLAG_DISCONNECT),
     );
     for user in [a.except_user, a.only_user].into_iter().flatten() {
         out.extend_from_slice(&user.to_be_bytes());
@@ -113,7 +130,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
     let seq = r.u64("sequence")?;
     let conversation_id = r.u64("conversation id")? as i64;
     let flags = r.u8("flags")?;
-    if flags & !(FLAG_EXCEPT_USER | FLAG_V2_ONLY | FLAG_ONLY_USER | FLAG_PRESENCE) != 0 {
+    if flags & !KNOWN_FLAGS != 0 {
         return Err(EnvelopeError::UnknownFlags(flags));
     }
     let except_user = if flags & FLAG_EXCEPT_USER != 0 {
@@ -138,6 +155,7 @@ pub fn decode(buf: &[u8]) -> Result<(Header<'_>, usize), EnvelopeError> {
             except_conn: None,
         },
         presence: flags & FLAG_PRESENCE != 0,
+        disconnect: flags & FLAG_DISCONNECT != 0,
     };
     Ok((header, r.pos))
 }
@@ -186,6 +204,7 @@ mod tests {
                 ..Audience::ALL
             },
             presence: except_user == Some(3),
+            disconnect: except_user == Some(i64::MAX),
         }
     }
 
@@ -274,8 +293,8 @@ mod tests {
         let h = header(None);
         let mut buf = encoded(&h, b"{}");
         let flags_at = header_len(&h) - 1;
-        buf[flags_at] = 0b1_0000;
-        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b1_0000)));
+        buf[flags_at] = 0b10_0000;
+        assert_eq!(decode(&buf), Err(EnvelopeError::UnknownFlags(0b10_0000)));
     }
 
     #[test]

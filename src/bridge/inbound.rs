@@ -6,7 +6,9 @@
 //! delivers its own event twice: the shard already fanned it out locally);
 //! and an event a peer re-sent after a failed pipeline (sequence at or below
 //! the last one seen from that peer instance) is dropped as a duplicate, so
-//! per (origin node, conversation) delivery stays once and in order.
+//! per (origin node, conversation) delivery stays once and in order. A
+//! disconnect order is accepted only on the heartbeat channel
+//! ([`Inbound::accept_control`]).
 //!
 //! Pure code, no I/O. Must never: panic on foreign input, or pass on an event
 //! whose origin is this node.
@@ -36,6 +38,8 @@ pub enum Verdict {
 pub enum Malformed {
     #[error("channel is not a conversation channel of this prefix")]
     ForeignChannel,
+    #[error("a disconnect order arrived on a conversation channel, or without a user")]
+    MisplacedDisconnect,
     #[error("envelope conversation {envelope} does not match channel conversation {channel}")]
     ConversationMismatch { channel: i64, envelope: i64 },
     #[error(transparent)]
@@ -79,6 +83,9 @@ impl Inbound {
                 envelope: header.conversation_id,
             });
         }
+        if header.disconnect {
+            return Err(Malformed::MisplacedDisconnect);
+        }
         if header.node_id == self.own_node.as_slice() {
             return Ok(Verdict::Own);
         }
@@ -99,6 +106,34 @@ impl Inbound {
             kind,
         };
         Ok(Verdict::Deliver(event))
+    }
+
+    /// Judges a message on the heartbeat channel that is not a heartbeat:
+    /// only a disconnect order from another node is delivered. Not checked
+    /// for repeats: closing sockets twice closes them once.
+    pub fn accept_control(&self, message: &[u8]) -> Verdict {
+        let (header, payload_at) = match envelope::decode(message) {
+            Ok(decoded) => decoded,
+            Err(e) => return Verdict::Malformed(e.into()),
+        };
+        let code = message
+            .get(payload_at..)
+            .and_then(|p| <[u8; 2]>::try_from(p).ok())
+            .map(u16::from_be_bytes);
+        let (true, Some(user_id), Some(code)) =
+            (header.disconnect, header.audience.only_user, code)
+        else {
+            return Verdict::Malformed(Malformed::MisplacedDisconnect);
+        };
+        if header.node_id == self.own_node.as_slice() {
+            return Verdict::Own;
+        }
+        Verdict::Deliver(RemoteEvent {
+            conversation_id: header.conversation_id,
+            audience: header.audience,
+            payload: Bytes::new(),
+            kind: RemoteKind::Disconnect { user_id, code },
+        })
     }
 
     /// The conversation id in `"{prefix}:conv:{id}"`.
@@ -143,6 +178,7 @@ mod tests {
             conversation_id: conv,
             audience: crate::audience::Audience::except_user(5),
             presence: false,
+            disconnect: false,
         };
         let mut out = Vec::new();
         envelope::encode(&header, payload.as_bytes(), &mut out);

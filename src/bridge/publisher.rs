@@ -164,8 +164,14 @@ impl Publisher {
         for queued in &self.batch {
             let event = &queued.event;
             channel.clear();
-            // Writing to a String cannot fail.
-            let _ = write!(channel, "{}:conv:{}", config.prefix, event.conversation_id);
+            let disconnect = matches!(event.kind, RemoteKind::Disconnect { .. });
+            // Writing to a String cannot fail. A disconnect order goes to
+            // every node: on the heartbeat channel (`bridge/envelope.rs`).
+            let _ = if disconnect {
+                write!(channel, "{}", presence::nodes_channel(&config.prefix))
+            } else {
+                write!(channel, "{}:conv:{}", config.prefix, event.conversation_id)
+            };
             message.clear();
             let is_presence = matches!(event.kind, RemoteKind::Presence { .. });
             if is_presence {
@@ -178,6 +184,7 @@ impl Publisher {
                 conversation_id: event.conversation_id,
                 audience: event.audience,
                 presence: is_presence,
+                disconnect,
             };
             envelope::encode(&header, &event.payload, &mut message);
             pipe.publish(channel.as_str(), message.as_slice()).ignore();

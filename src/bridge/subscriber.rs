@@ -202,13 +202,16 @@ impl Subscriber {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if channel == self.nodes_channel.as_bytes() {
+        let verdict = if channel == self.nodes_channel.as_bytes() {
             if let Ok(instance) = <[u8; 8]>::try_from(message.as_slice()) {
                 self.ttl.heard(u64::from_be_bytes(instance), Instant::now());
+                return;
             }
-            return;
-        }
-        match self.inbound.accept(&channel, message) {
+            self.inbound.accept_control(&message)
+        } else {
+            self.inbound.accept(&channel, message)
+        };
+        match verdict {
             Verdict::Deliver(event) => {
                 if let RemoteKind::Presence { origin } = event.kind {
                     self.ttl.track(origin, Instant::now());

@@ -94,6 +94,7 @@ impl Session {
                 shard: self.ctx.id(),
                 conn: self.peer.conn_id,
                 sender_json: member.sender_json.clone(),
+                reply: None,
             },
         };
         let ctx = &self.ctx;

@@ -62,7 +62,8 @@ pub fn encode_new_message(
     timestamp: DateTime<Utc>,
 ) {
     out.reserve(110 + sender_json.len() + content.len());
-    out.extend_from_slice(br#"{"type":"new_message","message":{"id":"#);
+    out.extend_from_slice(NEW_MESSAGE_HEAD);
+    out.extend_from_slice(br#"{"id":"#);
     push_i64(out, id);
     out.extend_from_slice(br#","sender":"#);
     out.extend_from_slice(sender_json);
@@ -71,6 +72,17 @@ pub fn encode_new_message(
     out.extend_from_slice(br#","timestamp":""#);
     write_timestamp(out, timestamp);
     out.extend_from_slice(br#""}}"#);
+}
+
+/// What [`encode_new_message`] wrote before the message object.
+const NEW_MESSAGE_HEAD: &[u8] = br#"{"type":"new_message","message":"#;
+
+/// The message object inside a `new_message` payload written by
+/// [`encode_new_message`] (the same bytes, shared, not copied).
+pub fn new_message_object(payload: &Bytes) -> Bytes {
+    debug_assert!(payload.starts_with(NEW_MESSAGE_HEAD));
+    let end = payload.len().saturating_sub(1).max(NEW_MESSAGE_HEAD.len());
+    payload.slice(NEW_MESSAGE_HEAD.len().min(end)..end)
 }
 
 #[cfg(test)]

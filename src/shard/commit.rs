@@ -5,22 +5,28 @@
 //! once, broadcast to the conversation (and the other nodes); a failed one
 //! becomes `Failed to send message` for its sender only. Either takes the
 //! place the sender's socket reserved for it, so it leaves in the order of
-//! the sender's frames.
+//! the sender's frames. A server API message (docs/protocol.md §10) has no
+//! socket: it is broadcast to everyone and its outcome answers the API.
 //!
 //! Must never: broadcast a message that did not commit, or reorder one
 //! socket's outcomes (they come back in the order they were sent).
 
-use crate::frame::FrameBuf;
+use crate::frame::{self, FrameBuf};
 use crate::hub::{Audience, Effect};
 use crate::protocol::{self, ReplyError};
 use crate::shard_ctx::ShardCtx;
-use crate::store::InsertOutcome;
+use crate::store::{InsertOutcome, InsertReply};
 
 /// Turns a store batch's outcomes into broadcasts (committed) or error
 /// replies to their senders (failed), in commit order.
 pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
-    ctx.inserts_answered(outcomes.len());
-    for outcome in outcomes {
+    let from_api = outcomes.iter().filter(|o| o.request.origin.reply.is_some());
+    ctx.inserts_answered(outcomes.len() - from_api.count());
+    for mut outcome in outcomes {
+        if let Some(reply) = outcome.request.origin.reply.take() {
+            deliver_api(ctx, outcome, reply);
+            continue;
+        }
         let req = &outcome.request;
         let sender = ctx.sender(req.origin.conn);
         let inflight = sender
@@ -63,4 +69,29 @@ pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
             }
         }
     }
+}
+
+/// A server API message: committed, it is broadcast to everyone (there is
+/// no sender socket whose order to keep) and its message object answers
+/// the API; failed, the API gets the error.
+fn deliver_api(ctx: &ShardCtx, outcome: InsertOutcome, reply: InsertReply) {
+    let req = &outcome.request;
+    let answer = outcome.result.map(|stored| {
+        let mut f = FrameBuf::with_capacity(160 + req.content.len());
+        protocol::encode_new_message(
+            f.payload(),
+            stored.id,
+            &req.origin.sender_json,
+            &req.content,
+            stored.timestamp,
+        );
+        let frame = f.finish_text();
+        let message = protocol::new_message_object(&frame::payload_of(&frame));
+        ctx.fan_out(req.conversation_id, Audience::ALL, frame, true);
+        message
+    });
+    if let Err(e) = &answer {
+        tracing::warn!(user_id = req.sender_id, error = %e, "server API message not stored");
+    }
+    let _ = reply.send(answer);
 }

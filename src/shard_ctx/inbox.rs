@@ -1,6 +1,6 @@
 //! What reaches a shard from outside its thread: the inbox messages
-//! (hand-offs, commit outcomes, other nodes' events, stats, shutdown) and
-//! the figures a shard reports.
+//! (hand-offs, commit outcomes, other nodes' events, server API calls,
+//! stats, shutdown) and the figures a shard reports.
 //!
 //! Must never: carry anything that is not `Send` (these cross threads).
 
@@ -8,8 +8,13 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 
+use bytes::Bytes;
+
+use crate::audience::Audience;
 use crate::bridge::RemoteEvent;
+use crate::close::CloseReason;
 use crate::handshake::Upgrade;
+use crate::ids::{ConversationId, UserId};
 use crate::store::InsertOutcome;
 
 /// Messages into a shard. The inbox is unbounded: hand-offs are bounded by
@@ -23,8 +28,39 @@ pub enum ShardMsg {
     Stats(oneshot::Sender<ShardStats>),
     /// An event another node published for a conversation this shard owns.
     Remote(RemoteEvent),
+    /// A server API call (docs/protocol.md §10) for this shard's sockets.
+    Api(ApiCall),
     /// Stop accepting, close every socket with 1001, drain, exit.
     Shutdown,
+}
+
+/// What the server API asks of a shard (it runs on the side runtime and
+/// reaches sockets only through this).
+#[derive(Debug)]
+pub enum ApiCall {
+    /// Fan `frame` (a framed text message) out to the conversation's
+    /// sockets in `audience` here and publish it for the other nodes, as a
+    /// socket's broadcast. Sent to the conversation's owning shard.
+    Publish {
+        conversation_id: ConversationId,
+        audience: Audience,
+        frame: Bytes,
+    },
+    /// Close the user's sockets (of one conversation, or all of them) with
+    /// `reason`; `reply` gets how many were asked to close here.
+    Disconnect {
+        user_id: UserId,
+        conversation_id: Option<ConversationId>,
+        reason: CloseReason,
+        reply: oneshot::Sender<usize>,
+    },
+    /// Who is online in the conversation as the shard's presence tables
+    /// know it (this node's sockets and the other nodes' reports); `None`
+    /// when the shard holds no socket of it (it then keeps no table).
+    Presence {
+        conversation_id: ConversationId,
+        reply: oneshot::Sender<Option<Vec<(UserId, String)>>>,
+    },
 }
 
 /// A socket in transit between shards.
@@ -43,6 +79,8 @@ pub struct Handoff {
 pub struct ShardStats {
     /// Open WebSocket sessions owned by the shard.
     pub connections: usize,
+    /// Conversations with at least one open session on the shard.
+    pub conversations: usize,
     /// Sockets received from other shards.
     pub handoffs_in: u64,
     /// Frames waiting in this shard's outbound queues.

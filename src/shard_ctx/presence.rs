@@ -221,4 +221,20 @@ impl ShardCtx {
         protocol::encode_presence_state(f.payload(), &online, count);
         f.finish_text()
     }
+
+    /// Everyone online in `conv` as this shard's tables know it (its own
+    /// sockets and the other nodes' reports); `None` when the shard holds
+    /// no socket of `conv` and so keeps no table for it.
+    pub fn online_users(&self, conv: ConversationId) -> Option<Vec<(UserId, String)>> {
+        if !self.hub().holds(conv) {
+            return None;
+        }
+        let online = self.presence.borrow().online(conv);
+        Some(
+            online
+                .into_iter()
+                .map(|(u, n)| (u, n.to_string()))
+                .collect(),
+        )
+    }
 }

@@ -286,6 +286,7 @@ pub fn insert(conversation: i64, sender: i64, content: &str, shard: usize) -> In
             shard,
             conn: 1,
             sender_json: Bytes::from_static(b"{}"),
+            reply: None,
         },
     }
 }

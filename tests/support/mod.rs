@@ -11,7 +11,7 @@
 //! By concern, all re-exported here as `support::…`: `gateway` (start,
 //! restart, shut down), `databases` (users, conversations, stored rows, on
 //! either store), `connect` (sockets to a gateway), `client` (the WebSocket
-//! client), `frames` (raw frames and raw HTTP), `net` (admin listener,
+//! client), `api` (the server API over HTTP), `frames` (raw frames and raw HTTP), `net` (admin listener,
 //! client addresses, ports), `target` (io driver × store), `util` (polling,
 //! assertions, small helpers); the scenario macros live in this file.
 #![allow(dead_code)]
@@ -20,6 +20,7 @@
 #[path = "../pg_support/mod.rs"]
 pub mod pg_support;
 
+mod api;
 mod client;
 mod connect;
 mod databases;
@@ -30,7 +31,10 @@ mod target;
 mod util;
 
 // Every test names these as `support::…`: one flat namespace, as before the split.
-pub use self::{client::*, databases::*, frames::*, gateway::*, net::*, target::*, util::*};
+#[allow(unused_imports)] // not every test file calls the server API
+pub use self::{
+    api::*, client::*, databases::*, frames::*, gateway::*, net::*, target::*, util::*,
+};
 
 use std::time::Duration;
 

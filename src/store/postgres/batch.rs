@@ -386,6 +386,7 @@ mod tests {
                     shard: 0,
                     conn: 0,
                     sender_json: Bytes::new(),
+                    reply: None,
                 },
             },
             deadline,

@@ -88,6 +88,7 @@ mod tests {
                 shard: 0,
                 conn: 0,
                 sender_json: Bytes::new(),
+                reply: None,
             },
         }
     }

@@ -185,6 +185,7 @@ pub(super) fn insert(
             shard,
             conn: 7,
             sender_json: Bytes::from_static(b"{}"),
+            reply: None,
         },
     }
 }
