@@ -65,6 +65,10 @@ pub struct ConnectInfo {
     pub user: Option<UserProfile>,
     /// Whether `(conversation_id, user_id)` is in `chatapp_conversationparticipant`.
     pub is_participant: bool,
+    /// Whether the conversation exists (`false` too when the user does not:
+    /// then nothing else is looked up). The server API tells a missing
+    /// conversation (`not_found`) from a non-member (`not_participant`).
+    pub conversation_exists: bool,
 }
 
 /// Routing data the store carries untouched from an insert to its outcome.

@@ -241,11 +241,13 @@ fn connect_info_reports_profile_and_membership_also_in_a_storm() {
             is_active: true,
         }),
         is_participant: true,
+        conversation_exists: true,
     };
     assert_eq!(info(member), ann);
     let nobody = ConnectInfo {
         user: None,
         is_participant: false,
+        conversation_exists: false,
     };
     assert_eq!(info(9_999_999), nobody);
     assert_eq!(info(i64::MAX), nobody, "ids beyond auth_user's integer");

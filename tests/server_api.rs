@@ -306,6 +306,14 @@ fn send_message_is_a_socket_message(on: Target) {
     };
     assert_eq!(send(outsider.id, "hi"), "not_participant");
     assert_eq!(send(999_999, "hi"), "not_found");
+    assert_eq!(
+        api_refused(
+            api,
+            "send_message",
+            json!({"conversation_id": 987_654, "sender_id": alice.id, "content": "hi"})
+        ),
+        "not_found"
+    );
     assert_eq!(send(alice.id, " \t\n"), "empty_message");
     assert_eq!(send(alice.id, &"x".repeat(5001)), "message_too_long");
     assert_eq!(send(alice.id, "a\u{0}b"), "bad_request");

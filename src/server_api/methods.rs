@@ -169,6 +169,11 @@ async fn sender_profile(
         .user
         .filter(|u| u.is_active)
         .ok_or_else(|| ApiError::NotFound(format!("no active user {sender_id}")))?;
+    if !info.conversation_exists {
+        return Err(ApiError::NotFound(format!(
+            "no conversation {conversation_id}"
+        )));
+    }
     if !info.is_participant {
         return Err(ApiError::NotParticipant);
     }

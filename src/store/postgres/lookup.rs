@@ -29,7 +29,9 @@ const CONNECT_QUERY: &str = r#"
 SELECT u.id, u.username, u.first_name, u.last_name, u.is_active,
        EXISTS (SELECT 1 FROM chatapp_conversationparticipant p
                WHERE p.conversation_id = q.conversation_id
-                 AND p.user_id = q.user_id) AS member
+                 AND p.user_id = q.user_id) AS member,
+       EXISTS (SELECT 1 FROM chatapp_conversation c
+               WHERE c.id = q.conversation_id) AS conversation_exists
 FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS q(user_id, conversation_id, ord)
 LEFT JOIN auth_user u ON u.id = q.user_id
 ORDER BY q.ord
@@ -107,6 +109,7 @@ fn connect_info(row: &tokio_postgres::Row) -> Result<ConnectInfo, tokio_postgres
         return Ok(ConnectInfo {
             user: None,
             is_participant: false,
+            conversation_exists: false,
         });
     };
     let user = UserProfile {
@@ -119,6 +122,7 @@ fn connect_info(row: &tokio_postgres::Row) -> Result<ConnectInfo, tokio_postgres
     Ok(ConnectInfo {
         user: Some(user),
         is_participant: row.try_get(5)?,
+        conversation_exists: row.try_get(6)?,
     })
 }
 

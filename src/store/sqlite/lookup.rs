@@ -19,7 +19,8 @@ use crate::store::{
 /// The user's profile and membership, in one lookup (no row: unknown user).
 const CONNECT_QUERY: &str = "SELECT u.id, u.username, u.first_name, u.last_name, u.is_active, \
      EXISTS (SELECT 1 FROM chatapp_conversationparticipant p \
-             WHERE p.conversation_id = ?2 AND p.user_id = u.id) \
+             WHERE p.conversation_id = ?2 AND p.user_id = u.id), \
+     EXISTS (SELECT 1 FROM chatapp_conversation c WHERE c.id = ?2) \
      FROM auth_user u WHERE u.id = ?1";
 
 /// `None`: no such message; `Some(member)`: whether the user belongs to its conversation.
@@ -50,6 +51,7 @@ pub(super) fn connect_info(
                 Ok(ConnectInfo {
                     user: Some(user),
                     is_participant: row.get(5)?,
+                    conversation_exists: row.get(6)?,
                 })
             })
             .optional()
@@ -58,6 +60,7 @@ pub(super) fn connect_info(
     Ok(found.unwrap_or(ConnectInfo {
         user: None,
         is_participant: false,
+        conversation_exists: false,
     }))
 }
 
@@ -118,13 +121,15 @@ mod tests {
                     is_active: true,
                 }),
                 is_participant: true,
+                conversation_exists: true,
             }
         );
         assert_eq!(
             info(9999),
             ConnectInfo {
                 user: None,
-                is_participant: false
+                is_participant: false,
+                conversation_exists: false,
             }
         );
         let inactive = info(sleeper);
