@@ -668,3 +668,29 @@ fn presence_is_cluster_wide_as_a_v2_socket_sees_it() {
         },
     );
 }
+
+#[test]
+fn the_openapi_check_refuses_a_wrong_shape() {
+    for (path, status, body) in [
+        (
+            "/api/info",
+            200,
+            json!({"result": {"node_id": 1, "sockets": 0, "conversations": 0}}),
+        ),
+        (
+            "/api/info",
+            200,
+            json!({"result": {"node_id": "n", "sockets": 0}}),
+        ),
+        ("/api/publish", 200, json!({"result": {"extra": true}})),
+        (
+            "/api/presence",
+            401,
+            json!({"error": {"code": "nope", "message": "x"}}),
+        ),
+    ] {
+        let caught = std::panic::catch_unwind(|| check_against_openapi(path, status, &body));
+        assert!(caught.is_err(), "{path} {status} {body} was accepted");
+    }
+    check_against_openapi("/api/disconnect", 200, &json!({"result": {"closed": 2}}));
+}

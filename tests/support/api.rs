@@ -1,6 +1,9 @@
 //! The server API over real HTTP: a small blocking HTTP/1.1 client (one
-//! request per connection), the keys the test gateways accept, and shape
-//! checks of the answers as docs/server-api.openapi.json describes them.
+//! request per connection), the keys the test gateways accept, and every
+//! answer validated against docs/server-api.openapi.json (a small
+//! validator of the JSON Schema subset that document uses: `$ref`, `type`,
+//! `properties`, `required`, `additionalProperties: false`, `items`,
+//! `maxItems`, `enum`, `minimum`, `oneOf`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -56,6 +59,7 @@ pub fn http_json(
     );
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
     check_shape(status, &json);
+    check_against_openapi(path, status, &json);
     (status, json)
 }
 
@@ -108,6 +112,109 @@ pub fn check_error(e: &Value) {
     let e = e.as_object().unwrap_or_else(|| panic!("error: {e:?}"));
     assert_eq!(e.len(), 2, "{e:?}");
     assert!(e["code"].is_string() && e["message"].is_string(), "{e:?}");
+}
+
+/// The OpenAPI document, parsed once.
+fn openapi() -> &'static Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/server-api.openapi.json");
+        let text = std::fs::read_to_string(path).expect("read the OpenAPI document");
+        serde_json::from_str(&text).expect("the OpenAPI document is JSON")
+    })
+}
+
+/// Validates an answer to `path` with `status` against the document: the
+/// method's 200 schema, or `Failure` for every other status.
+pub fn check_against_openapi(path: &str, status: u16, body: &Value) {
+    let doc = openapi();
+    let schema = if status == 200 {
+        let op = &doc["paths"][path]["post"];
+        assert!(op.is_object(), "{path} is not in the OpenAPI document");
+        op["responses"]["200"]["content"]["application/json"]["schema"].clone()
+    } else {
+        assert!(
+            doc["paths"][path]["post"]["responses"][status.to_string()].is_object()
+                || doc["paths"][path].is_null(),
+            "status {status} of {path} is not documented"
+        );
+        serde_json::json!({"$ref": "#/components/schemas/Failure"})
+    };
+    if let Err(why) = validate(doc, &schema, body) {
+        panic!("{path} {status}: {body} does not match the OpenAPI document: {why}");
+    }
+}
+
+/// `value` against `schema` (the subset the document uses).
+fn validate(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").expect("local ref");
+        return validate(doc, &doc["components"]["schemas"][name], value);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let ok = options
+            .iter()
+            .filter(|o| validate(doc, o, value).is_ok())
+            .count();
+        return if ok == 1 {
+            Ok(())
+        } else {
+            Err(format!("{ok} of oneOf match {value}"))
+        };
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Err(format!("{value} not in {allowed:?}"));
+        }
+    }
+    let type_ok = match schema["type"].as_str() {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => return Err(format!("unsupported type {other}")),
+    };
+    if !type_ok {
+        return Err(format!("{value} is not a {}", schema["type"]));
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_i64(), value.as_i64()) {
+        if n < min {
+            return Err(format!("{n} < {min}"));
+        }
+    }
+    if let Some(obj) = value.as_object() {
+        let props = schema["properties"].as_object();
+        for req in schema["required"].as_array().into_iter().flatten() {
+            let key = req.as_str().unwrap_or_default();
+            if !obj.contains_key(key) {
+                return Err(format!("missing {key} in {value}"));
+            }
+        }
+        for (k, v) in obj {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => validate(doc, s, v).map_err(|e| format!("{k}: {e}"))?,
+                None if schema["additionalProperties"] == Value::Bool(false) => {
+                    return Err(format!("unexpected {k} in {value}"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(max) = schema["maxItems"].as_u64() {
+            if items.len() as u64 > max {
+                return Err(format!("more than {max} items"));
+            }
+        }
+        if schema["items"].is_object() {
+            for (i, item) in items.iter().enumerate() {
+                validate(doc, &schema["items"], item).map_err(|e| format!("[{i}]: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl TestGateway {
