@@ -10,7 +10,8 @@
 //! ([`ApiState`]: the shards' inboxes, the store handle, the bridge). How one
 //! connection and one request are served is `server_api/serve.rs`, the key
 //! check `server_api/auth.rs`, the methods `server_api/methods.rs`, their
-//! parameters `server_api/params.rs`, the presence read from Redis
+//! parameters `server_api/params.rs`, the error codes
+//! `server_api/error.rs`, the presence read from Redis
 //! `server_api/redis_presence.rs`.
 //!
 //! Must never: run on a shard or touch a shard's state but through its

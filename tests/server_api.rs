@@ -192,6 +192,50 @@ fn api_listen_without_a_key_exits_64() {
     assert!(stderr.contains("--api-key"), "{stderr}");
 }
 
+/// The binary reads several keys from `CHATGATE_API_KEY` (comma-separated)
+/// and serves the API with each of them.
+#[test]
+fn the_binary_takes_keys_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatgate"))
+        .env_clear()
+        .env("CHATGATE_API_KEY", "first-key,second-key")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--demo",
+            "false",
+        ])
+        .args(["--api-listen", &api.to_string()])
+        .arg("--database")
+        .arg(dir.path().join("db.sqlite3"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chatgate");
+    let started = Instant::now();
+    while TcpStream::connect(api).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the API never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (key, status) in [
+        ("first-key", 200),
+        ("second-key", 200),
+        ("first-key,second-key", 401),
+    ] {
+        let (s, _) = post(api, "/api/info", &[("X-API-Key", key), JSON], "{}");
+        assert_eq!(s, status, "{key}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn info_counts_sockets_and_conversations() {
     let gw = api_gateway();

@@ -251,6 +251,65 @@ mod tests {
         ));
     }
 
+    fn disconnect_order(node: &str, user: Option<i64>, payload: &[u8], flag: bool) -> Vec<u8> {
+        let header = Header {
+            node_id: node.as_bytes(),
+            instance: 1,
+            seq: 1,
+            conversation_id: 0,
+            audience: crate::audience::Audience {
+                only_user: user,
+                ..crate::audience::Audience::ALL
+            },
+            presence: false,
+            disconnect: flag,
+        };
+        let mut out = Vec::new();
+        envelope::encode(&header, payload, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_disconnect_order_is_taken_only_from_the_heartbeat_channel() {
+        let mut inb = inbound();
+        let order = disconnect_order("peer", Some(5), &4001u16.to_be_bytes(), true);
+        assert_eq!(
+            inb.accept_control(&order),
+            Verdict::Deliver(RemoteEvent {
+                conversation_id: 0,
+                audience: crate::audience::Audience {
+                    only_user: Some(5),
+                    ..crate::audience::Audience::ALL
+                },
+                payload: Bytes::new(),
+                kind: RemoteKind::Disconnect {
+                    user_id: 5,
+                    code: 4001
+                },
+            })
+        );
+        let own = disconnect_order("me", Some(5), &4001u16.to_be_bytes(), true);
+        assert_eq!(inb.accept_control(&own), Verdict::Own);
+        // On a conversation channel it is refused.
+        assert_eq!(
+            inb.accept(b"p:conv:0", order),
+            Verdict::Malformed(Malformed::MisplacedDisconnect)
+        );
+        // Without the flag, a user or a two-byte code: refused.
+        for bad in [
+            disconnect_order("peer", Some(5), &4001u16.to_be_bytes(), false),
+            disconnect_order("peer", None, &4001u16.to_be_bytes(), true),
+            disconnect_order("peer", Some(5), b"x", true),
+            disconnect_order("peer", Some(5), b"xyz", true),
+        ] {
+            assert!(matches!(inb.accept_control(&bad), Verdict::Malformed(_)));
+        }
+        assert!(matches!(
+            inb.accept_control(b"\x01garbage"),
+            Verdict::Malformed(_)
+        ));
+    }
+
     #[test]
     fn rejects_foreign_channels_and_mismatches() {
         let mut inb = inbound();
