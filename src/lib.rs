@@ -57,6 +57,8 @@ pub(crate) mod close;
 pub mod config;
 pub(crate) mod connection;
 pub mod frame;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 pub(crate) mod handshake;
 pub(crate) mod http_api;

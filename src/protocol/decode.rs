@@ -516,10 +516,14 @@ mod tests {
             r#"{"type":"react","message_id":"9","emoji":"\u2764\ufe0f\u00a0"}"#,
         ];
         let alphabet = b"{}[]\":,\\ 0123456789.-+eEtrufalsnu\x00\xc3\xa9";
-        let mut rng = Rng(42);
+        // Long runs (`loadtest/fuzz.sh`) set more cases and a fresh seed.
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        let mut rng = Rng(env("CHATGATE_FUZZ_SEED").unwrap_or(42));
+        let rounds: usize =
+            env("CHATGATE_FUZZ_CASES").map_or(20_000, |n: u64| n.max(20_000) as usize);
         let mut d = Decoder::new();
         let mut seen = std::collections::BTreeMap::new();
-        for _ in 0..20_000 {
+        for _ in 0..rounds {
             let mut p = seeds[rng.below(seeds.len())].as_bytes().to_vec();
             for _ in 0..1 + rng.below(3) {
                 let at = rng.below(p.len() + 1);
