@@ -41,7 +41,7 @@
 //! when a publisher re-sends a pipeline that failed half-way (the envelope's
 //! sequence number lets receivers drop the repeats).
 
-mod envelope;
+pub(crate) mod envelope;
 mod inbound;
 mod link;
 pub mod presence;

@@ -27,6 +27,7 @@
 //! - [`presence`] — who is online per conversation (sockets here, reports from other nodes) and its transitions.
 //! - [`hub`] — a shard's conversations and their member sockets (fan-out).
 //! - [`timers`] — a shard's socket deadlines on one timer task (heartbeat, idle, expiry, linger).
+//! - [`records`] — the records the store fills and the wire encoders write (profile, history item, read position).
 //! - [`ids`] — the primary keys (user, conversation, message), a leaf every module may use.
 //! - [`store`] — the store interface; [`store::sqlite`] the embedded backend, [`store::postgres`] the PostgreSQL one; [`store::requests`] what protocol v2 asks of both.
 //! - [`close`] — the close codes, defined once.
@@ -57,6 +58,8 @@ pub(crate) mod close;
 pub mod config;
 pub(crate) mod connection;
 pub mod frame;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 pub(crate) mod handshake;
 pub(crate) mod http_api;
@@ -69,6 +72,7 @@ pub mod outbound;
 pub(crate) mod presence;
 pub mod protocol;
 pub(crate) mod read_marks;
+pub(crate) mod records;
 pub(crate) mod resume;
 pub(crate) mod routing;
 pub(crate) mod sequencer;

@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::ids::{ConversationId, MessageId, UserId};
+pub use crate::records::UserProfile;
 
 /// Where messages are stored.
 #[derive(Clone, Debug)]
@@ -46,16 +47,6 @@ pub enum StoreConfig {
         /// Connections in the pool. Default 8.
         pool_size: usize,
     },
-}
-
-/// The public profile sent as `sender` in `new_message`, plus `is_active`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserProfile {
-    pub id: UserId,
-    pub username: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub is_active: bool,
 }
 
 /// What a connect needs to know: who the user is and whether they belong.

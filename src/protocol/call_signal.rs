@@ -13,7 +13,7 @@ use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
 use super::message::{ClientMessage, SignalKind};
 use super::value::Json;
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// The largest `call_signal` frame, in bytes of its UTF-8 text.
 pub const MAX_SIGNAL_FRAME: usize = 16 * 1024;

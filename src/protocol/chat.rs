@@ -16,7 +16,8 @@ use super::json::{push_i64, write_json_str, write_timestamp};
 use super::message::ClientMessage;
 use super::validate::validate_content;
 use super::value::Json;
-use crate::store::{MessageId, UserProfile};
+use crate::ids::MessageId;
+use crate::records::UserProfile;
 
 /// `data.get('content', '').strip()` and the content rules.
 pub(super) fn decode(content: Option<Json<'_>>) -> Result<ClientMessage<'_>, ReplyError> {

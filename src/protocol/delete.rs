@@ -13,7 +13,7 @@ use super::json::push_i64;
 use super::message::ClientMessage;
 use super::validate::parse_decimal_id;
 use super::value::Json;
-use crate::store::MessageId;
+use crate::ids::MessageId;
 
 /// `if not message_id: ...`, then a positive integer or decimal string.
 pub(super) fn decode(message_id: Option<Json<'_>>) -> Result<ClientMessage<'static>, ReplyError> {

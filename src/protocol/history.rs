@@ -17,7 +17,7 @@ use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str, write_timestamp};
 use super::message::ClientMessage;
 use super::value::Json;
-use crate::store::requests::{HistoryItem, ReactionGroup};
+use crate::records::{HistoryItem, ReactionGroup};
 
 /// `limit` when the client sends none.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;

@@ -21,7 +21,7 @@ use super::json::{push_i64, write_json_str, write_timestamp};
 use super::message::ClientMessage;
 use super::validate::target_message_id;
 use super::value::Json;
-use crate::store::requests::ReadPosition;
+use crate::records::ReadPosition;
 
 /// `message_id`: an integer or a decimal string; see the file's doc for 0.
 pub(super) fn decode(message_id: Option<Json<'_>>) -> Result<ClientMessage<'static>, ReplyError> {

@@ -7,7 +7,7 @@
 //! Must never: be sent to a v1 socket (the callers' audience is v2 only).
 
 use super::json::{push_i64, write_json_str};
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// Appends `{"type":"presence_state","online":[{"user_id":U,"username":"..."},...],"count":N}`.
 pub fn encode_presence_state<S: AsRef<str>>(

@@ -15,7 +15,7 @@ use super::json::{push_i64, write_json_str};
 use super::message::ClientMessage;
 use super::validate::target_message_id;
 use super::value::Json;
-use crate::store::{MessageId, UserId};
+use crate::ids::{MessageId, UserId};
 
 /// Longest accepted `emoji`, in Unicode code points.
 pub const MAX_EMOJI_CHARS: usize = 16;

@@ -10,8 +10,8 @@
 
 use super::history::encode_history_item;
 use super::json::push_i64;
-use crate::store::requests::HistoryItem;
-use crate::store::MessageId;
+use crate::ids::MessageId;
+use crate::records::HistoryItem;
 
 /// Appends `{"type":"new_message","message":<history item>}`.
 pub fn encode_replayed(out: &mut Vec<u8>, item: &HistoryItem) {

@@ -12,8 +12,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use super::{ClientMessage, Decoder, ReplyError, Version};
-use crate::store::requests::{HistoryItem, ReactionGroup};
-use crate::store::UserProfile;
+use crate::records::UserProfile;
+use crate::records::{HistoryItem, ReactionGroup};
 
 /// `[hex(c) for c in range(0x110000) if chr(c).isspace()]`, Python 3.11.
 pub(super) const PY_SPACE: [u32; 29] = [

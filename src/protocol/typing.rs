@@ -10,7 +10,7 @@ use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
 use super::message::ClientMessage;
 use super::value::Json;
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// `is_typing`: absent → false, a bool → it, anything else is malformed.
 pub(super) fn decode(is_typing: Option<Json<'_>>) -> Result<ClientMessage<'static>, ReplyError> {

@@ -13,7 +13,7 @@ use super::errors::ReplyError;
 use super::json::{push_i64, write_json_str};
 use super::message::ClientMessage;
 use super::value::Json;
-use crate::store::UserId;
+use crate::ids::UserId;
 
 /// Longest `file_name`, in code points.
 pub const MAX_FILE_NAME_CHARS: usize = 255;

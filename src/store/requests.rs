@@ -42,32 +42,14 @@
 //! Must never: block a shard (requests travel on the store's channel), or
 //! return a message the asking user deleted.
 
-use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use super::{ConversationId, MessageId, StoreError, UserProfile};
-use crate::store::UserId;
+pub use crate::records::{HistoryItem, ReactionGroup, ReadPosition};
+
+use super::{ConversationId, MessageId, StoreError, UserId};
 
 /// Most distinct emoji on one message.
 pub const MAX_EMOJI_PER_MESSAGE: usize = 20;
-
-/// One emoji on a message and who reacted with it, in reaction order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReactionGroup {
-    pub emoji: String,
-    pub user_ids: Vec<UserId>,
-}
-
-/// A stored message as history and replay show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryItem {
-    pub id: MessageId,
-    /// The sender's public profile (`is_active` is not used).
-    pub sender: UserProfile,
-    pub content: String,
-    pub timestamp: DateTime<Utc>,
-    pub reactions: Vec<ReactionGroup>,
-}
 
 /// A history page, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,15 +65,6 @@ pub struct Replay {
     pub items: Vec<HistoryItem>,
     /// False when older missed messages were left out (more than `max`).
     pub complete: bool,
-}
-
-/// A participant's read position in a conversation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadPosition {
-    pub user_id: UserId,
-    pub username: String,
-    pub message_id: MessageId,
-    pub read_at: DateTime<Utc>,
 }
 
 /// Why a v2 request failed.

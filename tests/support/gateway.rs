@@ -104,6 +104,13 @@ impl TestGateway {
         Self::launch(dir, db_path, StoreKind::Sqlite, None, adjust)
     }
 
+    /// Like [`TestGateway::start_with`], with the SQLite file in `dir`
+    /// (a directory the test prepared, e.g. a small filesystem it mounted).
+    pub fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
+        let db_path = dir.path().join("chat.sqlite3");
+        Self::launch(dir, db_path, StoreKind::Sqlite, None, adjust)
+    }
+
     /// Starts the gateway on the test config (SQLite at `db_path` unless
     /// `adjust` says otherwise) and checks its io drivers; `database` is the
     /// test's connection to it (`None`: open the SQLite file afterwards).
