@@ -4,7 +4,14 @@
 //! - `tsc --noEmit` over the JSDoc types of the client (`web/chatgate.js`
 //!   with `emitter.js` and `calls.js`) and the page;
 //! - `client.test.mjs`: `web/chatgate.js` in Node against a real gateway
-//!   (backoff, stop codes, resume across a restart, duplicates by id);
+//!   (backoff, stop codes, resume across a restart, duplicates by id, a
+//!   list of URLs);
+//! - `failover.test.mjs`: `web/chatgate.js` in Node against three nodes on
+//!   one Postgres database and Redis: a node killed (SIGKILL), restarted
+//!   (SIGTERM) and a rolling restart mid-traffic; every client ends with
+//!   every stored message once, in id order. Needs Postgres (`psql`,
+//!   `CHATGATE_TEST_POSTGRES`) and Redis (`REDIS_URL`): skipped without
+//!   them, failed in CI;
 //! - `browser.test.mjs`: the demo page, alice and bob in Debian's Chromium
 //!   (playwright-core), every scenario of issue 13.
 //!
@@ -94,7 +101,7 @@ fn chatgate_js_and_the_demo_page_in_node_and_chromium() {
     );
     let shot = std::env::temp_dir().join(format!("chatgate-demo-{}.png", std::process::id()));
     let out = run(
-        "node --test client.test.mjs browser.test.mjs",
+        "node --test client.test.mjs failover.test.mjs browser.test.mjs",
         Command::new("node")
             .args([
                 "--test",
@@ -102,6 +109,7 @@ fn chatgate_js_and_the_demo_page_in_node_and_chromium() {
                 "--test-force-exit",
                 "--test-timeout=120000",
                 "client.test.mjs",
+                "failover.test.mjs",
                 "browser.test.mjs",
             ])
             .current_dir(&dir)

@@ -9,7 +9,9 @@
  * `message_deleted`, `error`), so an app switches by changing its import, and
  * fixes what that client gets wrong:
  *
- * - the server URL is a parameter (not `ws://localhost:8000`);
+ * - the server URL is a parameter (not `ws://localhost:8000`), or a list of
+ *   them: each failed connect or dropped connection moves on to the next
+ *   (round robin), so a client outlives the node it was on;
  * - reconnects use exponential backoff with full jitter (not every 3 s
  *   forever), and stop for good on 4001 / 4003 / 1008 with a `stopped` event
  *   that says why;
@@ -56,8 +58,11 @@ export const STOP_CODES = Object.freeze({
  * @typedef {'idle'|'connecting'|'connected'|'reconnecting'|'stopped'} ConnectionState
  *
  * @typedef {object} ClientOptions
- * @property {string} [url] Base URL of the gateway (`ws://host:port` or `wss://…`; `http(s)://` is
- *   turned into `ws(s)://`). Default in a browser: the page's own origin.
+ * @property {string | string[]} [url] Base URL of the gateway (`ws://host:port` or `wss://…`;
+ *   `http(s)://` is turned into `ws(s)://`), or a list of the base URLs of several nodes: the first
+ *   connect goes to the first, and every reconnect after a failed connect or a dropped connection
+ *   to the next one (round robin, after the usual backoff delay), resuming where the last one left
+ *   off. Default in a browser: the page's own origin.
  * @property {any} [WebSocket] A WebSocket implementation (Node: `import WebSocket from 'ws'`).
  *   Default: `globalThis.WebSocket`.
  * @property {boolean} [v2] Ask for protocol v2 (default true). The server may still answer v1.
@@ -86,6 +91,17 @@ export function backoffDelay(attempt, options = {}, random = Math.random) {
   return Math.floor(random() * cap);
 }
 
+/**
+ * The option `url` as a non-empty list (a string, or nothing: a list of one).
+ * @param {string | string[] | undefined} url
+ * @returns {(string | undefined)[]}
+ */
+function urlList(url) {
+  if (!Array.isArray(url)) return [url];
+  if (!url.length) throw new Error('chatgate: the list of URLs is empty');
+  return [...url];
+}
+
 /** ws:// or wss:// base URL from an option or the page's origin. */
 function baseUrl(/** @type {string | undefined} */ url) {
   let base = url;
@@ -100,8 +116,9 @@ function baseUrl(/** @type {string | undefined} */ url) {
 /**
  * A connection to one conversation: the original client's API plus v2.
  *
- * Events: `connected` `{version, reconnect}`, `disconnected` `{code, reason,
- * willReconnect}`, `reconnecting` `{attempt, delay}`, `stopped` `{code,
+ * Events: `connected` `{version, reconnect, url}`, `disconnected` `{code, reason,
+ * willReconnect}`, `reconnecting` `{attempt, delay, url}` (`url`: the base URL
+ * connected to / to be tried next), `stopped` `{code,
  * reason}` (4001 `unauthenticated`, 4003 `forbidden`, 1008 `policy`),
  * `state` (a {@link ConnectionState}), `new_message`, `typing`,
  * `message_deleted`, `error`, and v2: `resumed`, `read_state`,
@@ -114,6 +131,10 @@ export class ChatGate extends Emitter {
   constructor(options = {}) {
     super();
     this.options = options;
+    /** The base URLs from the option `url` (one entry, `undefined`, for the page's origin). */
+    this._urls = urlList(options.url);
+    /** Index in `_urls` of the node the current (or next) socket goes to. */
+    this._urlIndex = 0;
     /** @type {ConnectionState} */
     this.state = 'idle';
     /** 'v1' or 'v2': what the server agreed to on the current socket. */
@@ -158,6 +179,7 @@ export class ChatGate extends Emitter {
     this._token = token;
     this._wanted = true;
     this._attempt = 0;
+    this._urlIndex = 0;
     this._open();
   }
 
@@ -185,6 +207,19 @@ export class ChatGate extends Emitter {
       this.emit('disconnected', { code: 1000, reason: 'client', willReconnect: false });
     }
     if (this.state !== 'stopped') this._setState('idle');
+  }
+
+  /**
+   * The base URL of the current socket, or of the next attempt while
+   * reconnecting (null when there is none: no `url` and no page origin).
+   * @returns {string | null}
+   */
+  get url() {
+    try {
+      return baseUrl(this._urls[this._urlIndex]);
+    } catch {
+      return null;
+    }
   }
 
   /** Whether the socket is open and the server said `connection_established`. */
@@ -335,7 +370,7 @@ export class ChatGate extends Emitter {
   }
 
   _url() {
-    const base = baseUrl(this.options.url);
+    const base = baseUrl(this._urls[this._urlIndex]);
     let url = `${base}/ws/chat/${this.conversationId}/?token=${encodeURIComponent(this._token ?? '')}`;
     this._since = this.options.v2 !== false && this.lastId > 0 ? this.lastId : 0;
     if (this._since) url += `&since=${this._since}`;
@@ -388,7 +423,7 @@ export class ChatGate extends Emitter {
         this._replaying = this.version === 'v2' && this._since > 0;
         this._firstReplayed = null;
         this._setState('connected');
-        this.emit('connected', { version: this.version, reconnect });
+        this.emit('connected', { version: this.version, reconnect, url: this.url });
         return;
       }
       case 'new_message': {
@@ -476,11 +511,13 @@ export class ChatGate extends Emitter {
     else this._setState('idle');
   }
 
+  /** After a failed connect or a dropped connection: the next URL of the list, after a backoff delay. */
   _scheduleReconnect() {
     const delay = backoffDelay(this._attempt, this.options.backoff, this.options.random);
     this._attempt += 1;
+    this._urlIndex = (this._urlIndex + 1) % this._urls.length;
     this._setState('reconnecting');
-    this.emit('reconnecting', { attempt: this._attempt, delay });
+    this.emit('reconnecting', { attempt: this._attempt, delay, url: this.url });
     clearTimeout(this._timer);
     this._timer = setTimeout(() => {
       this._timer = null;

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { ChatGate, backoffDelay } from '../../web/chatgate.js';
-import { Gateway, rawClient, until } from './gateway.mjs';
+import { Gateway, rawClient, until, freePort } from './gateway.mjs';
 
 /** @type {Gateway} */
 let gw;
@@ -208,6 +208,42 @@ test('duplicates are dropped by id (a transport that delivers every frame twice)
     messages().map((m) => m.content),
     [0, 1, 2, 3, 4].map((i) => `doubled ${i}`),
   );
+  c.disconnect();
+});
+
+test('a list of URLs: a failed connect moves on to the next one, round robin; a dropped connection too', async () => {
+  assert.throws(() => new ChatGate({ url: [], WebSocket }), /empty/);
+  const dead = `ws://127.0.0.1:${await freePort()}`; // nothing listens there
+  const { c, events } = client({ url: [dead, gw.origin], backoff: { initial: 20, max: 20 } });
+  assert.equal(c.url, dead);
+  c.connect(1, gw.tokenOf('alice'));
+  await until(() => c.isConnected, 'connected to the second URL');
+  const connected = events.filter((x) => x.e === 'connected');
+  assert.deepEqual(connected.map((x) => x.data.url), [gw.wsUrl], 'http:// turned into ws://');
+  assert.deepEqual(
+    events.filter((x) => x.e === 'reconnecting').map((x) => x.data.url),
+    [gw.wsUrl],
+    'one failed attempt at the dead URL, then the next',
+  );
+  c.sendMessage('round robin');
+  await until(() => c.lastId > 0, 'a message seen, to resume after');
+  // Dropped by the server: back to the first URL (refused), then the second again.
+  const seen = events.length;
+  await gw.stop();
+  await gw.start();
+  await until(() => c.isConnected && events.slice(seen).some((x) => x.e === 'connected'), 'connected again');
+  const urls = events.slice(seen).filter((x) => x.e === 'reconnecting').map((x) => x.data.url);
+  assert.equal(urls[0], dead, 'after the drop, the next URL of the list');
+  assert.ok(
+    urls.every((u, k) => u === (k % 2 ? gw.wsUrl : dead)),
+    `round robin: ${urls.join(' ')}`,
+  );
+  assert.equal(events.filter((x) => x.e === 'connected').at(-1).data.url, gw.wsUrl);
+  assert.ok(events.slice(seen).some((x) => x.e === 'resumed'), 'resumed on the node it landed on');
+  // connect() starts at the first URL again.
+  c.connect(1, gw.tokenOf('alice'));
+  assert.equal(c.url, dead);
+  await until(() => c.isConnected, 'connected once more');
   c.disconnect();
 });
 
