@@ -645,7 +645,7 @@ fn migrate_adds_the_v2_tables_and_the_paging_index_to_a_django_database() {
     assert_eq!(tables(&db), 0);
     db.admin().migrate().unwrap();
     db.admin().migrate().expect("idempotent");
-    assert_eq!(tables(&db), 2);
+    assert_eq!(tables(&db), 3);
     let admin = db.admin();
     let rows = admin
         .block_on(admin.client().query(
@@ -660,6 +660,10 @@ fn migrate_adds_the_v2_tables_and_the_paging_index_to_a_django_database() {
     assert_eq!(
         columns,
         [
+            "chatgate_idempotency.key character varying(64) nullable=NO identity=NO",
+            "chatgate_idempotency.conversation_id bigint() nullable=NO identity=NO",
+            "chatgate_idempotency.message_id bigint() nullable=YES identity=NO",
+            "chatgate_idempotency.created_at timestamp with time zone() nullable=NO identity=NO",
             "chatgate_reaction.id bigint() nullable=NO identity=YES",
             "chatgate_reaction.message_id bigint() nullable=NO identity=NO",
             "chatgate_reaction.user_id integer() nullable=NO identity=NO",
@@ -684,6 +688,8 @@ fn migrate_adds_the_v2_tables_and_the_paging_index_to_a_django_database() {
     assert_eq!(
         constraints,
         [
+            "FOREIGN KEY (conversation_id) REFERENCES chatapp_conversation(id) ON DELETE CASCADE",
+            "FOREIGN KEY (message_id) REFERENCES chatapp_message(id) ON DELETE CASCADE",
             "FOREIGN KEY (message_id) REFERENCES chatapp_message(id) ON DELETE CASCADE",
             "FOREIGN KEY (user_id) REFERENCES auth_user(id) ON DELETE CASCADE",
             "UNIQUE (message_id, user_id, emoji)",

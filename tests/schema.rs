@@ -104,6 +104,7 @@ fn migrate_creates_the_django_tables() {
             "chatapp_conversationparticipant",
             "chatapp_message",
             "chatapp_messagedeletion",
+            "chatgate_idempotency",
             "chatgate_reaction",
             "chatgate_readreceipt"
         ]
@@ -250,6 +251,23 @@ fn migrate_creates_the_django_tables() {
     assert_eq!(
         foreign_keys(&gw, "chatgate_reaction"),
         fk(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
+    );
+    // The server API's idempotency keys (docs/protocol.md §10).
+    let mut keyed = cols(&[
+        ("key", "varchar(64)", true),
+        ("conversation_id", "bigint", true),
+        ("message_id", "bigint", false),
+        ("created_at", "datetime", true),
+    ]);
+    keyed.get_mut("key").unwrap().2 = true; // the primary key
+    assert_eq!(columns(&gw, "chatgate_idempotency"), keyed);
+    assert_eq!(unique_sets(&gw, "chatgate_idempotency"), set(&[&["key"]]));
+    assert_eq!(
+        foreign_keys(&gw, "chatgate_idempotency"),
+        fk(&[
+            ("conversation_id", "chatapp_conversation"),
+            ("message_id", "chatapp_message")
+        ])
     );
 
     // unread_count >= 0 is enforced.

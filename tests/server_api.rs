@@ -1,8 +1,10 @@
 //! The server API (docs/protocol.md §10, docs/server-api.md) against real
 //! gateways over real HTTP: every status and error code, keys and their
 //! rotation, the refusal to start without a key, `info`, `publish`,
-//! `send_message` on every store, `disconnect` and `presence` across two
-//! nodes on a real Redis, `batch`, a flood of bad keys and a slow-loris.
+//! `send_message` on every store (with and without `idempotency_key`, the
+//! same key on two nodes at once on one Postgres), `disconnect` and
+//! `presence` across two nodes on a real Redis, `batch`, a flood of bad
+//! keys and a slow-loris.
 //! Every answer's envelope is checked against the shapes of
 //! docs/server-api.openapi.json (`support::check_shape`).
 
@@ -369,20 +371,130 @@ fn send_message_is_a_socket_message(on: Target) {
         ),
         "bad_request"
     );
-    assert_eq!(
-        api_refused(
-            api,
-            "send_message",
-            json!({"conversation_id": conv, "sender_id": alice.id, "content": "x", "idempotency_key": "k"})
-        ),
-        "bad_request"
-    );
     // Nothing of the refused ones was stored or shown.
     assert_eq!(gw.messages_of(conv).len(), 2);
     a.expect_silence(Duration::from_millis(200));
 }
 
-on_every_store!(send_message_is_a_socket_message);
+/// The raw body of a `send_message` (to compare answers byte for byte).
+fn send_raw(api: SocketAddr, params: Value) -> (u16, String) {
+    let body = params.to_string();
+    let request = format!(
+        "POST /api/send_message HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\
+         Authorization: apikey {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        API_KEYS[0],
+        body.len()
+    );
+    let (status, _, body) = http_raw(api, request.as_bytes());
+    (status, body)
+}
+
+/// Rows of `chatgate_idempotency` and of them those without a message.
+fn key_rows(gw: &TestGateway) -> (i64, i64) {
+    let sql = "SELECT count(*), count(*) - count(message_id) FROM chatgate_idempotency";
+    match gw.store_kind() {
+        StoreKind::Sqlite => gw
+            .db()
+            .query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap(),
+        _ => (
+            gw.pg_db()
+                .scalar("SELECT count(*) FROM chatgate_idempotency", &[]),
+            gw.pg_db().scalar(
+                "SELECT count(*) FROM chatgate_idempotency WHERE message_id IS NULL",
+                &[],
+            ),
+        ),
+    }
+}
+
+/// Moves every idempotency key's `created_at` 25 hours back.
+fn age_keys(gw: &TestGateway) {
+    match gw.store_kind() {
+        StoreKind::Sqlite => {
+            gw.db()
+                .execute_batch(
+                    "UPDATE chatgate_idempotency SET created_at = \
+                     strftime('%Y-%m-%d %H:%M:%f000', created_at, '-25 hours')",
+                )
+                .unwrap();
+        }
+        _ => gw.pg_db().execute_batch(
+            "UPDATE chatgate_idempotency SET created_at = created_at - interval '25 hours'",
+        ),
+    }
+}
+
+/// `send_message` with an `idempotency_key`: the same key answers the
+/// first message, byte for byte, stores and broadcasts nothing; an expired
+/// key stores a new one; a key over 64 characters is refused; on Django's
+/// bare tables a keyed call is `unavailable` (run `chatgate migrate`)
+/// while an unkeyed one works.
+fn send_message_with_an_idempotency_key(on: Target) {
+    let django = on.store == StoreKind::PostgresDjango;
+    let gw = TestGateway::start_on(on, with_api);
+    let api = gw.api_addr();
+    let (alice, bob, conv) = gw.alice_and_bob();
+    let mut b = gw.connect(conv, &bob);
+    let keyed = |key: &str, content: &str| json!({"conversation_id": conv, "sender_id": alice.id, "content": content, "idempotency_key": key});
+    if django {
+        let (status, body) = api_call(api, "send_message", keyed("order-1", "hi"));
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("chatgate migrate"), "{message}");
+        assert!(gw.messages_of(conv).is_empty());
+        let unkeyed = json!({"conversation_id": conv, "sender_id": alice.id, "content": "plain"});
+        let sent = api_ok(api, "send_message", unkeyed);
+        assert_eq!(b.recv_new_message(), sent["message"]);
+        assert_eq!(gw.messages_of(conv).len(), 1);
+        return;
+    }
+    let (status, first) = send_raw(api, keyed("order-1", "shipped"));
+    assert_eq!(status, 200, "{first}");
+    let shown = b.recv_new_message();
+    let first_json: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first_json["result"]["message"], shown);
+    // The same key again, even with other content: the same bytes, nothing stored or shown.
+    for content in ["shipped", "something else"] {
+        let (status, again) = send_raw(api, keyed("order-1", content));
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again, first);
+    }
+    b.expect_silence(Duration::from_millis(300));
+    assert_eq!(gw.messages_of(conv).len(), 1);
+    assert_eq!(key_rows(&gw), (1, 0));
+    // Another key is another message; 64 characters (not bytes) is the limit.
+    let long = "é".repeat(64);
+    let other = api_ok(api, "send_message", keyed(&long, "second"));
+    assert_eq!(b.recv_new_message(), other["message"]);
+    assert_ne!(other["message"]["id"], shown["id"]);
+    for bad in ["x".repeat(65), String::new()] {
+        assert_eq!(
+            api_refused(api, "send_message", keyed(&bad, "third")),
+            "bad_request"
+        );
+    }
+    assert_eq!(gw.messages_of(conv).len(), 2);
+    // After 24 h the key stores a new message.
+    age_keys(&gw);
+    let renewed = api_ok(api, "send_message", keyed("order-1", "shipped again"));
+    assert_eq!(b.recv_new_message(), renewed["message"]);
+    assert_ne!(renewed["message"], shown);
+    assert_eq!(renewed["message"]["content"], "shipped again");
+    assert_eq!(gw.messages_of(conv).len(), 3);
+    assert_eq!(key_rows(&gw), (2, 0));
+    let (_, again) = send_raw(api, keyed("order-1", "shipped"));
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["result"], renewed);
+    b.expect_silence(Duration::from_millis(200));
+}
+
+on_every_store!(
+    send_message_is_a_socket_message,
+    send_message_with_an_idempotency_key
+);
 
 #[test]
 fn a_flood_of_bad_keys_leaves_chat_working() {
@@ -480,7 +592,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(env: &redis_support::RedisEnv) -> Cluster {
-        let a = TestGateway::start_with(|c| {
+        Self::start_on(env, Target::sqlite(chatgate::IoDriver::Auto))
+    }
+
+    /// Both nodes on `on`'s store (one database).
+    fn start_on(env: &redis_support::RedisEnv, on: Target) -> Cluster {
+        let a = TestGateway::start_on(on, |c| {
             with_api(c);
             c.bridge = Some(env.config("a"));
         });
@@ -527,6 +644,61 @@ fn wait_until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
         assert!(Instant::now() < end, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The same key sent to both nodes (one Postgres database) at the same
+/// instant, 100 keys: one message per key, both answers the same.
+#[test]
+fn the_same_key_on_two_nodes_at_once_stores_one_message() {
+    let test = "server_api::the_same_key_on_two_nodes_at_once_stores_one_message";
+    let Some(on) = Target::postgres(test) else {
+        return;
+    };
+    let Some(env) = redis_support::RedisEnv::start("api_idempotency") else {
+        return;
+    };
+    let cluster = Cluster::start_on(&env, on);
+    let (alice, _bob, conv) = cluster.a.alice_and_bob();
+    let nodes = [cluster.a.api_addr(), cluster.api_b()];
+    const KEYS: usize = 100;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let answers: Vec<Vec<(u16, String)>> = std::thread::scope(|s| {
+        let threads: Vec<_> = nodes
+            .iter()
+            .map(|&api| {
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    (0..KEYS)
+                        .map(|i| {
+                            barrier.wait();
+                            send_raw(
+                                api,
+                                json!({"conversation_id": conv, "sender_id": alice.id,
+                                       "content": format!("m{i}"), "idempotency_key": format!("key-{i}")}),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(answers[0].len(), KEYS);
+    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(a.0, 200, "{}", a.1);
+        assert_eq!(a, b, "key-{i}");
+    }
+    let stored = cluster.a.messages_of(conv);
+    assert_eq!(stored.len(), KEYS);
+    let mut contents: Vec<String> = stored.into_iter().map(|(_, c)| c).collect();
+    contents.sort();
+    let mut expected: Vec<String> = (0..KEYS).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(contents, expected);
+    assert_eq!(key_rows(&cluster.a), (KEYS as i64, 0));
+    let Cluster { a, b } = cluster;
+    drop(b);
+    drop(a);
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! inboxes and to the store only through its handle.
 //!
 //! Owns: the method table ([`METHODS`]), `info`, `publish`, `disconnect`,
-//! `presence`, `send_message` and `batch`, and waiting (at most the store
-//! timeout) for a shard's or the store's answer.
+//! `presence`, `send_message` (with its `idempotency_key`: claimed in the
+//! store before the message is stored, a repeat answered from the stored
+//! message with `new_message`'s encoder) and `batch`, and waiting (at most
+//! the store timeout) for a shard's or the store's answer.
 //!
 //! Must never: block (everything here is async on the side runtime), read
 //! or change a shard's state but by a message to it, or let one command of
@@ -24,6 +26,7 @@ use crate::protocol::{self, validate_content, ReplyError};
 use crate::routing::shard_for;
 use crate::shard::ShardMsg;
 use crate::shard_ctx::ApiCall;
+use crate::store::requests::{Claim, HistoryItem, V2Error, V2Request};
 use crate::store::{InsertRequest, Origin, StoreError, UserProfile};
 
 /// Every method, as named in the path `/api/<method>`.
@@ -112,19 +115,126 @@ fn publish(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
 }
 
 /// `send_message`: stored and broadcast exactly as the user's `chat_message`.
+/// With an `idempotency_key`, the key is claimed first: a key already used
+/// within 24 h answers its first message and stores nothing.
 async fn send_message(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
     let conversation_id = p.id("conversation_id")?;
     let sender_id = p.id("sender_id")?;
     let raw = p.text("content")?;
-    if p.opt_text("idempotency_key")?.is_some() {
-        return Err(ApiError::bad("idempotency_key is not supported yet"));
-    }
+    let key = p
+        .opt_text("idempotency_key")?
+        .map(idempotency_key)
+        .transpose()?;
     let sender = sender_profile(state, sender_id, conversation_id).await?;
     let content = validate_content(raw).map_err(|e| match e {
         ReplyError::EmptyMessage => ApiError::EmptyMessage,
         ReplyError::MessageTooLong => ApiError::MessageTooLong,
         _ => ApiError::bad("content must not contain U+0000"),
     })?;
+    let Some(key) = key else {
+        return store_message(state, conversation_id, sender_id, &sender, content).await;
+    };
+    let deadline = tokio::time::Instant::now() + state.timeout;
+    loop {
+        match claim_key(state, key, conversation_id, deadline).await? {
+            Claim::Owned => break,
+            Claim::Done(first) => return Ok(answer_of(&first)),
+            Claim::Pending => {
+                if tokio::time::Instant::now() + KEY_POLL >= deadline {
+                    return Err(ApiError::Unavailable(
+                        "a send_message with this idempotency_key is still being stored",
+                    ));
+                }
+                tokio::time::sleep(KEY_POLL).await;
+            }
+        }
+    }
+    let stored = store_message(state, conversation_id, sender_id, &sender, content).await;
+    let message_id = match &stored {
+        Ok(answer) => answer["message"]["id"].as_i64(),
+        Err(_) => None,
+    };
+    let finish = state.store.v2(|reply| V2Request::FinishKey {
+        key: key.to_owned(),
+        message_id,
+        reply,
+    });
+    match tokio::time::timeout(state.timeout, finish).await {
+        Ok(Ok(())) => {}
+        // The message (if any) is stored; the claim, left without it, is
+        // taken over once abandoned (twice the store timeout).
+        Ok(Err(e)) => tracing::warn!(error = %e, "server API: idempotency key not recorded"),
+        Err(_) => tracing::warn!("server API: idempotency key not recorded in time"),
+    }
+    stored
+}
+
+/// Longest `idempotency_key`, in characters.
+pub const MAX_IDEMPOTENCY_KEY: usize = 64;
+
+/// How often a `send_message` whose key another request is storing asks again.
+const KEY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// What `send_message` answers when the `chatgate_` tables are missing.
+const NOT_MIGRATED: &str =
+    "idempotency_key needs the chatgate_idempotency table: run `chatgate migrate`";
+
+/// A valid `idempotency_key`: 1 to [`MAX_IDEMPOTENCY_KEY`] characters.
+fn idempotency_key(key: &str) -> Result<&str, ApiError> {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad("idempotency_key must be 1 to 64 characters"));
+    }
+    if key.contains('\0') {
+        return Err(ApiError::bad("idempotency_key must not contain U+0000"));
+    }
+    Ok(key)
+}
+
+/// Claims `key` in the store (see `store::requests::Claim`).
+async fn claim_key(
+    state: &ApiState,
+    key: &str,
+    conversation_id: i64,
+    deadline: tokio::time::Instant,
+) -> Result<Claim, ApiError> {
+    let ask = state.store.v2(|reply| V2Request::ClaimKey {
+        key: key.to_owned(),
+        conversation_id,
+        stale_after: state.timeout * 2,
+        reply,
+    });
+    match tokio::time::timeout_at(deadline, ask).await {
+        Ok(Ok(claim)) => Ok(claim),
+        Ok(Err(V2Error::NotMigrated)) => Err(ApiError::Unavailable(NOT_MIGRATED)),
+        Ok(Err(_)) => Err(ApiError::Unavailable("the store is unavailable")),
+        Err(_) => Err(ApiError::Unavailable("the store did not answer in time")),
+    }
+}
+
+/// The answer of a `send_message` whose key already has its message: the
+/// bytes `new_message` carried for it (the same encoder).
+fn answer_of(first: &HistoryItem) -> Value {
+    let mut payload = Vec::with_capacity(160 + first.content.len());
+    protocol::encode_new_message(
+        &mut payload,
+        first.id,
+        &protocol::sender_json(&first.sender),
+        &first.content,
+        first.timestamp,
+    );
+    let object = protocol::new_message_object(&bytes::Bytes::from(payload));
+    let message: Value = serde_json::from_slice(&object).unwrap_or(Value::Null);
+    json!({ "message": message })
+}
+
+/// Stores the message through the group commit and waits for its outcome.
+async fn store_message(
+    state: &ApiState,
+    conversation_id: i64,
+    sender_id: i64,
+    sender: &UserProfile,
+    content: &str,
+) -> Result<Value, ApiError> {
     let (reply, outcome) = oneshot::channel();
     let request = InsertRequest {
         conversation_id,
@@ -133,7 +243,7 @@ async fn send_message(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiErro
         origin: Origin {
             shard: shard_for(conversation_id, state.inboxes.len()),
             conn: 0,
-            sender_json: protocol::sender_json(&sender),
+            sender_json: protocol::sender_json(sender),
             reply: Some(reply),
         },
     };
@@ -294,5 +404,56 @@ async fn ask<T>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_)) => Err(ApiError::Unavailable("the node is shutting down")),
         Err(_) => Err(ApiError::Unavailable("a shard did not answer in time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_1_to_64_characters() {
+        assert_eq!(idempotency_key("order-1").unwrap(), "order-1");
+        let most = "é".repeat(MAX_IDEMPOTENCY_KEY);
+        assert_eq!(
+            idempotency_key(&most).unwrap(),
+            most,
+            "characters, not bytes"
+        );
+        for bad in [String::new(), "x".repeat(65), "a\0b".to_string()] {
+            assert_eq!(idempotency_key(&bad).unwrap_err().code(), "bad_request");
+        }
+    }
+
+    #[test]
+    fn a_repeated_answer_is_the_new_message_object() {
+        let first = HistoryItem {
+            id: 7,
+            sender: UserProfile {
+                id: 1,
+                username: "shop".into(),
+                first_name: "Zoë".into(),
+                last_name: String::new(),
+                is_active: true,
+            },
+            content: "Shipped \"today\"".into(),
+            timestamp: chrono::DateTime::from_timestamp(1_765_000_000, 123_456_000).unwrap(),
+            reactions: Vec::new(),
+        };
+        let mut payload = Vec::new();
+        protocol::encode_new_message(
+            &mut payload,
+            first.id,
+            &protocol::sender_json(&first.sender),
+            &first.content,
+            first.timestamp,
+        );
+        let object = protocol::new_message_object(&bytes::Bytes::from(payload));
+        let expected: Value = serde_json::from_slice(&object).unwrap();
+        assert_eq!(answer_of(&first), json!({ "message": expected }));
+        assert_eq!(
+            answer_of(&first)["message"]["timestamp"],
+            "2025-12-06T05:46:40.123456Z"
+        );
     }
 }

@@ -27,6 +27,7 @@ mod admin;
 mod batch;
 mod dispatch;
 mod history;
+mod idempotency;
 mod increments;
 mod lanes;
 mod lookup;
@@ -102,9 +103,11 @@ pub fn start(
     let lanes = lanes::lanes_for_pool(pool_size);
     let dispatcher =
         dispatch::Dispatcher::new(shared.clone(), rx, close_rx, batch_max, lanes, sink);
+    let prune = side.spawn(idempotency::prune_forever(shared.clone()));
     side.spawn(async move {
         dispatcher.run().await;
         probe.abort();
+        prune.abort();
         drop(done_tx);
     });
     let handle = StoreHandle::with_readiness(tx, shared.ready.clone());

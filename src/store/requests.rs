@@ -27,8 +27,12 @@
 //!   ([`V2Error::NoSuchMessage`]); adding an existing (message, user,
 //!   emoji) or removing a missing one changes nothing (`Ok(false)`);
 //!   adding a 21st distinct emoji to a message is [`V2Error::TooManyReactions`].
+//! - **Claim key / finish key** (the server API's `send_message` with an
+//!   `idempotency_key`, docs/protocol.md §10): see [`Claim`]; finishing
+//!   records the key's message or deletes a claim that has none.
 //! - On a Django database where `chatgate migrate` has not created the
-//!   `chatgate_` tables: mark read and react answer [`V2Error::NotMigrated`];
+//!   `chatgate_` tables: mark read, react and claim key answer
+//!   [`V2Error::NotMigrated`];
 //!   read state answers no positions and items carry no reactions; the
 //!   backend logs once that `chatgate migrate` is needed.
 //!
@@ -122,6 +126,42 @@ pub enum V2Request {
         on: bool,
         reply: oneshot::Sender<Result<bool, V2Error>>,
     },
+    /// A server API `send_message` claims its `idempotency_key`
+    /// (`chatgate_idempotency`, see [`Claim`]).
+    ClaimKey {
+        key: String,
+        conversation_id: ConversationId,
+        /// A claim without a message older than this is abandoned.
+        stale_after: std::time::Duration,
+        reply: oneshot::Sender<Result<Claim, V2Error>>,
+    },
+    /// The owner of a claimed key: `Some` records the stored message,
+    /// `None` gives the key up (the message was not stored).
+    FinishKey {
+        key: String,
+        message_id: Option<MessageId>,
+        reply: oneshot::Sender<Result<(), V2Error>>,
+    },
+}
+
+/// How long an idempotency key holds its message.
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// What claiming an idempotency key found, in one atomic step on the
+/// `chatgate_idempotency` row of the key:
+/// - no row, or a row older than [`IDEMPOTENCY_TTL`], or one without a
+///   message older than `stale_after`: the row is (re)written without a
+///   message and the caller owns the key ([`Claim::Owned`]): it stores the
+///   message, then `FinishKey`;
+/// - a row with a message: that message with its sender ([`Claim::Done`],
+///   no reactions), nothing stored;
+/// - a fresh row without a message: another request is storing it
+///   ([`Claim::Pending`]): ask again shortly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Owned,
+    Done(HistoryItem),
+    Pending,
 }
 
 /// Where the answer to a v2 request goes; a failed `send` means the
@@ -181,6 +221,23 @@ pub(super) trait V2Backend {
         reply: Reply<Vec<ReadPosition>>,
     ) -> Self::Done;
     fn react(self, query: React, reply: Reply<bool>) -> Self::Done;
+    fn claim_key(self, query: ClaimKey, reply: Reply<Claim>) -> Self::Done;
+    fn finish_key(self, query: FinishKey, reply: Reply<()>) -> Self::Done;
+}
+
+/// What [`V2Request::ClaimKey`] asks.
+#[derive(Debug)]
+pub(super) struct ClaimKey {
+    pub key: String,
+    pub conversation_id: ConversationId,
+    pub stale_after: std::time::Duration,
+}
+
+/// What [`V2Request::FinishKey`] asks.
+#[derive(Debug)]
+pub(super) struct FinishKey {
+    pub key: String,
+    pub message_id: Option<MessageId>,
 }
 
 impl V2Request {
@@ -251,6 +308,24 @@ impl V2Request {
                 };
                 backend.react(query, reply)
             }
+            V2Request::ClaimKey {
+                key,
+                conversation_id,
+                stale_after,
+                reply,
+            } => {
+                let query = ClaimKey {
+                    key,
+                    conversation_id,
+                    stale_after,
+                };
+                backend.claim_key(query, reply)
+            }
+            V2Request::FinishKey {
+                key,
+                message_id,
+                reply,
+            } => backend.finish_key(FinishKey { key, message_id }, reply),
         }
     }
 }

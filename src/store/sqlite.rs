@@ -25,6 +25,7 @@
 mod admin;
 mod batch;
 mod history;
+mod idempotency;
 mod lookup;
 mod reactions;
 mod receipts;

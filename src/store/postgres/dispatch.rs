@@ -251,7 +251,10 @@ fn request_user(request: &V2Request) -> Option<crate::store::UserId> {
         V2Request::History { user_id, .. }
         | V2Request::MarkRead { user_id, .. }
         | V2Request::React { user_id, .. } => Some(*user_id),
-        V2Request::Replay { .. } | V2Request::ReadState { .. } => None,
+        V2Request::Replay { .. }
+        | V2Request::ReadState { .. }
+        | V2Request::ClaimKey { .. }
+        | V2Request::FinishKey { .. } => None,
     }
 }
 

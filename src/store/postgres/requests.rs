@@ -24,8 +24,8 @@ use super::replay::ReplayWaiter;
 use super::tables::store_error;
 use super::Shared;
 use crate::store::requests::{
-    HistoryPage, HistoryQuery, MarkRead, React, ReadPosition, Replay, ReplayQuery, Reply,
-    V2Backend, V2Request,
+    Claim, ClaimKey, FinishKey, HistoryPage, HistoryQuery, MarkRead, React, ReadPosition, Replay,
+    ReplayQuery, Reply, V2Backend, V2Request,
 };
 use crate::store::ConversationId;
 
@@ -102,6 +102,28 @@ impl V2Backend for Arc<Shared> {
                 deadline,
             );
             let _ = reply.send(changed.await);
+        })
+    }
+
+    fn claim_key(self, q: ClaimKey, reply: Reply<Claim>) -> Answering {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.timeout;
+            let claim = super::idempotency::claim(
+                &self,
+                &q.key,
+                q.conversation_id,
+                q.stale_after,
+                deadline,
+            );
+            let _ = reply.send(claim.await);
+        })
+    }
+
+    fn finish_key(self, q: FinishKey, reply: Reply<()>) -> Answering {
+        Box::pin(async move {
+            let deadline = Instant::now() + self.timeout;
+            let done = super::idempotency::finish(&self, &q.key, q.message_id, deadline);
+            let _ = reply.send(done.await);
         })
     }
 }

@@ -10,9 +10,10 @@
 //! conversation deletes cheap) and one more, `chatapp_message
 //! (conversation_id, id)`, so a history page or a replay costs the same on
 //! a conversation of a million messages as on one of a hundred. Then the
-//! v2 tables, `chatgate_readreceipt` and `chatgate_reaction` (foreign keys
-//! to Django's tables `ON DELETE CASCADE`), which `migrate` also adds to a
-//! database Django created.
+//! v2 tables, `chatgate_readreceipt` and `chatgate_reaction`, and the
+//! server API's `chatgate_idempotency` (foreign keys to Django's tables
+//! `ON DELETE CASCADE`), which `migrate` also adds to a database Django
+//! created.
 //!
 //! Must never: alter or drop anything that exists (a database created by
 //! Django is left as it is: an index is added, no column changes); run
@@ -145,6 +146,25 @@ CREATE TABLE IF NOT EXISTS chatgate_reaction (
 );
 CREATE INDEX IF NOT EXISTS chatgate_reaction_user_id
     ON chatgate_reaction USING btree (user_id);
+
+-- chatgate's own: the server API's idempotency keys (docs/protocol.md §10).
+CREATE TABLE IF NOT EXISTS chatgate_idempotency (
+    key character varying(64) NOT NULL
+        CONSTRAINT chatgate_idempotency_pkey PRIMARY KEY,
+    conversation_id bigint NOT NULL
+        CONSTRAINT chatgate_idempotency_conversation_id_fk
+        REFERENCES chatapp_conversation (id) ON DELETE CASCADE,
+    message_id bigint
+        CONSTRAINT chatgate_idempotency_message_id_fk
+        REFERENCES chatapp_message (id) ON DELETE CASCADE,
+    created_at timestamp with time zone NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chatgate_idempotency_created_at
+    ON chatgate_idempotency USING btree (created_at);
+CREATE INDEX IF NOT EXISTS chatgate_idempotency_message_id
+    ON chatgate_idempotency USING btree (message_id);
+CREATE INDEX IF NOT EXISTS chatgate_idempotency_conversation_id
+    ON chatgate_idempotency USING btree (conversation_id);
 "#;
 
 /// Creates Django's tables, chatgate's tables and their indexes where

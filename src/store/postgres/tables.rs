@@ -84,7 +84,7 @@ impl Tables {
         if !self.missing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 "postgres store: the chatgate_ tables are missing (a Django database): \
-                 read receipts and reactions are off until `chatgate migrate` runs"
+                 read receipts, reactions and idempotency keys are off until `chatgate migrate` runs"
             );
         }
     }

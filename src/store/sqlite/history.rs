@@ -173,7 +173,7 @@ pub(super) fn replay_group(
 }
 
 /// A row of `ITEM_COLUMNS`, without reactions yet.
-fn item(row: &Row<'_>) -> rusqlite::Result<HistoryItem> {
+pub(super) fn item(row: &Row<'_>) -> rusqlite::Result<HistoryItem> {
     let text: String = row.get(2)?;
     let timestamp = parse_timestamp(&text)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, Type::Text, Box::new(e)))?;

@@ -18,10 +18,10 @@ use rusqlite::Connection;
 
 use super::history::ReplayRequest;
 use super::statements::Statements;
-use super::{history, reactions, receipts};
+use super::{history, idempotency, reactions, receipts};
 use crate::store::requests::{
-    HistoryPage, HistoryQuery, MarkRead, React, ReadPosition, Replay, ReplayQuery, Reply,
-    V2Backend, V2Request,
+    Claim, ClaimKey, FinishKey, HistoryPage, HistoryQuery, MarkRead, React, ReadPosition, Replay,
+    ReplayQuery, Reply, V2Backend, V2Request,
 };
 use crate::store::ConversationId;
 
@@ -78,6 +78,17 @@ impl V2Backend for &Connection {
             q.on,
         );
         let _ = reply.send(changed);
+        None
+    }
+
+    fn claim_key(self, q: ClaimKey, reply: Reply<Claim>) -> Self::Done {
+        let claim = idempotency::claim(self, &q.key, q.conversation_id, q.stale_after);
+        let _ = reply.send(claim);
+        None
+    }
+
+    fn finish_key(self, q: FinishKey, reply: Reply<()>) -> Self::Done {
+        let _ = reply.send(idempotency::finish(self, &q.key, q.message_id));
         None
     }
 }

@@ -4,8 +4,9 @@
 //! Owns `SCHEMA`: the tables as Django's SQLite backend creates them (column
 //! types, NOT NULL flags, unique constraints, AUTOINCREMENT ids), plus the
 //! indexes the worker's queries need under Django's index names;
-//! `V2_SCHEMA`: the gateway's own `chatgate_readreceipt` and
-//! `chatgate_reaction` (docs/protocol.md §9.11), with foreign keys to Django's tables
+//! `V2_SCHEMA`: the gateway's own `chatgate_readreceipt`,
+//! `chatgate_reaction` (docs/protocol.md §9.11) and `chatgate_idempotency`
+//! (the server API's idempotency keys, §10), with foreign keys to Django's tables
 //! (`ON DELETE CASCADE`); and [`migrate`], which applies both in one
 //! transaction, on databases created by any earlier version too.
 //!
@@ -102,6 +103,19 @@ CREATE INDEX IF NOT EXISTS "chatgate_readreceipt_user_id"
     ON "chatgate_readreceipt" ("user_id");
 CREATE INDEX IF NOT EXISTS "chatgate_reaction_user_id"
     ON "chatgate_reaction" ("user_id");
+CREATE TABLE IF NOT EXISTS "chatgate_idempotency" (
+    "key" varchar(64) NOT NULL PRIMARY KEY,
+    "conversation_id" bigint NOT NULL
+        REFERENCES "chatapp_conversation" ("id") ON DELETE CASCADE,
+    "message_id" bigint NULL REFERENCES "chatapp_message" ("id") ON DELETE CASCADE,
+    "created_at" datetime NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "chatgate_idempotency_created_at"
+    ON "chatgate_idempotency" ("created_at");
+CREATE INDEX IF NOT EXISTS "chatgate_idempotency_message_id"
+    ON "chatgate_idempotency" ("message_id");
+CREATE INDEX IF NOT EXISTS "chatgate_idempotency_conversation_id"
+    ON "chatgate_idempotency" ("conversation_id");
 "#;
 
 /// Creates Django's tables, the worker's indexes and the gateway's v2
@@ -174,6 +188,7 @@ mod tests {
             "chatapp_conversationparticipant",
             "chatapp_message",
             "chatapp_messagedeletion",
+            "chatgate_idempotency",
             "chatgate_reaction",
             "chatgate_readreceipt",
         ];
@@ -301,6 +316,17 @@ mod tests {
             foreign_keys(conn, "chatgate_reaction"),
             cascades(&[("message_id", "chatapp_message"), ("user_id", "auth_user")])
         );
+        assert_eq!(
+            unique_column_sets(conn, "chatgate_idempotency"),
+            [names(&["key"])].into()
+        );
+        assert_eq!(
+            foreign_keys(conn, "chatgate_idempotency"),
+            cascades(&[
+                ("conversation_id", "chatapp_conversation"),
+                ("message_id", "chatapp_message")
+            ])
+        );
     }
 
     #[test]
@@ -310,8 +336,11 @@ mod tests {
         let conv = fx.admin.create_conversation(&[a]).unwrap();
         fx.write_messages(conv, a, 3);
         let conn = fx.admin.connection();
-        conn.execute_batch("DROP TABLE chatgate_readreceipt; DROP TABLE chatgate_reaction;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE chatgate_readreceipt; DROP TABLE chatgate_reaction; \
+             DROP TABLE chatgate_idempotency;",
+        )
+        .unwrap();
 
         migrate(conn).unwrap();
         assert_eq!(fx.messages(), 3);
@@ -319,7 +348,7 @@ mod tests {
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'chatgate_%'",
             [],
         );
-        assert_eq!(v2_tables, 2);
+        assert_eq!(v2_tables, 3);
     }
 
     #[test]

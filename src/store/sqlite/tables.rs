@@ -35,8 +35,8 @@ pub(super) fn warn_not_migrated() {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
-            "sqlite store: the chatgate_ tables are missing, read receipts and reactions \
-             are unavailable: run `chatgate migrate`"
+            "sqlite store: the chatgate_ tables are missing, read receipts, reactions and \
+             idempotency keys are unavailable: run `chatgate migrate`"
         );
     }
 }

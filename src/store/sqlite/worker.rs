@@ -12,7 +12,9 @@
 //! `history.rs`). Deletes, history pages, read marks and reactions are
 //! answered after the commit, in the order they arrived: a page then
 //! includes the messages queued before it, and never a write sent after it
-//! (a `react` behind a deferred page would otherwise overtake it). When every handle
+//! (a `react` behind a deferred page would otherwise overtake it).
+//! After a pass, at most every `idempotency::PRUNE_EVERY`, expired
+//! idempotency keys are deleted. When every handle
 //! is dropped, or `StoreWorker::join` fires the close signal, it commits
 //! what is queued and stops — after a close without waiting for senders
 //! that will never send.
@@ -27,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::commit_batch;
 use super::history::ReplayRequest;
+use super::idempotency::{prune, PRUNE_EVERY};
 use super::lookup::{connect_info, delete_message};
 use super::requests::answer_replays;
 use super::StoreError;
@@ -47,6 +50,7 @@ pub(super) fn spawn_worker(
         batch_max: batch_max.max(1),
         sink,
         idle_runtime: None,
+        pruned: None,
     };
     let (close_tx, close_rx) = oneshot::channel();
     std::thread::Builder::new()
@@ -64,6 +68,8 @@ struct Worker {
     sink: CommitSink,
     /// Waits for a request or the close signal while idle (no I/O driver).
     idle_runtime: Option<tokio::runtime::Runtime>,
+    /// When expired idempotency keys were last deleted.
+    pruned: Option<std::time::Instant>,
 }
 
 fn idle_runtime() -> tokio::runtime::Runtime {
@@ -86,6 +92,10 @@ impl Worker {
             }
             for request in after {
                 self.answer_in_order(request);
+            }
+            if self.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.pruned = Some(std::time::Instant::now());
+                prune(&self.conn);
             }
         }
         tracing::debug!("sqlite store: worker stopped");
