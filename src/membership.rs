@@ -81,6 +81,19 @@ impl MembershipCache {
         entries.insert((member.user_id, conv), (member.clone(), now + self.ttl));
     }
 
+    /// Forgets `user`'s admissions (to `conv`, or to every conversation):
+    /// after a disconnect by the server API their next connect asks the
+    /// store again, so a participant just removed is refused.
+    pub fn forget(&self, user: UserId, conv: Option<ConversationId>) {
+        let mut entries = self.entries.borrow_mut();
+        match conv {
+            Some(conv) => {
+                entries.remove(&(user, conv));
+            }
+            None => entries.retain(|(u, _), _| *u != user),
+        }
+    }
+
     /// Drops expired entries (called periodically by the shard).
     pub fn prune(&self, now: Instant) {
         self.entries
@@ -104,6 +117,22 @@ impl MembershipCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_admission_is_asked_again() {
+        let cache = MembershipCache::new(Duration::from_secs(5));
+        let now = Instant::now();
+        for conv in [1, 2] {
+            cache.insert(conv, &member(7), now);
+            cache.insert(conv, &member(8), now);
+        }
+        cache.forget(7, Some(1));
+        assert!(cache.get(7, 1, now).is_none());
+        assert!(cache.get(7, 2, now).is_some());
+        cache.forget(7, None);
+        assert!(cache.get(7, 2, now).is_none());
+        assert!(cache.get(8, 1, now).is_some() && cache.get(8, 2, now).is_some());
+    }
 
     fn member(id: UserId) -> Rc<Member> {
         Member::from_profile(&UserProfile {

@@ -248,7 +248,7 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
         RemoteKind::Disconnect { user_id, code } => {
             let conversation = Some(event.conversation_id).filter(|c| *c != 0);
             if let Some(reason) = api::disconnect_reason(code) {
-                ctx.hub().close_user(user_id, conversation, reason);
+                ctx.disconnect_user(user_id, conversation, reason);
             }
             return;
         }

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Verifier;
 use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
+use crate::close::CloseReason;
 use crate::config::Config;
 use crate::frame;
 use crate::hub::{Audience, Effect, Hub, Peer};
@@ -39,7 +40,7 @@ use crate::presence::Presence;
 use crate::protocol::{self, Decoder, ReplyError, Version};
 use crate::sequencer::Ticket;
 use crate::session::{Action, HeldUpload, Rules};
-use crate::store::{ConversationId, StoreHandle};
+use crate::store::{ConversationId, StoreHandle, UserId};
 use crate::timers::Timers;
 use crate::typing_state::TypingTable;
 use crate::upload_throttle::UploadThrottle;
@@ -270,6 +271,20 @@ impl ShardCtx {
             .set_online(self.presence.borrow().online_pairs());
         self.metrics.set_open_connections(self.hub.connections());
         self.metrics.flush();
+    }
+
+    /// Closes `user`'s sockets on this shard (of `conversation`, or all)
+    /// with `reason`, after forgetting their cached admissions so a
+    /// reconnect asks the store again (a participant just removed in the
+    /// database is refused). Returns the sockets asked to close.
+    pub fn disconnect_user(
+        &self,
+        user: UserId,
+        conversation: Option<ConversationId>,
+        reason: CloseReason,
+    ) -> usize {
+        self.membership.forget(user, conversation);
+        self.hub.close_user(user, conversation, reason)
     }
 
     /// The tables and limits the session core's message rules consult.

@@ -624,6 +624,21 @@ impl Cluster {
         self.a.connect_at(self.b.local_addr(), conv, user, false).0
     }
 
+    /// A completed upgrade on node B; nothing read yet.
+    fn connect_b_raw(&self, path: &str) -> Client {
+        use tungstenite::client::IntoClientRequest;
+        let addr = self.b.local_addr();
+        let request = format!("ws://{addr}{path}")
+            .into_client_request()
+            .expect("request");
+        let stream = std::net::TcpStream::connect(addr).expect("connect to b");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (ws, _) = tungstenite::client::client(request, stream).expect("upgrade on b");
+        Client { ws }
+    }
+
     fn connect_b_v2(&self, conv: i64, user: &User) -> Client {
         self.a.connect_at(self.b.local_addr(), conv, user, true).0
     }
@@ -762,6 +777,20 @@ fn disconnect_closes_the_users_sockets_on_every_node() {
     assert_eq!(r, json!({"closed": 1}));
     a1_here.expect_close(4003);
     a1_there.expect_close(4003);
+    // Django removed her first: a reconnect, even within the membership
+    // cache's TTL, is refused on both nodes.
+    cluster
+        .a
+        .db()
+        .execute(
+            "DELETE FROM chatapp_conversationparticipant WHERE conversation_id = ?1 AND user_id = ?2",
+            [c1, alice.id],
+        )
+        .expect("remove alice from c1");
+    let path = chat_path(c1, &alice.token);
+    cluster.a.expect_rejected(&path, &[], 4003);
+    let mut again = cluster.connect_b_raw(&path);
+    again.expect_close(4003);
     // Everything else stays open.
     for c in [&mut a2_here, &mut a2_there, &mut bob1, &mut bob1_there] {
         c.expect_silence(Duration::from_millis(300));

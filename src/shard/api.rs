@@ -31,7 +31,7 @@ pub(super) fn answer(ctx: &ShardCtx, call: ApiCall) {
             reason,
             reply,
         } => {
-            let _ = reply.send(ctx.hub().close_user(user_id, conversation_id, reason));
+            let _ = reply.send(ctx.disconnect_user(user_id, conversation_id, reason));
         }
         ApiCall::Presence {
             conversation_id,
