@@ -2,7 +2,7 @@
 //! for operators and Prometheus, apart from the public port.
 //!
 //! Owns: binding the admin address, the accept loop and its limit of
-//! [`MAX_CLIENTS`] connections at once (more are dropped unanswered), the
+//! [`MAX_CLIENTS`](crate::http_listener::MAX_CLIENTS) connections at once (more are dropped unanswered), the
 //! listener's lifetime ([`AdminServer`]), what `/readyz` looks at
 //! ([`Readiness`]), and the recorder's periodic upkeep (`run_upkeep` every
 //! [`UPKEEP_INTERVAL`]). What each path answers lives in `admin/routes.rs`;
@@ -28,22 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Time allowed to send a request head, counted from the accept and again
-/// each time a kept-alive connection goes idle; also the time a request in
-/// flight gets to finish once its connection is told to close.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a connection is served; then it closes after the request in
-/// flight (bounds a client that keeps a connection busy or reads slowly).
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+use crate::http_listener::REQUEST_TIMEOUT;
+
 /// Largest request head accepted, bytes (larger: 431).
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Connections served at once.
-pub const MAX_CLIENTS: usize = 64;
 /// How often the recorder's upkeep runs (drains histogram buckets).
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Most headers a request may have (more: 431).
@@ -128,13 +120,7 @@ impl Drop for AdminServer {
 /// Binds `addr` (errors surface here, before anything is spawned), then
 /// serves on `handle` (the side runtime) until stopped.
 pub fn start(addr: SocketAddr, handle: &Handle, state: AdminState) -> std::io::Result<AdminServer> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let local_addr = std_listener.local_addr()?;
-    let listener = {
-        let _rt = handle.enter();
-        TcpListener::from_std(std_listener)?
-    };
+    let (local_addr, listener) = crate::http_listener::bind(addr, handle)?;
     let (stop, stopped) = watch::channel(());
     let upkeep = handle.spawn(upkeep_loop(state.metrics.clone()));
     let accept = handle.spawn(accept_loop(listener, Arc::new(state), stopped));
@@ -156,29 +142,16 @@ async fn upkeep_loop(metrics: PrometheusHandle) {
     }
 }
 
-/// Accepts until aborted; each connection holds one of [`MAX_CLIENTS`]
-/// slots until `serve::serve` returns.
-async fn accept_loop(listener: TcpListener, state: Arc<AdminState>, stopped: watch::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+/// Accepts until aborted (at most [`MAX_CLIENTS`](crate::http_listener::MAX_CLIENTS) connections at once).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    stopped: watch::Receiver<()>,
+) {
     let http = Arc::new(serve::builder());
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "admin listener busy; connection dropped");
-                    continue;
-                };
-                let (http, state, stopped) = (http.clone(), state.clone(), stopped.clone());
-                tokio::spawn(async move {
-                    serve::serve(&http, stream, state, stopped).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    crate::http_listener::accept_loop(listener, "admin", move |stream| {
+        let (http, state, stopped) = (http.clone(), state.clone(), stopped.clone());
+        async move { serve::serve(&http, stream, state, stopped).await }
+    })
+    .await
 }

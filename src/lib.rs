@@ -9,6 +9,7 @@
 //! - [`shard_ctx`] — the per-shard state every task of a shard shares (below both `shard` and `connection`).
 //! - [`routing`] — `shard_for`, the request path and token extraction.
 //! - [`handshake`] — HTTP upgrade validation (404 / 403 / 400 / 429 / 431) and the 101 answer.
+//! - [`http_listener`] — the accept loop and connection life both side-runtime HTTP listeners (admin, server API) share.
 //! - [`http_api`] — `GET /api/conversations/<id>/messages/` (history over HTTP) on the WebSocket port.
 //! - [`web`] — the demo chat page and `chatgate.js` (embedded from `web/`) on the WebSocket port.
 //! - [`auth`] — simplejwt-compatible HS256 access tokens.
@@ -63,6 +64,7 @@ mod fuzz;
 pub mod gateway;
 pub(crate) mod handshake;
 pub(crate) mod http_api;
+pub(crate) mod http_listener;
 pub mod hub;
 pub(crate) mod ids;
 pub(crate) mod limits;

@@ -4,7 +4,7 @@
 //! hyper listener on the side runtime, behind API keys.
 //!
 //! Owns: binding the API address, the accept loop and its limit of
-//! [`MAX_CLIENTS`] connections at once (more are dropped unanswered, as on
+//! [`MAX_CLIENTS`](crate::http_listener::MAX_CLIENTS) connections at once (more are dropped unanswered, as on
 //! the admin listener, whose connection settings and timeouts it shares),
 //! the listener's lifetime ([`ApiServer`]) and what every request may reach
 //! ([`ApiState`]: the shards' inboxes, the store handle, the bridge). How one
@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::admin::{MAX_CLIENTS, REQUEST_TIMEOUT};
 use crate::bridge::Bridge;
 use crate::config::ApiKeys;
+use crate::http_listener::REQUEST_TIMEOUT;
 use crate::shard::ShardMsg;
 use crate::store::StoreHandle;
 
@@ -117,13 +117,7 @@ impl Drop for ApiServer {
 /// Binds `addr` (errors surface here, before anything is spawned), then
 /// serves on `handle` (the side runtime) until stopped.
 pub fn start(addr: SocketAddr, handle: &Handle, state: ApiState) -> std::io::Result<ApiServer> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let local_addr = std_listener.local_addr()?;
-    let listener = {
-        let _rt = handle.enter();
-        TcpListener::from_std(std_listener)?
-    };
+    let (local_addr, listener) = crate::http_listener::bind(addr, handle)?;
     let (stop, stopped) = watch::channel(());
     let accept = handle.spawn(accept_loop(listener, Arc::new(state), stopped));
     tracing::info!(%local_addr, "server API listener started");
@@ -134,30 +128,14 @@ pub fn start(addr: SocketAddr, handle: &Handle, state: ApiState) -> std::io::Res
     })
 }
 
-/// Accepts until aborted; each connection holds one of [`MAX_CLIENTS`]
-/// slots until it is served to the end.
+/// Accepts until aborted (at most [`MAX_CLIENTS`](crate::http_listener::MAX_CLIENTS) connections at once).
 async fn accept_loop(listener: TcpListener, state: Arc<ApiState>, stopped: watch::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let http = Arc::new(crate::admin::serve::builder());
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "server API listener busy; connection dropped");
-                    continue;
-                };
-                let (http, state, stopped) = (http.clone(), state.clone(), stopped.clone());
-                tokio::spawn(async move {
-                    serve::serve(&http, stream, state, stopped).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "server API accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    crate::http_listener::accept_loop(listener, "server API", move |stream| {
+        let (http, state, stopped) = (http.clone(), state.clone(), stopped.clone());
+        async move { serve::serve(&http, stream, state, stopped).await }
+    })
+    .await
 }
 
 /// The node id `info` reports without a bridge: the host name and the

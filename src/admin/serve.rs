@@ -7,25 +7,24 @@
 //!
 //! Must never: parse HTTP itself (hyper does; a malformed or oversized head
 //! gets hyper's own 400 or 431), keep a connection past
-//! [`CONNECTION_LIFETIME`] plus [`REQUEST_TIMEOUT`], or outlive a stop of the
+//! [`CONNECTION_LIFETIME`](crate::http_listener::CONNECTION_LIFETIME) plus [`REQUEST_TIMEOUT`], or outlive a stop of the
 //! listener by more than [`REQUEST_TIMEOUT`].
 
-use std::convert::Infallible;
-use std::pin::pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::routes::{self, Reply, ALLOWED_METHODS};
-use super::{AdminState, CONNECTION_LIFETIME, MAX_HEAD, MAX_HEADERS, REQUEST_TIMEOUT};
+use super::{AdminState, MAX_HEAD, MAX_HEADERS, REQUEST_TIMEOUT};
+use crate::http_listener;
 
 /// The settings every admin connection is served with (the server API
 /// listener uses them too).
@@ -44,35 +43,16 @@ pub(crate) fn builder() -> http1::Builder {
 }
 
 /// Serves `stream` until the client or hyper closes it, the connection has
-/// lived [`CONNECTION_LIFETIME`], or `stop` fires (its sender is dropped).
+/// lived `CONNECTION_LIFETIME`, or `stop` fires (its sender is dropped).
 /// The last two let the request in flight finish within [`REQUEST_TIMEOUT`].
 pub(super) async fn serve(
     builder: &http1::Builder,
     stream: TcpStream,
     state: Arc<AdminState>,
-    mut stop: watch::Receiver<()>,
+    stop: watch::Receiver<()>,
 ) {
-    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-        let response = respond(&request, &state);
-        async move { Ok::<_, Infallible>(response) }
-    });
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let why = tokio::select! {
-        done = conn.as_mut() => return log_end(done),
-        _ = tokio::time::sleep(CONNECTION_LIFETIME) => "lifetime reached",
-        _ = stop.changed() => "listener stopped",
-    };
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(REQUEST_TIMEOUT, conn).await {
-        Ok(done) => log_end(done),
-        Err(_) => tracing::debug!(why, "admin connection cut mid-request"),
-    }
-}
-
-fn log_end(done: hyper::Result<()>) {
-    if let Err(e) = done {
-        tracing::debug!(error = %e, "admin connection ended");
-    }
+    let respond = move |request: Request<Incoming>| std::future::ready(respond(&request, &state));
+    http_listener::serve_connection(builder, stream, respond, stop, "admin").await
 }
 
 fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {

@@ -5,6 +5,7 @@
 //! except where a test installs it on purpose.
 
 use super::*;
+use crate::http_listener::MAX_CLIENTS;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,5 +1,5 @@
 //! What a client frame means once its rules have passed: [`ClientMessage`]
-//! and the [`SignalKind`] a `call_signal` names (PROTOCOL.md §3, §6).
+//! and the [`SignalKind`] a `call_signal` names (docs/protocol.md §3, §9.6).
 //!
 //! Owns only these types, so that the per-type rules (`chat.rs`,
 //! `delete.rs`, …) build their result without importing the dispatch in

@@ -11,8 +11,6 @@
 //! (keys travel in them), or keep a connection past the admin listener's
 //! lifetime and timeouts.
 
-use std::convert::Infallible;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,8 +20,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -31,41 +27,25 @@ use tokio::sync::watch;
 use super::error::Refusal;
 use super::{auth, methods, ApiState, MAX_BODY, REQUEST_TIMEOUT};
 use crate::admin::serve::keep_alive_requested;
-use crate::admin::CONNECTION_LIFETIME;
+use crate::http_listener;
 
 /// The path every method lives under.
 const PREFIX: &str = "/api/";
 
 /// Serves `stream` until the client or hyper closes it, the connection has
-/// lived [`CONNECTION_LIFETIME`], or `stop` fires; the last two let the
+/// lived [`CONNECTION_LIFETIME`](http_listener::CONNECTION_LIFETIME), or `stop` fires; the last two let the
 /// request in flight finish within [`REQUEST_TIMEOUT`].
 pub(super) async fn serve(
     builder: &http1::Builder,
     stream: TcpStream,
     state: Arc<ApiState>,
-    mut stop: watch::Receiver<()>,
+    stop: watch::Receiver<()>,
 ) {
-    let service = service_fn(move |request: Request<Incoming>| {
+    let respond = move |request: Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(respond(request, &state).await) }
-    });
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let why = tokio::select! {
-        done = conn.as_mut() => return log_end(done),
-        _ = tokio::time::sleep(CONNECTION_LIFETIME) => "lifetime reached",
-        _ = stop.changed() => "listener stopped",
+        async move { respond(request, &state).await }
     };
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(REQUEST_TIMEOUT, conn).await {
-        Ok(done) => log_end(done),
-        Err(_) => tracing::debug!(why, "server API connection cut mid-request"),
-    }
-}
-
-fn log_end(done: hyper::Result<()>) {
-    if let Err(e) = done {
-        tracing::debug!(error = %e, "server API connection ended");
-    }
+    http_listener::serve_connection(builder, stream, respond, stop, "server API").await
 }
 
 /// Answers one request and counts it.

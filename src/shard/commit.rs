@@ -15,7 +15,8 @@ use crate::frame::{self, FrameBuf};
 use crate::hub::{Audience, Effect};
 use crate::protocol::{self, ReplyError};
 use crate::shard_ctx::ShardCtx;
-use crate::store::{InsertOutcome, InsertReply};
+use crate::store::{InsertOutcome, InsertReply, InsertRequest, StoredMessage};
+use bytes::Bytes;
 
 /// Turns a store batch's outcomes into broadcasts (committed) or error
 /// replies to their senders (failed), in commit order.
@@ -34,20 +35,10 @@ pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
             .and_then(|p| p.inflight.borrow_mut().pop_front());
         let committed = outcome.result.is_ok();
         let effect = match outcome.result {
-            Ok(stored) => {
-                let mut f = FrameBuf::with_capacity(160 + req.content.len());
-                protocol::encode_new_message(
-                    f.payload(),
-                    stored.id,
-                    &req.origin.sender_json,
-                    &req.content,
-                    stored.timestamp,
-                );
-                Effect::Broadcast {
-                    frame: f.finish_text(),
-                    audience: Audience::ALL,
-                }
-            }
+            Ok(stored) => Effect::Broadcast {
+                frame: new_message_frame(req, &stored),
+                audience: Audience::ALL,
+            },
             Err(e) => {
                 tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");
                 Effect::Reply(ctx.error_frame(ReplyError::SendFailed))
@@ -77,15 +68,7 @@ pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
 fn deliver_api(ctx: &ShardCtx, outcome: InsertOutcome, reply: InsertReply) {
     let req = &outcome.request;
     let answer = outcome.result.map(|stored| {
-        let mut f = FrameBuf::with_capacity(160 + req.content.len());
-        protocol::encode_new_message(
-            f.payload(),
-            stored.id,
-            &req.origin.sender_json,
-            &req.content,
-            stored.timestamp,
-        );
-        let frame = f.finish_text();
+        let frame = new_message_frame(req, &stored);
         let message = protocol::new_message_object(&frame::payload_of(&frame));
         ctx.fan_out(req.conversation_id, Audience::ALL, frame, true);
         message
@@ -94,4 +77,17 @@ fn deliver_api(ctx: &ShardCtx, outcome: InsertOutcome, reply: InsertReply) {
         tracing::warn!(user_id = req.sender_id, error = %e, "server API message not stored");
     }
     let _ = reply.send(answer);
+}
+
+/// The `new_message` of a committed insert, framed once.
+fn new_message_frame(req: &InsertRequest, stored: &StoredMessage) -> Bytes {
+    let mut f = FrameBuf::with_capacity(160 + req.content.len());
+    protocol::encode_new_message(
+        f.payload(),
+        stored.id,
+        &req.origin.sender_json,
+        &req.content,
+        stored.timestamp,
+    );
+    f.finish_text()
 }
