@@ -1,0 +1,3 @@
+"""No HTTP views: the project exists for its WebSocket consumer (chatproj/asgi.py)."""
+
+urlpatterns = []
