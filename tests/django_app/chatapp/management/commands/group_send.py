@@ -1,6 +1,7 @@
-"""manage.py group_send <group> <json-object>: what Django code (a view, a
-Celery task) does to reach a conversation's sockets,
-async_to_sync(get_channel_layer().group_send)(group, message)."""
+"""manage.py group_send <group> <json-object> [<json-object> ...]: what
+Django code (a view, a Celery task) does to reach a conversation's sockets,
+async_to_sync(get_channel_layer().group_send)(group, message), once per
+object, in order, from this one process."""
 
 import json
 
@@ -10,18 +11,27 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "group_send a JSON object to a Channels group"
+    help = "group_send JSON objects to a Channels group"
     requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("group")
-        parser.add_argument("message", help="a JSON object with a string 'type'")
+        parser.add_argument("messages", nargs="+", help="JSON objects with a string 'type'")
 
-    def handle(self, *args, group, message, **options):
-        try:
-            payload = json.loads(message)
-        except ValueError as e:
-            raise CommandError(f"message is not JSON: {e}")
-        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            raise CommandError("message must be a JSON object with a string 'type'")
-        async_to_sync(get_channel_layer().group_send)(group, payload)
+    def handle(self, *args, group, messages, **options):
+        payloads = []
+        for text in messages:
+            try:
+                payload = json.loads(text)
+            except ValueError as e:
+                raise CommandError(f"not JSON: {text!r}: {e}")
+            if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+                raise CommandError(f"not a JSON object with a string 'type': {text!r}")
+            payloads.append(payload)
+        layer = get_channel_layer()
+
+        async def send_all():
+            for payload in payloads:
+                await layer.group_send(group, payload)
+
+        async_to_sync(send_all)()
