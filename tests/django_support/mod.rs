@@ -471,6 +471,28 @@ pub fn flush_layer(settings: &DjangoSettings) {
     manage_ok(settings, &["layer_flush"]);
 }
 
+/// Flushes the layer (core kind: deletes every key under the prefix) when
+/// dropped, also when the test fails: a Daphne killed mid-test leaves its
+/// group members behind for `group_expiry`. Hold it for as long as anything
+/// uses the prefix.
+pub struct FlushOnDrop(pub DjangoSettings);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        if self.0.kind != LayerKind::Core {
+            return;
+        }
+        let output = manage(&self.0, &["layer_flush"]);
+        if !output.status.success() {
+            eprintln!(
+                "layer_flush of prefix {} failed: {}",
+                self.0.prefix,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
 /// The effective layer (`manage.py layer_info`): backend, installed
 /// versions, the config Django passes (key count instead of keys), and
 /// whether messages are encrypted.
