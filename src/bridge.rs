@@ -43,7 +43,7 @@
 
 pub(crate) mod envelope;
 mod inbound;
-mod link;
+pub(crate) mod link;
 pub mod presence;
 mod publisher;
 mod queue;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod channel_layer;
+pub use channel_layer::ChannelLayerArgs;
+
 use crate::bridge::BridgeConfig;
 use crate::config::{Config, IoDriver, JwtConfig, Limits, LimitsConfig, StoreConfig, Timeouts};
 
@@ -391,6 +394,8 @@ pub struct ServeArgs {
     /// On a fresh embedded database, create two demo users and a conversation.
     #[arg(long, global = true, env = "CHATGATE_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
     pub demo: bool,
+    #[command(flatten)]
+    pub channel_layer: ChannelLayerArgs,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -510,11 +515,15 @@ impl Cli {
             handshake_ip_burst: s.handshake_ip_burst,
         };
         c.drain_grace = s.drain_grace;
+        // One id for the bridge and the Channels layer.
+        let node_id = s
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        c.channel_layer = s.channel_layer.config(&node_id);
         c.bridge = s.redis_url.as_ref().map(|url| {
             let mut b = BridgeConfig::new(url.clone());
-            if let Some(id) = &s.node_id {
-                b.node_id = id.clone();
-            }
+            b.node_id = node_id.clone();
             b.prefix = s.redis_prefix.clone();
             b.heartbeat = s.redis_heartbeat;
             b.queue_max = s.redis_queue_max;

@@ -163,6 +163,9 @@ pub struct Config {
     pub rate_limits: LimitsConfig,
     /// Cross-node fan-out over Redis; `None` runs the node alone. Default none.
     pub bridge: Option<crate::bridge::BridgeConfig>,
+    /// Membership of the Django app's Channels layer (docs/protocol.md §11);
+    /// `None`: off. Default none.
+    pub channel_layer: Option<crate::channel_layer::ChannelLayerConfig>,
     /// Close with 4001 when the token used at connect expires. Default true.
     pub enforce_token_expiry: bool,
     /// On shutdown, how long `/readyz` answers 503 before sockets are closed
@@ -220,6 +223,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             rate_limits: LimitsConfig::default(),
             bridge: None,
+            channel_layer: None,
             enforce_token_expiry: true,
             drain_grace: Duration::from_secs(5),
             web: true,
@@ -318,6 +322,9 @@ impl Config {
         }
         if self.api_keys.0.iter().any(|k| k.trim().is_empty()) {
             return bad("an API key must not be empty");
+        }
+        if let Some(layer) = &self.channel_layer {
+            layer.validate().map_err(|e| ConfigError(e.to_string()))?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::admin::{self, AdminServer, AdminState, Readiness, ReadinessProbe};
 use crate::auth::Verifier;
 use crate::bridge::{Bridge, BridgeConfig, BridgeState, Deliver, RemoteEvent, RemoteKind};
+use crate::channel_layer::{ChannelLayer, ChannelLayerConfig, ChannelLayerState};
 use crate::config::{Config, ConfigError};
 use crate::limits::{Limits, PRUNE_INTERVAL};
 use crate::routing::shard_for;
@@ -62,6 +63,7 @@ pub struct Gateway {
     threads: Vec<std::thread::JoinHandle<()>>,
     store: Option<StoreWorker>,
     bridge: Option<Bridge>,
+    layer: Option<ChannelLayer>,
 }
 
 /// Triggers a graceful shutdown from anywhere (signal handler, tests):
@@ -140,6 +142,10 @@ impl Gateway {
             Some(cfg) => Some(start_bridge(cfg.clone(), &side, &inboxes)?),
             None => None,
         };
+        let layer = match &config.channel_layer {
+            Some(cfg) => Some(start_channel_layer(cfg.clone(), &side, &inboxes)?),
+            None => None,
+        };
         let shutdown = ShutdownHandle {
             inboxes: inboxes.clone(),
             draining: Arc::new(AtomicBool::new(false)),
@@ -196,6 +202,7 @@ impl Gateway {
             store,
             limits,
             bridge: bridge.clone(),
+            layer: layer.clone(),
             inboxes,
         };
         let mut gw = Self {
@@ -208,6 +215,7 @@ impl Gateway {
             threads: Vec::new(),
             store: Some(worker),
             bridge,
+            layer,
         };
         for (id, (listener, inbox)) in listeners.into_iter().zip(receivers).enumerate() {
             if let Err(e) = gw.start_shard(id, parts.clone(), listener, inbox) {
@@ -265,6 +273,11 @@ impl Gateway {
         self.bridge.as_ref().map(Bridge::state)
     }
 
+    /// The Channels layer's figures, when it is configured.
+    pub fn channel_layer_state(&self) -> Option<ChannelLayerState> {
+        self.layer.as_ref().map(ChannelLayer::state)
+    }
+
     /// A handle that triggers shutdown from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -314,6 +327,9 @@ impl Gateway {
         if let Some(api) = self.api.take() {
             api.stop();
         }
+        if let Some(layer) = self.layer.take() {
+            layer.shutdown();
+        }
         if let Some(bridge) = self.bridge.take() {
             bridge.shutdown();
         }
@@ -355,25 +371,7 @@ fn start_bridge(
     side: &SideRuntime,
     inboxes: &[mpsc::UnboundedSender<ShardMsg>],
 ) -> Result<Bridge, GatewayError> {
-    let inboxes = inboxes.to_vec();
-    let deliver: Deliver = Arc::new(move |event: RemoteEvent| {
-        let everywhere = match event.kind {
-            RemoteKind::NodeGone { .. } => true,
-            RemoteKind::Disconnect { .. } => event.conversation_id == 0,
-            _ => false,
-        };
-        if everywhere {
-            // Every shard may hold users that node reported, or sockets of
-            // the user to disconnect.
-            for inbox in &inboxes {
-                let _ = inbox.send(ShardMsg::Remote(event.clone()));
-            }
-            return;
-        }
-        let shard = shard_for(event.conversation_id, inboxes.len());
-        let _ = inboxes[shard].send(ShardMsg::Remote(event));
-    });
-    let bridge = Bridge::start(cfg, &side.handle(), deliver)
+    let bridge = Bridge::start(cfg, &side.handle(), to_shards(inboxes))
         .map_err(|e| GatewayError::Config(ConfigError(e.to_string())))?;
     let watched = bridge.clone();
     side.handle().spawn(async move {
@@ -389,6 +387,50 @@ fn start_bridge(
         }
     });
     Ok(bridge)
+}
+
+/// Starts the Channels layer: its events go to the inbox of the shard that
+/// owns their conversation; its figures are published as metrics.
+fn start_channel_layer(
+    cfg: ChannelLayerConfig,
+    side: &SideRuntime,
+    inboxes: &[mpsc::UnboundedSender<ShardMsg>],
+) -> Result<ChannelLayer, GatewayError> {
+    let layer = ChannelLayer::start(cfg, &side.handle(), to_shards(inboxes))
+        .map_err(|e| GatewayError::Config(ConfigError(e.to_string())))?;
+    let watched = layer.clone();
+    side.handle().spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            crate::metrics::channel_layer(&watched.state());
+        }
+    });
+    Ok(layer)
+}
+
+/// Hands an event from another node or the Channels layer to the inbox of
+/// the shard that owns its conversation (every shard for a node's end or
+/// a disconnect in every conversation).
+fn to_shards(inboxes: &[mpsc::UnboundedSender<ShardMsg>]) -> Deliver {
+    let inboxes = inboxes.to_vec();
+    Arc::new(move |event: RemoteEvent| {
+        let everywhere = match event.kind {
+            RemoteKind::NodeGone { .. } => true,
+            RemoteKind::Disconnect { .. } => event.conversation_id == 0,
+            _ => false,
+        };
+        if everywhere {
+            // Every shard may hold users that node reported, or sockets of
+            // the user to disconnect.
+            for inbox in &inboxes {
+                let _ = inbox.send(ShardMsg::Remote(event.clone()));
+            }
+            return;
+        }
+        let shard = shard_for(event.conversation_id, inboxes.len());
+        let _ = inboxes[shard].send(ShardMsg::Remote(event));
+    })
 }
 
 /// Delivers store outcomes to the inbox of the shard that sent them.

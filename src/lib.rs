@@ -35,6 +35,7 @@
 //! - [`sockio`] — direct non-blocking send and receive (fan-out fast path, reads after readiness).
 //! - [`side`] — the side tokio runtime (Postgres store, bridge and admin listener, off the shards).
 //! - [`bridge`] — cross-node conversations over Redis pub/sub (batched publishes, heartbeat, resubscribe).
+//! - [`channel_layer`] — membership of the Django app's Channels layer (channels_redis core or pub/sub): Django's `group_send` to our sockets, our chat and typing to Daphne's consumers.
 //! - [`limits`] — per-user rate and connection limits, per-IP handshake limit (shared by all shards).
 //! - [`metrics`] — the Prometheus recorder, metric names, per-shard counters flushed each second.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
@@ -43,8 +44,8 @@
 //! # Public face
 //! What the binary, the load tool, the integration tests and the benches
 //! use: [`Gateway`] and [`Config`] (with [`config`]), the [`store`] and its
-//! admin API, [`auth`] (tokens), [`cli`], [`bridge`]'s configuration and
-//! events, [`metrics`], [`shard_for`], and the hot-path pieces the benches
+//! admin API, [`auth`] (tokens), [`cli`], [`bridge`]'s and
+//! [`channel_layer`]'s configuration and events, [`metrics`], [`shard_for`], and the hot-path pieces the benches
 //! measure ([`protocol`], [`frame`], [`hub`], [`outbound`], [`sockio`],
 //! [`audience`]). Every other module is `pub(crate)`, so rustc reports what
 //! nothing uses.
@@ -54,6 +55,7 @@ pub(crate) mod admin;
 pub mod audience;
 pub mod auth;
 pub mod bridge;
+pub mod channel_layer;
 pub mod cli;
 pub(crate) mod close;
 pub mod config;

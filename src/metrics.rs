@@ -90,6 +90,19 @@ pub const BRIDGE_PUBLISH_BATCH_SIZE: &str = "chatgate_bridge_publish_batch_size"
 pub const BRIDGE_QUEUE_DEPTH: &str = "chatgate_bridge_queue_depth";
 /// Events the bridge dropped (queue full or Redis down).
 pub const BRIDGE_DROPPED: &str = "chatgate_bridge_dropped_events_total";
+/// 1 while every connection the Channels layer needs is up.
+pub const CHANNEL_LAYER_UP: &str = "chatgate_channel_layer_up";
+/// Channels-layer values delivered to this node's sockets (once per conversation).
+pub const CHANNEL_LAYER_RECEIVED: &str = "chatgate_channel_layer_received_total";
+/// Entries written for foreign (Daphne) members, or pub/sub publishes.
+pub const CHANNEL_LAYER_SENT: &str = "chatgate_channel_layer_sent_total";
+/// Channels-layer values dropped, by `reason` (undecodable, wrong key,
+/// expired, unknown type, bad fields, queue full…).
+pub const CHANNEL_LAYER_DROPPED: &str = "chatgate_channel_layer_dropped_total";
+/// Entries not written because a foreign channel was at capacity.
+pub const CHANNEL_LAYER_OVER_CAPACITY: &str = "chatgate_channel_layer_over_capacity_total";
+/// Conversations whose group this node is a member of.
+pub const CHANNEL_LAYER_MEMBERSHIPS: &str = "chatgate_channel_layer_memberships";
 
 /// Server API requests, by `method` (a known method or `other`) and HTTP `status`.
 pub const API_REQUESTS: &str = "chatgate_api_requests_total";
@@ -255,6 +268,30 @@ pub fn describe() {
         "Events waiting to be published to the bridge."
     );
     describe_counter!(BRIDGE_DROPPED, "Events the bridge dropped.");
+    describe_gauge!(
+        CHANNEL_LAYER_UP,
+        "1 while every connection the Channels layer needs is up."
+    );
+    describe_counter!(
+        CHANNEL_LAYER_RECEIVED,
+        "Channels-layer values delivered to this node's sockets."
+    );
+    describe_counter!(
+        CHANNEL_LAYER_SENT,
+        "Channels-layer entries written for Daphne consumers (or published)."
+    );
+    describe_counter!(
+        CHANNEL_LAYER_DROPPED,
+        "Channels-layer values dropped, by reason."
+    );
+    describe_counter!(
+        CHANNEL_LAYER_OVER_CAPACITY,
+        "Channels-layer entries refused: the channel was at capacity."
+    );
+    describe_gauge!(
+        CHANNEL_LAYER_MEMBERSHIPS,
+        "Conversations whose Channels group this node is a member of."
+    );
     describe_counter!(
         API_REQUESTS,
         "Server API requests, by method and HTTP status."
@@ -304,6 +341,22 @@ pub fn bridge_queue_depth(n: usize) {
 /// `n` events dropped by the bridge.
 pub fn bridge_dropped(n: usize) {
     metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
+}
+
+/// The Channels layer's figures (once a second).
+pub fn channel_layer(s: &crate::channel_layer::ChannelLayerState) {
+    metrics::gauge!(CHANNEL_LAYER_UP).set(if s.up { 1.0 } else { 0.0 });
+    metrics::counter!(CHANNEL_LAYER_RECEIVED).absolute(s.received_total);
+    metrics::counter!(CHANNEL_LAYER_SENT).absolute(s.sent_total);
+    metrics::counter!(CHANNEL_LAYER_OVER_CAPACITY).absolute(s.over_capacity_total);
+    metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => "queue_full")
+        .absolute(s.queue_dropped_total);
+    metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(s.memberships as f64);
+}
+
+/// One Channels-layer value dropped; `reason` is one of a fixed set.
+pub fn channel_layer_dropped(reason: &'static str) {
+    metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => reason).increment(1);
 }
 
 /// One server API request: `method` is a known method or `other` (bounded).

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Verifier;
 use crate::bridge::{Bridge, RemoteEvent, RemoteKind};
+use crate::channel_layer::ChannelLayer;
 use crate::close::CloseReason;
 use crate::config::Config;
 use crate::frame;
@@ -56,6 +57,8 @@ pub struct ShardParts {
     pub limits: Arc<Limits>,
     /// Cross-node fan-out, when Redis is configured.
     pub bridge: Option<Bridge>,
+    /// The Django app's Channels layer, when configured.
+    pub layer: Option<ChannelLayer>,
     /// Inboxes of all shards, indexed by shard id.
     pub inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
 }
@@ -68,6 +71,7 @@ pub struct ShardCtx {
     store: StoreHandle,
     limits: Arc<Limits>,
     bridge: Option<Bridge>,
+    layer: Option<ChannelLayer>,
     inboxes: Vec<mpsc::UnboundedSender<ShardMsg>>,
     metrics: ShardMetrics,
     hub: Hub,
@@ -126,6 +130,7 @@ impl ShardCtx {
             store: parts.store,
             limits: parts.limits,
             bridge: parts.bridge,
+            layer: parts.layer,
             inboxes: parts.inboxes,
             metrics: ShardMetrics::new(id),
             hub: Hub::new(),
@@ -318,6 +323,9 @@ impl ShardCtx {
             if let Some(b) = &self.bridge {
                 b.subscribe(peer.conversation_id);
             }
+            if let Some(l) = &self.layer {
+                l.join(peer.conversation_id);
+            }
         }
     }
 
@@ -333,6 +341,9 @@ impl ShardCtx {
             self.presence_loaded(peer.conversation_id);
             if let Some(b) = &self.bridge {
                 b.unsubscribe(peer.conversation_id);
+            }
+            if let Some(l) = &self.layer {
+                l.leave(peer.conversation_id);
             }
         }
         if !peer.sequencer.borrow().is_idle() {
@@ -385,8 +396,10 @@ impl ShardCtx {
         }
     }
 
-    /// Queues an event on every local member socket in `audience` and
-    /// publishes it for the other nodes unless it came from one.
+    /// Queues an event on every local member socket in `audience` and,
+    /// unless it came from another node or the Channels layer (`publish`
+    /// false), publishes it for the other nodes and offers it to the layer
+    /// (which sends on chat messages and typing only).
     pub fn fan_out(
         &self,
         conversation_id: ConversationId,
@@ -396,11 +409,18 @@ impl ShardCtx {
     ) {
         let d = self.hub.broadcast_to(conversation_id, audience, &frame);
         self.metrics.delivered(d.queued);
-        if let (true, Some(b)) = (publish, &self.bridge) {
+        if !publish || (self.bridge.is_none() && self.layer.is_none()) {
+            return;
+        }
+        let payload = frame::payload_of(&frame);
+        if let Some(l) = &self.layer {
+            l.offer(conversation_id, &payload);
+        }
+        if let Some(b) = &self.bridge {
             b.publish(RemoteEvent {
                 conversation_id,
                 audience: audience.remote(),
-                payload: frame::payload_of(&frame),
+                payload,
                 kind: RemoteKind::Frame,
             });
         }

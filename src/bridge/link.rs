@@ -170,7 +170,7 @@ impl Backoff {
     }
 
     /// Back to the first, shortest delay (after a connection that held).
-    fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 

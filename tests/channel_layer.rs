@@ -1,0 +1,743 @@
+//! chatgate beside a real Django Channels app (docs/protocol.md §11): the
+//! project of `tests/django_app/` under Daphne and chatgate nodes on one
+//! Postgres database (Django's DDL) and one channel layer, with tokens
+//! chatgate mints. Each scenario on the core layer and, where it applies,
+//! the pub/sub layer, on the pinned stacks (channels_redis 4.1 and 4.3).
+//!
+//! Needs Redis, Postgres and the venvs `.ci/django-venvs` makes: without
+//! them the tests skip, except in CI (`CI` set), where they fail.
+
+mod django_support;
+mod pg_support;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chatgate::bridge::BridgeConfig;
+use chatgate::channel_layer::{ChannelLayerConfig, LayerKind as GwKind, SerializerFormat};
+use django_support::{
+    group_send_all, manage_ok, redis_reachable, Daphne, DjangoSettings, FlushOnDrop, Format,
+    LayerKind, Stack, Venv,
+};
+use pg_support::{gateway_config, PgGateway, Read, Schema, TestDb, WsClient};
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+
+/// How long "nothing more arrives" is watched.
+const QUIET: Duration = Duration::from_millis(400);
+/// How long membership, subscriptions and restarts may take to settle.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// The users, their conversation and the Django side of one scenario.
+struct Scene {
+    db: TestDb,
+    settings: DjangoSettings,
+    alice: i64,
+    bob: i64,
+    carol: i64,
+    conv: i64,
+    _flush: FlushOnDrop,
+}
+
+/// A scene on `stack`, the Django settings adjusted by `configure`; `None`
+/// when a prerequisite is missing outside CI.
+fn scene(
+    test: &str,
+    stack: Stack,
+    configure: impl FnOnce(DjangoSettings) -> DjangoSettings,
+) -> Option<Scene> {
+    let venv = Venv::find(stack, test)?;
+    if !redis_reachable(test) {
+        return None;
+    }
+    let db = TestDb::create(test, Schema::Django)?;
+    let (alice, bob, carol) = (db.user("alice"), db.user("bob"), db.user("carol"));
+    let conv = db
+        .admin()
+        .create_conversation(&[alice, bob, carol])
+        .expect("create the conversation");
+    let settings = configure(DjangoSettings::new(&venv, &db.name));
+    Some(Scene {
+        _flush: FlushOnDrop(settings.clone()),
+        db,
+        settings,
+        alice,
+        bob,
+        carol,
+        conv,
+    })
+}
+
+/// The layer settings mirroring Django's, fast to react for tests.
+fn layer_config(settings: &DjangoSettings, node: &str) -> ChannelLayerConfig {
+    let mut c = ChannelLayerConfig::new(settings.hosts.clone(), node);
+    c.kind = match settings.kind {
+        LayerKind::Core => GwKind::Core,
+        LayerKind::PubSub => GwKind::PubSub,
+    };
+    c.prefix = settings.prefix.clone();
+    c.encryption_keys = settings.keys.clone();
+    if let Some(Format::Json) = settings.format {
+        c.format = SerializerFormat::Json;
+    }
+    if let Some(s) = settings.expiry {
+        c.expiry = Duration::from_secs(s);
+    }
+    if let Some(n) = settings.capacity {
+        c.capacity = n as usize;
+    }
+    c.refresh = Duration::from_secs(1);
+    c.leave_linger = Duration::from_millis(300);
+    c.timeout = Duration::from_millis(500);
+    c
+}
+
+/// A chatgate node on the scene's database, in the layer as `node`, with
+/// the bridge to the other nodes of `bridge_prefix`.
+fn node(scene: &Scene, node: &str, bridge_prefix: &str, layer: ChannelLayerConfig) -> PgGateway {
+    let mut config = gateway_config(&scene.db.url);
+    let mut bridge = BridgeConfig::new(django_support::redis_url());
+    bridge.node_id = node.to_string();
+    bridge.prefix = bridge_prefix.to_string();
+    bridge.heartbeat = Duration::from_millis(200);
+    config.bridge = Some(bridge);
+    config.channel_layer = Some(layer);
+    PgGateway::start(config)
+}
+
+fn bridge_prefix(test: &str) -> String {
+    format!("cgl-{test}-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+fn redis(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .expect("redis URL")
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .expect("connect to Redis")
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`.
+fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The gateway members of the conversation's group (core layer).
+fn gateway_members(scene: &Scene, host: &str) -> Vec<String> {
+    let key = format!("{}:group:chat_{}", scene.settings.prefix, scene.conv);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis(host))
+        .expect("ZRANGE");
+    members
+        .into_iter()
+        .filter(|m| m.starts_with("chatgate."))
+        .collect()
+}
+
+/// Waits until `nodes` gateway nodes (and, on pub/sub, `subscribers`
+/// subscribers in all) are in the conversation's group.
+fn wait_joined(scene: &Scene, nodes: usize, subscribers: i64) {
+    match scene.settings.kind {
+        LayerKind::Core => {
+            let host = &scene.settings.hosts[0];
+            wait_until(SETTLE, "the gateway members", || {
+                gateway_members(scene, host).len() == nodes
+            })
+        }
+        LayerKind::PubSub => {
+            let channel = format!("{}__group__chat_{}", scene.settings.prefix, scene.conv);
+            wait_until(SETTLE, "the pub/sub subscribers", || {
+                let reply: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(&channel)
+                    .query(&mut redis(&scene.settings.hosts[0]))
+                    .expect("PUBSUB NUMSUB");
+                reply.first().map(|(_, n)| *n).unwrap_or(0) >= subscribers
+            })
+        }
+    }
+}
+
+/// Opens a protocol v2 socket (`chatgate.v2`) as `user`.
+fn open_v2(gw: &PgGateway, conv: i64, user: i64) -> WsClient {
+    let url = format!(
+        "ws://{}/ws/chat/{conv}/?token={}",
+        gw.addr(),
+        gw.token(user)
+    );
+    let mut request = url.into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "chatgate.v2".parse().unwrap());
+    let tcp = std::net::TcpStream::connect(gw.addr()).expect("tcp connect");
+    tcp.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client::client(request, tcp).expect("v2 upgrade");
+    let mut client = WsClient { ws };
+    assert_eq!(client.recv_json()["type"], "connection_established");
+    client
+}
+
+/// Everything that arrives until `QUIET` passes without a frame (v2
+/// sockets' presence events left out).
+fn drain(client: &mut WsClient) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        match client.read(QUIET) {
+            Read::Json(v) => {
+                let t = v["type"].as_str().unwrap_or("");
+                if !matches!(t, "presence" | "presence_state" | "read_state") {
+                    got.push(v);
+                }
+            }
+            Read::TimedOut => return got,
+            Read::Closed(code) => {
+                got.push(json!({"closed": code}));
+                return got;
+            }
+        }
+    }
+}
+
+/// The ids of the `new_message`s in `frames`, in order.
+fn message_ids(frames: &[Value]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "new_message")
+        .map(|f| f["message"]["id"].as_i64().expect("an id"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A conversation served by Daphne and two chatgate nodes at once
+// ---------------------------------------------------------------------------
+
+/// Chat and typing both ways between a Daphne socket and sockets on two
+/// chatgate nodes: every message once on every socket with one id (the
+/// stored row's), typing to everyone but the typist.
+fn shared_conversation(test: &str, stack: Stack, kind: LayerKind) {
+    let Some(scene) = scene(test, stack, |s| s.kind(kind)) else {
+        return;
+    };
+    let daphne = Daphne::start(&scene.settings);
+    let prefix = bridge_prefix(test);
+    let a = node(&scene, "a", &prefix, layer_config(&scene.settings, "node-a"));
+    let b = node(&scene, "b", &prefix, layer_config(&scene.settings, "node-b"));
+    let mut alice = daphne.connect(scene.conv, scene.alice);
+    let mut bob = a.connect(scene.conv, scene.bob);
+    let mut carol = b.connect(scene.conv, scene.carol);
+    wait_joined(&scene, 2, 3);
+
+    for (who, text) in [(0, "from daphne"), (1, "from node a"), (2, "from node b")] {
+        let sender = [&mut alice, &mut bob, &mut carol].into_iter().nth(who).unwrap();
+        sender.send_json(json!({"type": "chat_message", "content": text}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stored: Vec<i64> = {
+        let rows = scene.db.contents();
+        assert_eq!(rows.len(), 3, "three rows: {rows:?}");
+        let mut ids = Vec::new();
+        for text in ["from daphne", "from node a", "from node b"] {
+            ids.push(scene.db.scalar(
+                "SELECT id FROM chatapp_message WHERE content = $1",
+                &[&text],
+            ));
+        }
+        ids
+    };
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob), ("carol", &mut carol)] {
+        let frames = drain(client);
+        let mut ids = message_ids(&frames);
+        ids.sort_unstable();
+        assert_eq!(ids, stored, "{name} ({kind:?}) got {frames:?}");
+    }
+
+    for (typist, user) in [(0usize, scene.alice), (1, scene.bob), (2, scene.carol)] {
+        let mut clients = [&mut alice, &mut bob, &mut carol];
+        clients[typist].send_json(json!({"type": "typing", "is_typing": true}));
+        for (i, client) in clients.iter_mut().enumerate() {
+            let typing: Vec<Value> = drain(client)
+                .into_iter()
+                .filter(|f| f["type"] == "typing")
+                .collect();
+            if i == typist {
+                assert!(typing.is_empty(), "the typist {i} got {typing:?}");
+            } else {
+                assert_eq!(typing.len(), 1, "socket {i} for typist {typist}: {typing:?}");
+                assert_eq!(typing[0]["user_id"], user);
+                assert_eq!(typing[0]["is_typing"], true);
+            }
+        }
+    }
+}
+
+#[test]
+fn daphne_and_two_nodes_share_a_conversation_core_4_1() {
+    shared_conversation("cl_shared_core41", Stack::V4_1, LayerKind::Core);
+}
+
+#[test]
+fn daphne_and_two_nodes_share_a_conversation_core_4_3() {
+    shared_conversation("cl_shared_core43", Stack::V4_3, LayerKind::Core);
+}
+
+#[test]
+fn daphne_and_two_nodes_share_a_conversation_pubsub_4_1() {
+    shared_conversation("cl_shared_pubsub41", Stack::V4_1, LayerKind::PubSub);
+}
+
+#[test]
+fn daphne_and_two_nodes_share_a_conversation_pubsub_4_3() {
+    shared_conversation("cl_shared_pubsub43", Stack::V4_3, LayerKind::PubSub);
+}
+
+// ---------------------------------------------------------------------------
+// Django code's group_send
+// ---------------------------------------------------------------------------
+
+/// The four event types of §11.1 from `manage.py group_send`, to a v1 and
+/// a v2 socket on chatgate: each arrives once where it should.
+fn django_group_send(test: &str, stack: Stack, kind: LayerKind) {
+    let Some(scene) = scene(test, stack, |s| s.kind(kind)) else {
+        return;
+    };
+    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let mut bob = a.connect(scene.conv, scene.bob);
+    let mut carol = open_v2(&a, scene.conv, scene.carol);
+    wait_joined(&scene, 1, 1);
+    let message = json!({
+        "id": 777, "sender": {"id": scene.alice, "username": "alice", "first_name": "", "last_name": ""},
+        "content": "from a Celery task", "timestamp": "2026-12-07T12:00:00.000000Z"
+    });
+    let group = format!("chat_{}", scene.conv);
+    group_send_all(
+        &scene.settings,
+        &group,
+        &[
+            json!({"type": "chat_message_broadcast", "message": message}),
+            json!({"type": "typing_indicator", "user_id": scene.alice, "username": "alice", "is_typing": true}),
+            json!({"type": "typing_indicator", "user_id": scene.bob, "username": "bob", "is_typing": true}),
+            json!({"type": "chatgate.send", "event": {"type": "announcement", "text": "v2 only"}, "v2_only": true}),
+            json!({"type": "chatgate_send", "event": {"type": "announcement", "text": "all"}}),
+            json!({"type": "chatgate.disconnect", "user_id": scene.carol, "code": 4001}),
+        ],
+    );
+    let new_message = json!({"type": "new_message", "message": message});
+    let typing = |user: i64, name: &str| {
+        json!({"type": "typing", "user_id": user, "username": name, "is_typing": true})
+    };
+    assert_eq!(
+        drain(&mut bob),
+        [
+            new_message.clone(),
+            typing(scene.alice, "alice"),
+            json!({"type": "announcement", "text": "all"}),
+        ],
+        "the v1 socket ({kind:?})"
+    );
+    assert_eq!(
+        drain(&mut carol),
+        [
+            new_message,
+            typing(scene.alice, "alice"),
+            typing(scene.bob, "bob"),
+            json!({"type": "announcement", "text": "v2 only"}),
+            json!({"type": "announcement", "text": "all"}),
+            json!({"closed": 4001}),
+        ],
+        "the v2 socket ({kind:?})"
+    );
+    let state = a.gateway.as_ref().unwrap().channel_layer_state().unwrap();
+    assert_eq!(state.dropped_total, 0, "{state:?}");
+}
+
+#[test]
+fn django_group_send_reaches_the_right_sockets_core() {
+    django_group_send("cl_group_send_core", Stack::V4_3, LayerKind::Core);
+}
+
+#[test]
+fn django_group_send_reaches_the_right_sockets_pubsub() {
+    django_group_send("cl_group_send_pubsub", Stack::V4_3, LayerKind::PubSub);
+}
+
+// ---------------------------------------------------------------------------
+// Several hosts, encryption with a rotated key, the JSON serializer
+// ---------------------------------------------------------------------------
+
+/// A redis-server of the test's own on a free port, killed on drop.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = free_port();
+        Self::on(port)
+    }
+
+    fn on(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
+        let r = OwnRedis { child, port };
+        wait_until(Duration::from_secs(10), "redis-server to listen", || {
+            redis::Client::open(r.url().as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .is_ok()
+        });
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two Redis hosts in Django's order, Django encrypting with the newest
+/// key and chatgate still listing the old one first: each side decrypts
+/// the other's values, the consistent hash puts every key where Django
+/// looks for it.
+fn two_hosts_rotated_keys(test: &str, stack: Stack, format: Option<Format>) {
+    let second = OwnRedis::start();
+    let hosts = [django_support::redis_url(), second.url()];
+    let Some(scene) = scene(test, stack, |s| {
+        let s = s
+            .hosts(&[hosts[0].as_str(), hosts[1].as_str()])
+            .keys(&["key-new", "key-old"]);
+        match format {
+            Some(f) => s.format(f),
+            None => s,
+        }
+    }) else {
+        return;
+    };
+    let daphne = Daphne::start(&scene.settings);
+    let mut layer = layer_config(&scene.settings, "node-a");
+    layer.encryption_keys = vec!["key-old".into(), "key-new".into()];
+    let a = node(&scene, "a", &bridge_prefix(test), layer);
+    let mut alice = daphne.connect(scene.conv, scene.alice);
+    let mut bob = a.connect(scene.conv, scene.bob);
+    let group = format!("chat_{}", scene.conv);
+    let group_host = hosts
+        .iter()
+        .find(|h| {
+            let key = format!("{}:group:{group}", scene.settings.prefix);
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query::<i64>(&mut redis(h))
+                .unwrap_or(0)
+                == 1
+        })
+        .cloned();
+    assert!(group_host.is_some(), "the group exists on one of the hosts");
+    wait_until(SETTLE, "node a's membership", || {
+        gateway_members(&scene, group_host.as_ref().unwrap()).len() == 1
+    });
+
+    alice.send_json(json!({"type": "chat_message", "content": "encrypted by django"}));
+    bob.send_json(json!({"type": "chat_message", "content": "encrypted by chatgate"}));
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let frames = drain(client);
+        let contents: Vec<&str> = frames
+            .iter()
+            .filter(|f| f["type"] == "new_message")
+            .map(|f| f["message"]["content"].as_str().unwrap())
+            .collect();
+        assert_eq!(contents.len(), 2, "{name}: {frames:?}");
+        assert!(contents.contains(&"encrypted by django"), "{name}: {frames:?}");
+        assert!(contents.contains(&"encrypted by chatgate"), "{name}: {frames:?}");
+    }
+    let state = a.gateway.as_ref().unwrap().channel_layer_state().unwrap();
+    assert_eq!(state.dropped_total, 0, "{state:?}");
+    assert!(state.sent_total >= 1, "{state:?}");
+    drop(second);
+}
+
+#[test]
+fn two_hosts_and_a_rotated_key_4_3() {
+    two_hosts_rotated_keys("cl_hosts_keys43", Stack::V4_3, None);
+}
+
+#[test]
+fn two_hosts_and_a_rotated_key_json_4_3() {
+    two_hosts_rotated_keys("cl_hosts_keys_json43", Stack::V4_3, Some(Format::Json));
+}
+
+#[test]
+fn two_hosts_and_a_rotated_key_4_1() {
+    two_hosts_rotated_keys("cl_hosts_keys41", Stack::V4_1, None);
+}
+
+// ---------------------------------------------------------------------------
+// Bad values
+// ---------------------------------------------------------------------------
+
+/// Garbage pushed straight into the node's channel key, an unknown type, a
+/// value under a key chatgate does not have, and a stale token: each
+/// dropped and counted; what follows is delivered, nothing else arrives.
+#[test]
+fn bad_values_are_dropped_and_counted() {
+    let test = "cl_bad_values";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s.keys(&["layer-key"])) else {
+        return;
+    };
+    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let mut bob = a.connect(scene.conv, scene.bob);
+    wait_joined(&scene, 1, 1);
+    let queue = format!("{}chatgate.node-a!", scene.settings.prefix);
+    let mut conn = redis(&scene.settings.hosts[0]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for garbage in [&b"short"[..], &[0u8; 40][..], b"0123456789abgAAAAABnotfernet"] {
+        let _: () = redis::cmd("ZADD")
+            .arg(&queue)
+            .arg(now)
+            .arg(garbage)
+            .query(&mut conn)
+            .expect("ZADD garbage");
+    }
+    let group = format!("chat_{}", scene.conv);
+    group_send_all(
+        &scene.settings,
+        &group,
+        &[json!({"type": "no_such_type", "x": 1}), json!({"type": "typing_indicator", "user_id": "x"})],
+    );
+    // Encrypted with a key chatgate does not know.
+    let stranger = scene.settings.clone().keys(&["another-key"]);
+    group_send_all(&stranger, &group, &[json!({"type": "chatgate.send", "event": {"type": "x"}})]);
+    // A token from 10 minutes ago (expiry 60 s + 10 s): Fernet's own time.
+    let stale = stale_token(&scene.settings, &scene.conv.to_string());
+    let _: () = redis::cmd("ZADD")
+        .arg(&queue)
+        .arg(now)
+        .arg(stale)
+        .query(&mut conn)
+        .expect("ZADD stale");
+    group_send_all(
+        &scene.settings,
+        &group,
+        &[json!({"type": "chatgate.send", "event": {"type": "still here"}})],
+    );
+    assert_eq!(drain(&mut bob), [json!({"type": "still here"})]);
+    let gw = a.gateway.as_ref().unwrap();
+    wait_until(SETTLE, "the drops counted", || {
+        gw.channel_layer_state().unwrap().dropped_total >= 7
+    });
+    let state = gw.channel_layer_state().unwrap();
+    assert_eq!(state.dropped_total, 7, "{state:?}");
+    assert_eq!(state.received_total, 1, "{state:?}");
+}
+
+/// A value channels_redis would have written 10 minutes ago for this
+/// node's member of the conversation (made with the venv's own
+/// serializer and Fernet's `encrypt_at_time`).
+fn stale_token(settings: &DjangoSettings, conv: &str) -> Vec<u8> {
+    let script = format!(
+        r#"
+import base64, hashlib, os, sys, time, msgpack
+from cryptography.fernet import Fernet
+key = base64.urlsafe_b64encode(hashlib.sha256(b"layer-key").digest())
+body = msgpack.packb({{"type": "chatgate.send", "event": {{"type": "stale"}}, "__asgi_channel__": ["chatgate.node-a!{conv}"]}})
+token = Fernet(key).encrypt_at_time(body, int(time.time()) - 600)
+sys.stdout.write((os.urandom(12) + token).hex())
+"#
+    );
+    let out = Command::new(settings.venv.python())
+        .args(["-c", &script])
+        .output()
+        .expect("run the venv's python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hex = String::from_utf8(out.stdout).unwrap();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Redis restarted, the layer flushed
+// ---------------------------------------------------------------------------
+
+/// Redis restarted under traffic: chatgate's membership comes back by
+/// itself and Django's group_sends reach its socket again; Django's
+/// `flush()` empties the group and the member is back within the refresh.
+fn redis_restart(test: &str, kind: LayerKind) {
+    let own = OwnRedis::start();
+    let url = own.url();
+    let Some(scene) = scene(test, Stack::V4_3, |s| s.kind(kind).hosts(&[url.as_str()])) else {
+        return;
+    };
+    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let mut bob = a.connect(scene.conv, scene.bob);
+    wait_joined(&scene, 1, 1);
+    let group = format!("chat_{}", scene.conv);
+    let probe = |n: usize| json!({"type": "chatgate.send", "event": {"type": "probe", "n": n}});
+    group_send_all(&scene.settings, &group, &[probe(1)]);
+    assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 1})]);
+
+    let port = own.kill();
+    let gw = a.gateway.as_ref().unwrap();
+    wait_until(SETTLE, "the layer to notice", || {
+        !gw.channel_layer_state().unwrap().up
+    });
+    let _again = OwnRedis::on(port);
+    wait_joined(&scene, 1, 1);
+    wait_until(SETTLE, "the layer up again", || gw.channel_layer_state().unwrap().up);
+    group_send_all(&scene.settings, &group, &[probe(2)]);
+    assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 2})]);
+
+    if kind == LayerKind::Core {
+        manage_ok(&scene.settings, &["layer_flush"]);
+        assert!(gateway_members(&scene, &url).is_empty(), "flushed");
+        wait_joined(&scene, 1, 1);
+        group_send_all(&scene.settings, &group, &[probe(3)]);
+        assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 3})]);
+    }
+}
+
+#[test]
+fn redis_restart_and_flush_core() {
+    redis_restart("cl_restart_core", LayerKind::Core);
+}
+
+#[test]
+fn redis_restart_pubsub() {
+    redis_restart("cl_restart_pubsub", LayerKind::PubSub);
+}
+
+// ---------------------------------------------------------------------------
+// Membership
+// ---------------------------------------------------------------------------
+
+/// One member per node and conversation (not per socket), gone after the
+/// linger when the last socket leaves, and gone at shutdown; a group
+/// without Daphne members costs no write.
+#[test]
+fn one_member_per_node_and_conversation() {
+    let test = "cl_membership";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s) else {
+        return;
+    };
+    let host = scene.settings.hosts[0].clone();
+    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let mut b1 = a.connect(scene.conv, scene.bob);
+    let mut b2 = a.connect(scene.conv, scene.bob);
+    let mut c1 = a.connect(scene.conv, scene.carol);
+    wait_joined(&scene, 1, 1);
+    assert_eq!(
+        gateway_members(&scene, &host),
+        [format!("chatgate.node-a!{}", scene.conv)]
+    );
+    b1.send_json(json!({"type": "chat_message", "content": "nobody on daphne"}));
+    for c in [&mut b1, &mut b2, &mut c1] {
+        assert_eq!(message_ids(&drain(c)).len(), 1);
+    }
+    let gw = a.gateway.as_ref().unwrap();
+    assert_eq!(gw.channel_layer_state().unwrap().sent_total, 0);
+    let queue_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", scene.settings.prefix))
+        .query(&mut redis(&host))
+        .unwrap();
+    assert_eq!(
+        queue_keys,
+        [format!("{}:group:chat_{}", scene.settings.prefix, scene.conv)],
+        "only the group key: no write for a group without foreign members"
+    );
+
+    drop((b1, b2, c1));
+    wait_until(SETTLE, "the member to leave after the linger", || {
+        gateway_members(&scene, &host).is_empty()
+    });
+    let _again = a.connect(scene.conv, scene.bob);
+    wait_joined(&scene, 1, 1);
+    drop(a);
+    assert!(
+        gateway_members(&scene, &host).is_empty(),
+        "removed at shutdown"
+    );
+}
+
+/// `chatgate_channel_layer_*` on `/metrics` (names as documented).
+#[test]
+fn the_layer_reports_its_metrics() {
+    let test = "cl_metrics";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s) else {
+        return;
+    };
+    let mut layer = layer_config(&scene.settings, "node-a");
+    layer.refresh = Duration::from_secs(1);
+    let mut config = gateway_config(&scene.db.url);
+    config.channel_layer = Some(layer);
+    config.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let a = PgGateway::start(config);
+    let mut bob = a.connect(scene.conv, scene.bob);
+    wait_joined(&scene, 1, 1);
+    group_send_all(
+        &scene.settings,
+        &format!("chat_{}", scene.conv),
+        &[json!({"type": "bogus"}), json!({"type": "chatgate.send", "event": {"type": "ok"}})],
+    );
+    assert_eq!(drain(&mut bob), [json!({"type": "ok"})]);
+    let admin = a.gateway.as_ref().unwrap().admin_addr().unwrap();
+    let mut seen = HashMap::new();
+    wait_until(SETTLE, "the metrics", || {
+        let text = http_get(admin, "/metrics");
+        for line in text.lines().filter(|l| l.starts_with("chatgate_channel_layer")) {
+            if let Some((name, value)) = line.rsplit_once(' ') {
+                seen.insert(name.to_string(), value.to_string());
+            }
+        }
+        seen.get("chatgate_channel_layer_received_total") == Some(&"1".to_string())
+    });
+    assert_eq!(seen["chatgate_channel_layer_up"], "1", "{seen:?}");
+    assert_eq!(seen["chatgate_channel_layer_memberships"], "1", "{seen:?}");
+    assert_eq!(
+        seen[r#"chatgate_channel_layer_dropped_total{reason="unknown_type"}"#],
+        "1",
+        "{seen:?}"
+    );
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
