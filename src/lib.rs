@@ -54,6 +54,7 @@ pub(crate) mod admin;
 pub mod audience;
 pub mod auth;
 pub mod bridge;
+pub(crate) mod channel_layer;
 pub mod cli;
 pub(crate) mod close;
 pub mod config;

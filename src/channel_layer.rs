@@ -1,0 +1,4 @@
+//! (placeholder)
+#![allow(dead_code)]
+
+pub(crate) mod wire;
