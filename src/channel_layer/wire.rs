@@ -183,10 +183,31 @@ fn has_repeated_key(entries: &[(String, Value)]) -> bool {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    //! Generated values for the round-trip tests and properties.
+    //! Shared by the channel layer's tests: hex, the vectors channels_redis
+    //! made (`tests/fixtures/channel_layer/`), generated values.
     use proptest::prelude::*;
 
     use super::Value;
+
+    /// `tests/fixtures/channel_layer/vectors.json`, made by `make_vectors.py`.
+    pub(crate) const VECTORS: &str =
+        include_str!("../../tests/fixtures/channel_layer/vectors.json");
+
+    /// The vectors file as a serde_json tree (for navigation only: the
+    /// values inside are read with `decode_json`, which keeps key order).
+    pub(crate) fn vectors() -> serde_json::Value {
+        serde_json::from_str(VECTORS).expect("vectors.json is JSON")
+    }
+
+    /// Bytes from hex digits (whitespace ignored).
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        assert!(s.len() % 2 == 0, "odd hex length");
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
+            .collect()
+    }
 
     /// Any [`Value`] the decoders can produce (finite floats; `UInt` only
     /// above `i64::MAX`), nested a few levels.
