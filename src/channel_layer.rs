@@ -1,5 +1,6 @@
 //! (placeholder)
 #![allow(dead_code)]
 
+pub(crate) mod names;
 pub(crate) mod seal;
 pub(crate) mod wire;
