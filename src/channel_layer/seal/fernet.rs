@@ -135,7 +135,8 @@ pub(crate) fn decrypt(
     let data = TOKEN_B64
         .decode(token)
         .map_err(|_| FernetError::Malformed)?;
-    let sized = data.len() >= HEADER + BLOCK + TAG && (data.len() - HEADER - TAG) % BLOCK == 0;
+    let sized =
+        data.len() >= HEADER + BLOCK + TAG && (data.len() - HEADER - TAG).is_multiple_of(BLOCK);
     if !sized || data[0] != VERSION {
         return Err(FernetError::Malformed);
     }

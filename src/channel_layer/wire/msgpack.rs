@@ -413,9 +413,12 @@ mod tests {
         }
     }
 
+    /// Whether an error is the expected one.
+    type Expect = fn(&WireError) -> bool;
+
     #[test]
     fn hostile_inputs_are_typed_errors() {
-        let bad: Vec<(&str, fn(&WireError) -> bool)> = vec![
+        let bad: Vec<(&str, Expect)> = vec![
             ("", |e| matches!(e, WireError::Truncated)),
             ("cd00", |e| matches!(e, WireError::Truncated)),
             ("a4616263", |e| matches!(e, WireError::Truncated)),
