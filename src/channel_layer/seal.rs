@@ -19,8 +19,8 @@
 //! Owns [`Codec`], [`Format`] and [`OpenError`] (with its metric label).
 //!
 //! Must never: read the clock in [`Codec::open_at`] / [`Codec::seal_at`]
-//! (tests pass the time), or tell a wrong key, a stale token and garbage
-//! apart in any way but the error kind.
+//! (tests pass the time), parse a token whose HMAC no key verified, or
+//! show key material (its `Debug` counts the keys).
 
 mod fernet;
 
@@ -95,6 +95,17 @@ impl From<FernetError> for OpenError {
             FernetError::Expired => OpenError::Expired,
             FernetError::Future => OpenError::Future,
         }
+    }
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec")
+            .field("format", &self.format)
+            .field("keys", &self.keys.len())
+            .field("random_prefix_length", &self.random_prefix_length)
+            .field("ttl", &self.ttl)
+            .finish()
     }
 }
 

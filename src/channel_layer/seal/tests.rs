@@ -191,3 +191,13 @@ fn short_garbage_and_unsupported() {
         decode_json(b"{\"a\":1}").unwrap()
     );
 }
+
+#[test]
+fn debug_shows_no_key_material() {
+    let codec = Codec::new(Format::Json, &keys(&["key-one", "key-two"]), 12, None);
+    let text = format!("{codec:?}");
+    assert_eq!(
+        text,
+        "Codec { format: Json, keys: 2, random_prefix_length: 12, ttl: None }"
+    );
+}

@@ -7,8 +7,10 @@
 //! (its string escapes, which `crate::protocol::write_json_str` shares,
 //! and its float form: `1.0`, `1e+16`, `1.5e-7`).
 //!
-//! Must never: recurse past [`MAX_DEPTH`], or turn on serde_json features
-//! for the whole crate. Limit: an integer beyond `u64` becomes a float here
+//! Must never: recurse past [`MAX_DEPTH`], or need serde_json's
+//! `preserve_order` (it would change every `serde_json::Map` of the crate).
+//! Floats read back exactly: the crate turns on serde_json's
+//! `float_roundtrip`. Limit: an integer beyond `u64` becomes a float here
 //! (serde_json without `arbitrary_precision`), where Python keeps an int.
 
 use std::cell::Cell;
