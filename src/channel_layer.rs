@@ -136,7 +136,7 @@ impl ChannelLayerConfig {
             encryption_keys: Vec::new(),
             format: SerializerFormat::Msgpack,
             random_prefix_length: 12,
-            group_template: "chat_{id}".into(),
+            group_template: names::DEFAULT_GROUP_TEMPLATE.into(),
             node_id: node_id.into(),
             refresh: Duration::from_secs(10),
             leave_linger: Duration::from_secs(3),
@@ -153,6 +153,8 @@ impl ChannelLayerConfig {
             "the prefix must not be empty"
         } else if !self.group_template.contains("{id}") {
             "the group template must contain {id}"
+        } else if !names::is_valid_group_name(&self.group(i64::MIN)) {
+            "the group template gives names Channels refuses (A-Z a-z 0-9 _ . - only, under 100 characters)"
         } else if self.expiry.as_secs() == 0 || self.group_expiry.as_secs() == 0 {
             "expiry and group expiry must be at least one second"
         } else if self.capacity == 0 || self.queue_max == 0 {
@@ -161,8 +163,10 @@ impl ChannelLayerConfig {
             "the membership refresh must be between 0 and 30 s"
         } else if self.timeout < Duration::from_millis(10) {
             "the Redis timeout must be at least 10 ms"
-        } else if names::node_token(&self.node_id).is_empty() {
-            "the node id needs at least one of A-Z a-z 0-9 _ . -"
+        } else if names::member_name(&names::node_token(&self.node_id), i64::MIN).len()
+            >= names::MAX_NAME_LENGTH
+        {
+            "the node id makes member names of 100 characters or more"
         } else if self.kind == LayerKind::PubSub && self.random_prefix_length != 12 {
             // The pub/sub layer has no random prefix; a changed value is a
             // sign the operator copied the wrong CHANNEL_LAYERS entry.
@@ -266,7 +270,7 @@ impl ChannelLayer {
         cfg.validate()?;
         let hosts = hosts::Hosts::parse(&cfg.hosts, &cfg.node_id, cfg.timeout)?;
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             node: names::node_token(&cfg.node_id),
             config: cfg,
@@ -281,8 +285,10 @@ impl ChannelLayer {
         let tasks = Tasks {
             shared: shared.clone(),
             hosts,
-            stop: stop_rx,
         };
+        for reason in DropReason::ALL {
+            crate::metrics::channel_layer_dropped_seen(reason.label());
+        }
         let timeout = shared.config.timeout;
         match shared.config.kind {
             LayerKind::Core => {
@@ -406,14 +412,13 @@ impl Shared {
     }
 
     /// Counts a dropped value and logs its kind the first time.
-    fn dropped(&self, reason: &DropReason) {
+    fn dropped(&self, reason: DropReason) {
         let label = reason.label();
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         crate::metrics::channel_layer_dropped(label);
         if lock(&self.stats.logged).insert(label) {
             tracing::warn!(
                 reason = label,
-                error = %reason,
                 "channel layer: value dropped (logged once per kind; see chatgate_channel_layer_dropped_total)"
             );
         }
@@ -459,18 +464,18 @@ fn remote_event(conversation_id: ConversationId, event: &LayerEvent) -> RemoteEv
     }
 }
 
-/// What each task gets: the shared state, its own connections, the stop signal.
+/// What each task gets: the shared state and the hosts.
 #[derive(Clone)]
 struct Tasks {
     shared: Arc<Shared>,
     hosts: hosts::Hosts,
-    stop: watch::Receiver<bool>,
 }
 
 impl Tasks {
-    /// Resolves once `shutdown` was called.
-    async fn stopped(&mut self) {
-        let _ = self.stop.wait_for(|s| *s).await;
+    /// Resolves once `shutdown` was called (at once if it was).
+    async fn stopped(&self) {
+        let mut stop = self.shared.stop.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
     }
 }
 
@@ -561,7 +566,7 @@ mod tests {
             |c| c.group_template = "chat".into(),
             |c| c.capacity = 0,
             |c| c.refresh = Duration::from_secs(31),
-            |c| c.node_id = "!!!".into(),
+            |c| c.group_template = "chat {id}".into(),
         ];
         for change in bad {
             let mut c = base.clone();

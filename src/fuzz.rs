@@ -2,9 +2,11 @@
 //! request-head parser of the WebSocket port (upgrades and `/api/`), the
 //! path and query parsers, token verification, the client-message
 //! decoder (the reference-model property lives beside it in
-//! `protocol/decode.rs`), the raw member reader of call signals, and the
+//! `protocol/decode.rs`), the raw member reader of call signals, the
 //! bridge's envelope and presence-report decoders (other nodes, or anyone
-//! publishing on our Redis channels).
+//! publishing on our Redis channels), and the Channels layer codec
+//! (anyone who can write to the layer's Redis: msgpack, JSON, Fernet, the
+//! event table).
 //!
 //! Properties: never panic; what a decoder returns lies inside its input
 //! (offsets and slices); encoders round-trip; a valid head cut anywhere
@@ -25,6 +27,9 @@ use proptest::test_runner::Config;
 use crate::auth::{mint_token, Verifier};
 use crate::bridge::envelope::{self, Header};
 use crate::bridge::presence::{self, Report};
+use crate::channel_layer::events;
+use crate::channel_layer::seal::{Codec, Format};
+use crate::channel_layer::wire::{self, testing::any_value};
 use crate::config::JwtConfig;
 use crate::handshake::{self, Head};
 use crate::protocol::{self, Decoder, Version};
@@ -89,6 +94,52 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
         }
         bytes
     })
+}
+
+/// The Channels layer vectors (`tests/fixtures/channel_layer/vectors.json`):
+/// every sealed form channels_redis wrote, and the plain msgpack and JSON.
+fn layer_vectors() -> Vec<Vec<u8>> {
+    let v = wire::testing::vectors();
+    let mut seeds = Vec::new();
+    for case in v["cases"].as_array().into_iter().flatten() {
+        for key in ["msgpack", "json"] {
+            seeds.push(wire::testing::hex(case[key].as_str().unwrap_or("")));
+        }
+        for sealed in case["sealed"].as_array().into_iter().flatten() {
+            seeds.push(wire::testing::hex(sealed["hex"].as_str().unwrap_or("")));
+        }
+    }
+    seeds
+}
+
+/// The codecs a node may run with: core and pub/sub, both formats, with
+/// and without the vectors' keys.
+fn layer_codecs() -> Vec<Codec> {
+    let keys = ["key-one".to_string(), "key-two".to_string()];
+    let ttl = Some(Duration::from_secs(70));
+    let mut codecs = Vec::new();
+    for format in [Format::Msgpack, Format::Json] {
+        for k in [&keys[..], &[]] {
+            codecs.push(Codec::new(format, k, 12, ttl));
+            codecs.push(Codec::new(format, k, 0, None));
+        }
+    }
+    codecs
+}
+
+/// Every layer decoder on `bytes`: none may panic.
+fn check_layer_bytes(bytes: &[u8], codecs: &[Codec]) {
+    let _ = wire::decode_msgpack(bytes);
+    let _ = wire::decode_json(bytes);
+    for codec in codecs {
+        let _ = codec.open(bytes);
+        let _ = events::decode_core(codec, bytes);
+        let _ = events::decode_pubsub(codec, bytes);
+    }
+    if let Some((_, dict)) = events::outgoing_dict(bytes) {
+        assert!(events::is_outgoing(bytes));
+        assert!(matches!(dict, wire::Value::Map(_)));
+    }
 }
 
 fn origins() -> Vec<String> {
@@ -240,5 +291,52 @@ proptest! {
         };
         let bytes = presence::encode_report(report, user, &name);
         prop_assert_eq!(presence::decode_report(&bytes), Some((report, user, name.as_str())));
+    }
+
+    #[test]
+    fn any_bytes_as_a_layer_message(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_layer_bytes(&bytes, &layer_codecs());
+    }
+
+    #[test]
+    fn mutated_layer_messages(bytes in mutated(layer_vectors())) {
+        check_layer_bytes(&bytes, &layer_codecs());
+    }
+
+    #[test]
+    fn msgpack_length_claims_reserve_nothing(
+        tag in prop::sample::select(vec![0xdcu8, 0xdd, 0xde, 0xdf, 0xda, 0xdb]),
+        claim in any::<u32>(),
+        tail in prop::collection::vec(any::<u8>(), 0..16),
+    ) {
+        // A 32-bit claim the input cannot back is refused before any
+        // reserve (reserving 2^32 values would abort the test binary).
+        let mut bytes = vec![tag];
+        if tag % 2 == 0 {
+            bytes.extend_from_slice(&(claim as u16).to_be_bytes());
+        } else {
+            bytes.extend_from_slice(&claim.to_be_bytes());
+        }
+        bytes.extend_from_slice(&tail);
+        let claimed = if tag % 2 == 0 { claim as u16 as usize } else { claim as usize };
+        if claimed > tail.len() {
+            prop_assert!(wire::decode_msgpack(&bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn layer_values_round_trip(v in any_value()) {
+        let mut packed = Vec::new();
+        wire::encode_msgpack(&v, &mut packed);
+        prop_assert_eq!(wire::decode_msgpack(&packed).ok(), Some(v.clone()));
+        let mut json = Vec::new();
+        wire::write_json(&v, &mut json);
+        prop_assert_eq!(wire::decode_json(&json).ok(), Some(v.clone()));
+        let mut py = Vec::new();
+        wire::encode_python_json(&v, &mut py);
+        prop_assert_eq!(wire::decode_json(&py).ok(), Some(v.clone()));
+        for codec in layer_codecs() {
+            prop_assert_eq!(codec.open(&codec.seal(&v)).ok(), Some(v.clone()));
+        }
     }
 }

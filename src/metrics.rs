@@ -354,6 +354,11 @@ pub fn channel_layer(s: &crate::channel_layer::ChannelLayerState) {
     metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(s.memberships as f64);
 }
 
+/// Makes the series of `reason` exist (at 0) before the first drop.
+pub fn channel_layer_dropped_seen(reason: &'static str) {
+    metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => reason).increment(0);
+}
+
 /// One Channels-layer value dropped; `reason` is one of a fixed set.
 pub fn channel_layer_dropped(reason: &'static str) {
     metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => reason).increment(1);

@@ -67,6 +67,7 @@ mod value;
 mod version;
 
 pub use call_signal::{encode_call_signal, MAX_SIGNAL_FRAME};
+pub(crate) use chat::NEW_MESSAGE_HEAD;
 pub use chat::{encode_new_message, new_message_object, sender_json};
 pub use decode::Decoder;
 pub use delete::encode_message_deleted;
@@ -84,6 +85,7 @@ pub use react::{encode_reaction, MAX_EMOJI_CHARS};
 pub use resume::{encode_replayed, encode_resumed};
 pub use session::{CONNECTION_ESTABLISHED, PING};
 pub use typing::encode_typing;
+pub(crate) use typing::TYPING_HEAD;
 pub use upload::encode_upload_progress;
 pub use validate::{python_strip, validate_content, MAX_CONTENT_CHARS};
 pub use version::{Version, V2_SUBPROTOCOL};

@@ -65,12 +65,11 @@ pub(super) async fn run(
     let timeout = tasks.hosts.timeout();
     let mut table = Table::new(&tasks);
     let mut backoff = Backoff::new(timeout);
-    let mut stop = tasks.stop.clone();
     loop {
         let wake = table.next_wake();
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break,
+            _ = tasks.stopped() => break,
             cmd = commands.recv() => match cmd {
                 Some(cmd) => {
                     table.apply(cmd, Instant::now());

@@ -166,7 +166,7 @@ impl Subscriptions {
         match events::decode_pubsub(&self.codec, &raw) {
             Ok(Some(event)) => tasks.shared.deliver([conv], &event),
             Ok(None) => {} // a gateway node's own publish
-            Err(reason) => tasks.shared.dropped(&reason),
+            Err(reason) => tasks.shared.dropped(reason),
         }
     }
 
@@ -217,7 +217,7 @@ impl Subscriptions {
 /// The publisher task: the node's chat messages and typing, with
 /// `chatgate_node`, on each conversation's group channel (one pipeline per
 /// host and round).
-pub(super) async fn run_publisher(mut tasks: Tasks) {
+pub(super) async fn run_publisher(tasks: Tasks) {
     let c = tasks.shared.config.clone();
     let codec = c.pubsub_codec();
     let mut links = tasks.hosts.links("pub", c.timeout);

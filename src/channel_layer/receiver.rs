@@ -24,9 +24,9 @@ const BLOCK_SECS: u64 = 1;
 const BURST: usize = 256;
 
 /// The reader task.
-pub(super) async fn run(mut tasks: Tasks) {
+pub(super) async fn run(tasks: Tasks) {
     let shared = tasks.shared.clone();
-    let process = format!("chatgate.{}!", shared.node);
+    let process = names::process_channel(&shared.node);
     let key = names::channel_key(&shared.config.prefix, &process);
     let host = tasks.hosts.index_of(&process);
     let timeout = tasks.hosts.timeout();
@@ -91,11 +91,11 @@ fn take(shared: &Shared, codec: &super::seal::Codec, raw: &[u8]) {
                 .filter_map(|c| names::conversation_of_member(&shared.node, c))
                 .peekable();
             if mine.peek().is_none() {
-                return shared.dropped(&DropReason::NoChannel);
+                return shared.dropped(DropReason::NoChannel);
             }
             shared.deliver(mine, &event);
         }
-        Err(reason) => shared.dropped(&reason),
+        Err(reason) => shared.dropped(reason),
     }
 }
 

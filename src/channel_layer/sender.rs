@@ -59,7 +59,7 @@ return full
 ";
 
 /// The sender task.
-pub(super) async fn run(mut tasks: Tasks) {
+pub(super) async fn run(tasks: Tasks) {
     let timeout = tasks.hosts.timeout();
     let mut links = tasks.hosts.links("send", timeout);
     let codec = tasks.shared.config.core_codec();

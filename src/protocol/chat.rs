@@ -75,8 +75,10 @@ pub fn encode_new_message(
     out.extend_from_slice(br#""}}"#);
 }
 
-/// What [`encode_new_message`] wrote before the message object.
-const NEW_MESSAGE_HEAD: &[u8] = br#"{"type":"new_message","message":"#;
+/// What every `new_message` frame starts with, before the message object
+/// ([`encode_new_message`], `resume.rs`); the Channels layer recognizes
+/// the gateway's own frames by it.
+pub(crate) const NEW_MESSAGE_HEAD: &[u8] = br#"{"type":"new_message","message":"#;
 
 /// The message object inside a `new_message` payload written by
 /// [`encode_new_message`] (the same bytes, shared, not copied).

@@ -8,6 +8,7 @@
 //! Must never: be used for live messages (live `new_message` frames are
 //! the same bytes for v1 and v2 sockets, without `reactions`: `chat.rs`).
 
+use super::chat::NEW_MESSAGE_HEAD;
 use super::history::encode_history_item;
 use super::json::push_i64;
 use crate::ids::MessageId;
@@ -15,7 +16,7 @@ use crate::records::HistoryItem;
 
 /// Appends `{"type":"new_message","message":<history item>}`.
 pub fn encode_replayed(out: &mut Vec<u8>, item: &HistoryItem) {
-    out.extend_from_slice(br#"{"type":"new_message","message":"#);
+    out.extend_from_slice(NEW_MESSAGE_HEAD);
     encode_history_item(out, item);
     out.push(b'}');
 }

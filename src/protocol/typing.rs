@@ -21,10 +21,14 @@ pub(super) fn decode(is_typing: Option<Json<'_>>) -> Result<ClientMessage<'stati
     }
 }
 
+/// What every `typing` frame [`encode_typing`] writes starts with; the
+/// Channels layer recognizes the gateway's own frames by it.
+pub(crate) const TYPING_HEAD: &[u8] = br#"{"type":"typing","user_id":"#;
+
 /// Appends `{"type":"typing","user_id":2,"username":"janedoe","is_typing":true}`.
 pub fn encode_typing(out: &mut Vec<u8>, user_id: UserId, username: &str, is_typing: bool) {
     out.reserve(70 + username.len());
-    out.extend_from_slice(br#"{"type":"typing","user_id":"#);
+    out.extend_from_slice(TYPING_HEAD);
     push_i64(out, user_id);
     out.extend_from_slice(br#","username":"#);
     write_json_str(out, username);
