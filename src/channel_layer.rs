@@ -372,13 +372,11 @@ impl ChannelLayer {
         self.shared.wake.notify_one();
         if tokio::runtime::Handle::try_current().is_err() {
             let guard = lock(&self.shared.left.0);
-            let _ = self
-                .shared
-                .left
-                .1
-                .wait_timeout_while(guard, LEAVE_GRACE + Duration::from_millis(250), |done| {
-                    !*done
-                });
+            let _ = self.shared.left.1.wait_timeout_while(
+                guard,
+                LEAVE_GRACE + Duration::from_millis(250),
+                |done| !*done,
+            );
         }
     }
 }
@@ -447,7 +445,11 @@ fn remote_event(conversation_id: ConversationId, event: &LayerEvent) -> RemoteEv
         LayerEvent::Typing { user_id, payload } => frame(payload, Audience::except_user(*user_id)),
         LayerEvent::Send { payload, v2_only } => frame(
             payload,
-            if *v2_only { Audience::V2 } else { Audience::ALL },
+            if *v2_only {
+                Audience::V2
+            } else {
+                Audience::ALL
+            },
         ),
         LayerEvent::Disconnect { user_id, code } => RemoteEvent {
             conversation_id,
@@ -607,8 +609,20 @@ mod tests {
             },
         );
         assert_eq!(v2.audience, Audience::V2);
-        let gone = remote_event(4, &LayerEvent::Disconnect { user_id: 9, code: 4001 });
-        assert_eq!(gone.kind, RemoteKind::Disconnect { user_id: 9, code: 4001 });
+        let gone = remote_event(
+            4,
+            &LayerEvent::Disconnect {
+                user_id: 9,
+                code: 4001,
+            },
+        );
+        assert_eq!(
+            gone.kind,
+            RemoteKind::Disconnect {
+                user_id: 9,
+                code: 4001
+            }
+        );
         assert_eq!(gone.conversation_id, 4);
     }
 }

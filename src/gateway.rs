@@ -401,9 +401,12 @@ fn start_channel_layer(
     let watched = layer.clone();
     side.handle().spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last = ChannelLayerState::default();
         loop {
             tick.tick().await;
-            crate::metrics::channel_layer(&watched.state());
+            let now = watched.state();
+            crate::metrics::channel_layer(&now, &last);
+            last = now;
         }
     });
     Ok(layer)

@@ -343,15 +343,22 @@ pub fn bridge_dropped(n: usize) {
     metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
 }
 
-/// The Channels layer's figures (once a second).
-pub fn channel_layer(s: &crate::channel_layer::ChannelLayerState) {
-    metrics::gauge!(CHANNEL_LAYER_UP).set(if s.up { 1.0 } else { 0.0 });
-    metrics::counter!(CHANNEL_LAYER_RECEIVED).absolute(s.received_total);
-    metrics::counter!(CHANNEL_LAYER_SENT).absolute(s.sent_total);
-    metrics::counter!(CHANNEL_LAYER_OVER_CAPACITY).absolute(s.over_capacity_total);
+/// The Channels layer's figures (once a second): `now` against the
+/// previous snapshot `last` (counters grow by the difference).
+pub fn channel_layer(
+    now: &crate::channel_layer::ChannelLayerState,
+    last: &crate::channel_layer::ChannelLayerState,
+) {
+    let grew = |a: u64, b: u64| a.saturating_sub(b);
+    metrics::gauge!(CHANNEL_LAYER_UP).set(if now.up { 1.0 } else { 0.0 });
+    metrics::counter!(CHANNEL_LAYER_RECEIVED)
+        .increment(grew(now.received_total, last.received_total));
+    metrics::counter!(CHANNEL_LAYER_SENT).increment(grew(now.sent_total, last.sent_total));
+    metrics::counter!(CHANNEL_LAYER_OVER_CAPACITY)
+        .increment(grew(now.over_capacity_total, last.over_capacity_total));
     metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => "queue_full")
-        .absolute(s.queue_dropped_total);
-    metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(s.memberships as f64);
+        .increment(grew(now.queue_dropped_total, last.queue_dropped_total));
+    metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(now.memberships as f64);
 }
 
 /// Makes the series of `reason` exist (at 0) before the first drop.

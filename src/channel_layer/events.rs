@@ -68,11 +68,17 @@ pub(crate) enum DropReason {
     BadFields,
     /// A core-layer message without a usable `__asgi_channel__`.
     NoChannel,
+    /// Longer than [`MAX_VALUE_BYTES`]: not decoded at all.
+    TooLarge,
 }
+
+/// The longest value decoded (a chat message is at most a few KiB; the
+/// decoder may need a small multiple of the input in memory).
+pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
 
 impl DropReason {
     /// Every reason, for registering the metric's label values up front.
-    pub(crate) const ALL: [DropReason; 10] = [
+    pub(crate) const ALL: [DropReason; 11] = [
         DropReason::Short,
         DropReason::WrongKey,
         DropReason::Expired,
@@ -83,6 +89,7 @@ impl DropReason {
         DropReason::UnknownType,
         DropReason::BadFields,
         DropReason::NoChannel,
+        DropReason::TooLarge,
     ];
 
     /// The `reason` label of `chatgate_channel_layer_dropped_total`.
@@ -98,6 +105,7 @@ impl DropReason {
             DropReason::UnknownType => "unknown_type",
             DropReason::BadFields => "bad_fields",
             DropReason::NoChannel => "no_channel",
+            DropReason::TooLarge => "too_large",
         }
     }
 }
@@ -128,6 +136,9 @@ pub(crate) struct Inbound {
 
 /// Opens and reads one value popped from the node's core-layer queue.
 pub(crate) fn decode_core(codec: &Codec, raw: &[u8]) -> Result<Inbound, DropReason> {
+    if raw.len() > MAX_VALUE_BYTES {
+        return Err(DropReason::TooLarge);
+    }
     core_message(codec.open(raw)?)
 }
 
@@ -162,6 +173,9 @@ fn channel_list(v: Value) -> Option<Vec<String>> {
 /// Opens and reads one message from a group's pub/sub channel; `Ok(None)`
 /// for one a gateway published (it carries `chatgate_node`).
 pub(crate) fn decode_pubsub(codec: &Codec, raw: &[u8]) -> Result<Option<LayerEvent>, DropReason> {
+    if raw.len() > MAX_VALUE_BYTES {
+        return Err(DropReason::TooLarge);
+    }
     pubsub_message(&codec.open(raw)?)
 }
 

@@ -130,12 +130,7 @@ impl Hosts {
     ) -> Result<(), LinkError> {
         let mut cmd = redis::cmd("CLIENT");
         cmd.arg("SETNAME").arg(format!("{}-{role}", self.name_base));
-        bounded(
-            self.timeout,
-            "CLIENT SETNAME",
-            cmd.query_async::<()>(conn),
-        )
-        .await
+        bounded(self.timeout, "CLIENT SETNAME", cmd.query_async::<()>(conn)).await
     }
 }
 

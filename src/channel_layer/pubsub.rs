@@ -40,7 +40,9 @@ pub(in crate::channel_layer) struct Subscriptions {
     /// The group channel name up to the conversation id, and after it.
     channel_head: String,
     channel_tail: String,
-    heartbeat: tokio::time::Interval,
+    /// The heartbeat's clock (made on the runtime, at the first wait).
+    heartbeat: Option<tokio::time::Interval>,
+    heartbeat_every: std::time::Duration,
 }
 
 impl Subscriptions {
@@ -49,10 +51,12 @@ impl Subscriptions {
         let (pushes_tx, pushes) = mpsc::unbounded_channel();
         let template = names::pubsub_channel(&c.prefix, &c.group_template);
         let (head, tail) = template.split_once("{id}").unwrap_or((&template, ""));
-        let mut heartbeat = tokio::time::interval(c.timeout);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The membership task's first flush sets it; nothing to receive yet.
-        tasks.shared.stats.receiver_up.store(true, Ordering::Relaxed);
+        tasks
+            .shared
+            .stats
+            .receiver_up
+            .store(true, Ordering::Relaxed);
         Self {
             conns: vec![None; tasks.hosts.len()],
             pushes_tx,
@@ -60,7 +64,8 @@ impl Subscriptions {
             codec: c.pubsub_codec(),
             channel_head: head.to_string(),
             channel_tail: tail.to_string(),
-            heartbeat,
+            heartbeat: None,
+            heartbeat_every: c.timeout,
         }
     }
 
@@ -130,12 +135,18 @@ impl Subscriptions {
     /// Waits for a push or the heartbeat; handles it. True when a
     /// connection was lost (everything must be subscribed again).
     pub(super) async fn event(&mut self, tasks: &Tasks) -> bool {
+        let every = self.heartbeat_every;
+        let heartbeat = self.heartbeat.get_or_insert_with(|| {
+            let mut h = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            h.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            h
+        });
         tokio::select! {
             push = self.pushes.recv() => match push {
                 Some((i, push)) => self.on_push(tasks, i, push),
                 None => false,
             },
-            _ = self.heartbeat.tick() => self.ping_all(tasks).await,
+            _ = heartbeat.tick() => self.ping_all(tasks).await,
         }
     }
 
@@ -192,7 +203,12 @@ impl Subscriptions {
 
     fn lost(&mut self, tasks: &Tasks, i: usize) {
         self.conns[i] = None;
-        if tasks.shared.stats.receiver_up.swap(false, Ordering::Relaxed) {
+        if tasks
+            .shared
+            .stats
+            .receiver_up
+            .swap(false, Ordering::Relaxed)
+        {
             tracing::warn!(
                 host = i,
                 "channel layer: pub/sub connection lost; subscribing again"

@@ -143,7 +143,12 @@ mod tests {
 
     #[test]
     fn a_burst_in_resp2_or_resp3_gives_its_members_in_order() {
-        let flat = [Value::Array(vec![bulk("a"), bulk("1"), bulk("b"), bulk("2")])];
+        let flat = [Value::Array(vec![
+            bulk("a"),
+            bulk("1"),
+            bulk("b"),
+            bulk("2"),
+        ])];
         let nested = [Value::Array(vec![
             Value::Array(vec![bulk("a"), Value::Double(1.0)]),
             Value::Array(vec![bulk("b"), Value::Double(2.0)]),

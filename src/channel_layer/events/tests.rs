@@ -439,3 +439,16 @@ fn with_entry_is_a_python_dict_update() {
     assert_eq!(appended, json(r#"{"type":"x","chatgate_node":"n"}"#));
     assert_eq!(with_node(&Value::Int(1), "n"), Value::Int(1));
 }
+
+#[test]
+fn a_value_over_the_size_limit_is_not_decoded() {
+    let big = vec![0u8; MAX_VALUE_BYTES + 1];
+    assert_eq!(
+        decode_core(&plain_codec(), &big).err(),
+        Some(DropReason::TooLarge)
+    );
+    assert_eq!(
+        decode_pubsub(&plain_codec(), &big).err(),
+        Some(DropReason::TooLarge)
+    );
+}
