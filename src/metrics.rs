@@ -90,6 +90,13 @@ pub const BRIDGE_PUBLISH_BATCH_SIZE: &str = "chatgate_bridge_publish_batch_size"
 pub const BRIDGE_QUEUE_DEPTH: &str = "chatgate_bridge_queue_depth";
 /// Events the bridge dropped (queue full or Redis down).
 pub const BRIDGE_DROPPED: &str = "chatgate_bridge_dropped_events_total";
+/// Envelopes of nodes of other releases skipped (or delivered without an
+/// optional part), by `reason` ([`BRIDGE_SKIP_REASONS`]).
+pub const BRIDGE_SKIPPED: &str = "chatgate_bridge_skipped_total";
+/// Presence hash fields of dead nodes removed from Redis by this node.
+pub const PRESENCE_FIELDS_REAPED: &str = "chatgate_presence_fields_reaped_total";
+/// Dead nodes whose presence this node removed from Redis.
+pub const PRESENCE_NODES_REAPED: &str = "chatgate_presence_nodes_reaped_total";
 
 /// Server API requests, by `method` (a known method or `other`) and HTTP `status`.
 pub const API_REQUESTS: &str = "chatgate_api_requests_total";
@@ -134,6 +141,9 @@ pub const RATE_LIMIT_KINDS: [&str; 3] = ["chat", "typing", "signal"];
 pub const HANDSHAKE_REASONS: [&str; 9] = [
     "400", "403", "404", "429", "431", "4001", "4003", "1008", "timeout",
 ];
+/// Why an envelope was skipped (the `reason` label of [`BRIDGE_SKIPPED`];
+/// `bridge/envelope.rs`).
+pub const BRIDGE_SKIP_REASONS: [&str; 4] = ["version", "flags", "required", "optional"];
 /// The close codes the gateway knows (close.rs); anything else is `other`.
 const CLOSE_CODES: [u16; 10] = [
     CloseReason::Normal.code(),
@@ -256,6 +266,18 @@ pub fn describe() {
     );
     describe_counter!(BRIDGE_DROPPED, "Events the bridge dropped.");
     describe_counter!(
+        BRIDGE_SKIPPED,
+        "Bridge envelopes of nodes of other releases skipped, by reason (optional: delivered without an optional part)."
+    );
+    describe_counter!(
+        PRESENCE_FIELDS_REAPED,
+        "Presence fields of dead nodes removed from Redis."
+    );
+    describe_counter!(
+        PRESENCE_NODES_REAPED,
+        "Dead nodes whose presence was removed from Redis."
+    );
+    describe_counter!(
         API_REQUESTS,
         "Server API requests, by method and HTTP status."
     );
@@ -304,6 +326,19 @@ pub fn bridge_queue_depth(n: usize) {
 /// `n` events dropped by the bridge.
 pub fn bridge_dropped(n: usize) {
     metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
+}
+
+/// One envelope skipped for `reason` (one of [`BRIDGE_SKIP_REASONS`]).
+pub fn bridge_skipped(reason: &'static str) {
+    debug_assert!(BRIDGE_SKIP_REASONS.contains(&reason));
+    metrics::counter!(BRIDGE_SKIPPED, "reason" => reason).increment(1);
+}
+
+/// `fields` presence fields of a dead node removed; `node`: the node was
+/// dropped from the registry too (counted by one survivor only).
+pub fn presence_reaped(fields: u64, node: bool) {
+    metrics::counter!(PRESENCE_FIELDS_REAPED).increment(fields);
+    metrics::counter!(PRESENCE_NODES_REAPED).increment(u64::from(node));
 }
 
 /// One server API request: `method` is a known method or `other` (bounded).
