@@ -8,12 +8,14 @@
 //! Redis connections and their health (heartbeat `PING`, reconnect with
 //! backoff and jitter, resubscribe), and the [`BridgeState`] figures.
 //!
-//! Runs on the side tokio runtime as two tasks:
+//! Runs on the side tokio runtime as three tasks:
 //! - the publisher (`bridge/publisher.rs`): everything queued when the
 //!   previous pipeline returned goes out in the next pipeline (at most
 //!   `batch_max` `PUBLISH`es, one round trip);
 //! - the subscriber (`bridge/subscriber.rs`): applies subscribe/unsubscribe
-//!   requests, receives pushes and hands other nodes' events to [`Deliver`].
+//!   requests, receives pushes and hands other nodes' events to [`Deliver`];
+//! - the janitor (`bridge/janitor.rs`): every heartbeat, removes the
+//!   presence fields of nodes whose liveness key expired.
 //!
 //! Presence (`bridge/presence.rs`): a presence report is published like an
 //! event (envelope flag bit 3) and, in the same pipeline, kept in the
@@ -23,7 +25,14 @@
 //! the hash (live nodes only) and hands it to the shard as a snapshot; a
 //! node that reported presence and is not heard for `presence_ttl` is
 //! handed to every shard as gone; after a reconnect every held
-//! conversation is read again and known nodes get a fresh TTL.
+//! conversation is read again and known nodes get a fresh TTL. The
+//! janitor (`bridge/janitor.rs`) removes the presence a dead node left in
+//! Redis, found through the nodes' registry and their liveness keys.
+//!
+//! Nodes of different releases share a cluster during a rolling upgrade:
+//! the envelope (`bridge/envelope.rs`) is versioned, this build writes what
+//! the previous release reads, and reads later releases in part; what it
+//! cannot read is skipped, counted and logged once per reason.
 //!
 //! Shards only call the non-blocking methods of [`Bridge`]: `publish`
 //! (a short critical section on the queue, then a wake-up), `subscribe` and
@@ -43,6 +52,7 @@
 
 pub(crate) mod envelope;
 mod inbound;
+mod janitor;
 pub(crate) mod link;
 pub mod presence;
 mod publisher;
@@ -57,6 +67,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
+pub use self::envelope::{Reads as EnvelopeReads, Skip as EnvelopeSkip};
 use self::link::Clients;
 use self::queue::PublishQueue;
 
@@ -90,6 +101,12 @@ pub struct BridgeConfig {
     /// closing its sockets has its users turned offline within this plus
     /// one heartbeat. At least twice the heartbeat. Default: 30 s.
     pub presence_ttl: Duration,
+    /// Which bridge envelopes the node reads and writes
+    /// (`bridge/envelope.rs`). Default: [`EnvelopeReads::CURRENT`]. The
+    /// other values make the node behave like a node of an earlier release
+    /// (reading and publishing only what that release knew), to test mixed
+    /// clusters; never set them in production.
+    pub envelopes: EnvelopeReads,
 }
 
 impl BridgeConfig {
@@ -108,6 +125,7 @@ impl BridgeConfig {
             unsubscribe_linger: Duration::from_secs(2),
             backoff_max: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(30),
+            envelopes: EnvelopeReads::CURRENT,
         }
     }
 
@@ -181,6 +199,22 @@ pub enum RemoteKind {
     Disconnect { user_id: i64, code: u16 },
 }
 
+impl RemoteEvent {
+    /// The envelope header it is published with by `node_id`'s bridge
+    /// `instance` (sequence 0: the publisher sets it).
+    fn header<'a>(&self, node_id: &'a [u8], instance: u64) -> envelope::Header<'a> {
+        envelope::Header {
+            node_id,
+            instance,
+            seq: 0,
+            conversation_id: self.conversation_id,
+            audience: self.audience,
+            presence: matches!(self.kind, RemoteKind::Presence { .. }),
+            disconnect: matches!(self.kind, RemoteKind::Disconnect { .. }),
+        }
+    }
+}
+
 /// Receives every event published by ANOTHER node on a subscribed
 /// conversation, in publish order per (origin node, conversation). Called on
 /// the side runtime; must not block (forward to the owning shard's inbox).
@@ -207,11 +241,43 @@ pub struct BridgeState {
     pub received_total: u64,
     /// Messages on our channels that were not valid envelopes (dropped).
     pub malformed_total: u64,
+    /// Envelopes of other releases skipped whole or in part, by reason
+    /// (`chatgate_bridge_skipped_total{reason}`).
+    pub skipped: Skipped,
+    /// Presence hash fields of dead nodes this node removed from Redis.
+    pub presence_fields_reaped_total: u64,
+    /// Dead nodes whose presence this node removed from Redis.
+    pub presence_nodes_reaped_total: u64,
     /// Conversations the node holds a subscription for (including those
     /// lingering after their last member left).
     pub subscriptions: usize,
     /// Connections lost and re-opened (both connections counted).
     pub reconnects_total: u64,
+}
+
+/// Envelopes skipped, by [`EnvelopeSkip`] reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Of a version this node does not frame (nodes emulating a version-1 release only).
+    pub version: u64,
+    /// Version 1 with a flag this node does not know.
+    pub flags: u64,
+    /// Version 2 or later with a required flag this node does not know.
+    pub required: u64,
+    /// Delivered without an optional part this node does not know.
+    pub optional: u64,
+}
+
+impl Skipped {
+    /// The count of `reason`.
+    pub fn get(&self, reason: EnvelopeSkip) -> u64 {
+        match reason {
+            EnvelopeSkip::Version => self.version,
+            EnvelopeSkip::Flags => self.flags,
+            EnvelopeSkip::Required => self.required,
+            EnvelopeSkip::Optional => self.optional,
+        }
+    }
 }
 
 /// Why the bridge could not start. Redis being down is not one of them.
@@ -281,6 +347,11 @@ impl Bridge {
             Arc::clone(&clients),
             stop_rx.clone(),
         ));
+        side.spawn(janitor::run(
+            Arc::clone(&shared),
+            Arc::clone(&clients),
+            stop_rx.clone(),
+        ));
         side.spawn(subscriber::run(
             Arc::clone(&shared),
             clients,
@@ -292,8 +363,13 @@ impl Bridge {
     }
 
     /// Queues `event` for the other nodes. Never blocks or awaits; when the
-    /// queue is full the oldest queued event is dropped and counted.
+    /// queue is full the oldest queued event is dropped and counted. (A node
+    /// emulating an earlier release drops what that release never wrote.)
     pub fn publish(&self, event: RemoteEvent) {
+        let envelopes = self.shared.config.envelopes;
+        if envelopes != EnvelopeReads::CURRENT && !envelopes.can_write(&event.header(b"-", 0)) {
+            return;
+        }
         lock(&self.shared.queue).push(event);
         self.shared.wake.notify_one();
     }
@@ -415,6 +491,10 @@ struct Stats {
     max_batch_size: AtomicUsize,
     received_total: AtomicU64,
     malformed_total: AtomicU64,
+    /// By [`EnvelopeSkip`], in the order of `EnvelopeSkip::ALL`.
+    skipped: [AtomicU64; 4],
+    fields_reaped_total: AtomicU64,
+    nodes_reaped_total: AtomicU64,
     subscriptions: AtomicUsize,
     reconnects_total: AtomicU64,
 }
@@ -428,8 +508,28 @@ impl Stats {
         self.max_batch_size.fetch_max(size, Ordering::Relaxed);
     }
 
+    fn record_skip(&self, reason: EnvelopeSkip) {
+        let i = EnvelopeSkip::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.skipped[i].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::bridge_skipped(reason.label());
+    }
+
+    /// `fields` of a dead node removed; `node`: this node also dropped it
+    /// from the registry (so each dead node is counted once).
+    fn record_reaped(&self, fields: u64, node: bool) {
+        self.fields_reaped_total
+            .fetch_add(fields, Ordering::Relaxed);
+        self.nodes_reaped_total
+            .fetch_add(u64::from(node), Ordering::Relaxed);
+        crate::metrics::presence_reaped(fields, node);
+    }
+
     fn snapshot(&self, queue_depth: usize, dropped_total: u64) -> BridgeState {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let [version, flags, required, optional] = self.skipped.each_ref().map(get);
         BridgeState {
             connected: self.publisher_up.load(Ordering::Relaxed)
                 && self.subscriber_up.load(Ordering::Relaxed),
@@ -441,6 +541,14 @@ impl Stats {
             max_batch_size: self.max_batch_size.load(Ordering::Relaxed),
             received_total: get(&self.received_total),
             malformed_total: get(&self.malformed_total),
+            skipped: Skipped {
+                version,
+                flags,
+                required,
+                optional,
+            },
+            presence_fields_reaped_total: get(&self.fields_reaped_total),
+            presence_nodes_reaped_total: get(&self.nodes_reaped_total),
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             reconnects_total: get(&self.reconnects_total),
         }

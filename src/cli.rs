@@ -36,8 +36,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway (the default).
     Serve,
-    /// Create the database tables (idempotent).
-    Migrate,
+    /// Create the database tables and indexes where missing (idempotent;
+    /// on PostgreSQL online: indexes CONCURRENTLY, tables under a short
+    /// lock timeout).
+    Migrate(MigrateArgs),
     /// Print an access token for a user.
     Token {
         #[arg(long)]
@@ -56,6 +58,32 @@ pub enum Command {
         #[command(subcommand)]
         action: ConversationAction,
     },
+}
+
+/// Flags of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Print the SQL that `migrate` would run on this database now, run
+    /// nothing (PostgreSQL; for DBAs who apply migrations themselves).
+    #[arg(long, conflicts_with = "check")]
+    pub print_sql: bool,
+    /// Run nothing; exit 3 when a table or index is missing or invalid,
+    /// printing each (PostgreSQL; for a deploy pipeline).
+    #[arg(long)]
+    pub check: bool,
+    /// Longest a CREATE TABLE waits for its locks (Django's writers queue
+    /// behind it that long at most); refused, it is tried again with backoff.
+    #[arg(long, default_value = "100ms", value_parser = parse_lock_timeout)]
+    pub lock_timeout: Duration,
+}
+
+/// A lock timeout: at least 1 ms (0 would mean waiting without a limit).
+fn parse_lock_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms (0 would wait without a limit)".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]

@@ -243,6 +243,11 @@ proptest! {
         if let Ok((_, offset)) = envelope::decode(&bytes) {
             prop_assert!(offset <= bytes.len());
         }
+        for reads in [envelope::Reads::CURRENT, envelope::Reads::PREVIOUS, envelope::Reads::BEFORE_PRESENCE] {
+            if let Ok(envelope::Read::Event { payload_at, .. }) = envelope::read(&bytes, reads) {
+                prop_assert!(payload_at <= bytes.len());
+            }
+        }
         let _ = presence::decode_report(&bytes);
         let split = bytes.len() / 2;
         let _ = presence::parse_entry(&bytes[..split], &bytes[split..]);
@@ -280,6 +285,14 @@ proptest! {
         for cut in 0..offset {
             prop_assert!(envelope::decode(&out[..cut]).is_err());
         }
+        // As a later release writes it (extensible, an unknown trailing
+        // field): the same header and payload.
+        let mut later = Vec::new();
+        let extension = envelope::Extension { fields: &payload[..payload.len().min(7)], ..Default::default() };
+        envelope::encode_extensible(3, &header, extension, &payload, &mut later);
+        let (decoded, offset) = envelope::decode(&later).expect("a later envelope decodes");
+        prop_assert_eq!(decoded, header);
+        prop_assert_eq!(&later[offset..], &payload[..]);
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! The `chatgate` binary: parses flags, sets up logging, runs a subcommand.
 //! All logic lives in the library; errors become messages and exit codes
-//! here (64 for a configuration the gateway refuses).
+//! here (64 for a configuration the gateway refuses, 3 for a schema that
+//! `chatgate migrate --check` finds out of date).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use chatgate::auth::mint_token;
-use chatgate::cli::{Cli, Command, ConversationAction, LogFormat, UserAction};
-use chatgate::store::postgres::Admin as PgAdmin;
+use chatgate::cli::{Cli, Command, ConversationAction, LogFormat, MigrateArgs, UserAction};
+use chatgate::store::postgres::{Admin as PgAdmin, MigrateOptions};
 use chatgate::store::sqlite::Admin;
 use chatgate::{Gateway, GatewayError, JwtConfig};
 use clap::Parser;
@@ -18,6 +19,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// EX_USAGE: the configuration is unusable.
 const EXIT_CONFIG: u8 = 64;
+/// `chatgate migrate --check`: something is missing or invalid.
+const EXIT_OUT_OF_DATE: u8 = 3;
+
+/// `migrate --check` found the schema out of date (already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("the schema is not up to date: run `chatgate migrate`")]
+struct OutOfDate;
+
+/// A flag combination `migrate` refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(&'static str);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -31,8 +44,13 @@ fn main() -> ExitCode {
                     c.downcast_ref::<GatewayError>(),
                     Some(GatewayError::Config(_))
                 ) || c.is::<chatgate::config::ConfigError>()
+                    || c.is::<Usage>()
             });
-            ExitCode::from(if config_error { EXIT_CONFIG } else { 1 })
+            ExitCode::from(match () {
+                _ if config_error => EXIT_CONFIG,
+                _ if e.is::<OutOfDate>() => EXIT_OUT_OF_DATE,
+                _ => 1,
+            })
         }
     }
 }
@@ -53,7 +71,7 @@ fn init_logging(cli: &Cli) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         None | Some(Command::Serve) => serve(&cli, cli.jwt()?),
-        Some(Command::Migrate) => migrate(&cli),
+        Some(Command::Migrate(args)) => migrate(&cli, args),
         Some(Command::Token { user_id, ttl }) => {
             println!("{}", mint_token(&cli.jwt()?, *user_id, *ttl));
             Ok(())
@@ -87,17 +105,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn migrate(cli: &Cli) -> anyhow::Result<()> {
-    match &cli.common.database_url {
-        Some(url) => {
-            chatgate::store::postgres::migrate_blocking(url)
-                .context("migrating the Postgres database")?;
+fn migrate(cli: &Cli, args: &MigrateArgs) -> anyhow::Result<()> {
+    let Some(url) = &cli.common.database_url else {
+        if args.print_sql || args.check {
+            return Err(Usage("--print-sql and --check need --database-url (PostgreSQL)").into());
+        }
+        Admin::open(&cli.common.database).context("migrating the database")?;
+        println!("database {} is up to date", cli.common.database.display());
+        return Ok(());
+    };
+    let admin = PgAdmin::connect(url).context("connecting to the Postgres database")?;
+    if args.print_sql || args.check {
+        let plan = admin
+            .migration_plan()
+            .context("reading the Postgres catalog")?;
+        if args.print_sql {
+            print!("{}", plan.script(args.lock_timeout));
+            return Ok(());
+        }
+        if plan.is_up_to_date() {
             println!("the Postgres database is up to date");
+            return Ok(());
         }
-        None => {
-            Admin::open(&cli.common.database).context("migrating the database")?;
-            println!("database {} is up to date", cli.common.database.display());
+        for problem in plan.problems() {
+            println!("{problem}");
         }
+        return Err(OutOfDate.into());
+    }
+    let options = MigrateOptions {
+        lock_timeout: args.lock_timeout,
+        ..MigrateOptions::default()
+    };
+    let report = admin
+        .migrate_with(&options)
+        .context("migrating the Postgres database")?;
+    if report.executed.is_empty() {
+        println!("the Postgres database is up to date (nothing to do)");
+    } else {
+        println!(
+            "the Postgres database is up to date ({} statements, {} retried after a lock timeout)",
+            report.executed.len(),
+            report.retries
+        );
     }
     Ok(())
 }

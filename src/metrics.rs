@@ -103,6 +103,13 @@ pub const CHANNEL_LAYER_DROPPED: &str = "chatgate_channel_layer_dropped_total";
 pub const CHANNEL_LAYER_OVER_CAPACITY: &str = "chatgate_channel_layer_over_capacity_total";
 /// Conversations whose group this node is a member of.
 pub const CHANNEL_LAYER_MEMBERSHIPS: &str = "chatgate_channel_layer_memberships";
+/// Envelopes of nodes of other releases skipped (or delivered without an
+/// optional part), by `reason` ([`BRIDGE_SKIP_REASONS`]).
+pub const BRIDGE_SKIPPED: &str = "chatgate_bridge_skipped_total";
+/// Presence hash fields of dead nodes removed from Redis by this node.
+pub const PRESENCE_FIELDS_REAPED: &str = "chatgate_presence_fields_reaped_total";
+/// Dead nodes whose presence this node removed from Redis.
+pub const PRESENCE_NODES_REAPED: &str = "chatgate_presence_nodes_reaped_total";
 
 /// Server API requests, by `method` (a known method or `other`) and HTTP `status`.
 pub const API_REQUESTS: &str = "chatgate_api_requests_total";
@@ -147,6 +154,9 @@ pub const RATE_LIMIT_KINDS: [&str; 3] = ["chat", "typing", "signal"];
 pub const HANDSHAKE_REASONS: [&str; 9] = [
     "400", "403", "404", "429", "431", "4001", "4003", "1008", "timeout",
 ];
+/// Why an envelope was skipped (the `reason` label of [`BRIDGE_SKIPPED`];
+/// `bridge/envelope.rs`).
+pub const BRIDGE_SKIP_REASONS: [&str; 4] = ["version", "flags", "required", "optional"];
 /// The close codes the gateway knows (close.rs); anything else is `other`.
 const CLOSE_CODES: [u16; 10] = [
     CloseReason::Normal.code(),
@@ -293,6 +303,18 @@ pub fn describe() {
         "Conversations whose Channels group this node is a member of."
     );
     describe_counter!(
+        BRIDGE_SKIPPED,
+        "Bridge envelopes of nodes of other releases skipped, by reason (optional: delivered without an optional part)."
+    );
+    describe_counter!(
+        PRESENCE_FIELDS_REAPED,
+        "Presence fields of dead nodes removed from Redis."
+    );
+    describe_counter!(
+        PRESENCE_NODES_REAPED,
+        "Dead nodes whose presence was removed from Redis."
+    );
+    describe_counter!(
         API_REQUESTS,
         "Server API requests, by method and HTTP status."
     );
@@ -369,6 +391,19 @@ pub fn channel_layer_dropped_seen(reason: &'static str) {
 /// One Channels-layer value dropped; `reason` is one of a fixed set.
 pub fn channel_layer_dropped(reason: &'static str) {
     metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => reason).increment(1);
+}
+
+/// One envelope skipped for `reason` (one of [`BRIDGE_SKIP_REASONS`]).
+pub fn bridge_skipped(reason: &'static str) {
+    debug_assert!(BRIDGE_SKIP_REASONS.contains(&reason));
+    metrics::counter!(BRIDGE_SKIPPED, "reason" => reason).increment(1);
+}
+
+/// `fields` presence fields of a dead node removed; `node`: the node was
+/// dropped from the registry too (counted by one survivor only).
+pub fn presence_reaped(fields: u64, node: bool) {
+    metrics::counter!(PRESENCE_FIELDS_REAPED).increment(fields);
+    metrics::counter!(PRESENCE_NODES_REAPED).increment(u64::from(node));
 }
 
 /// One server API request: `method` is a known method or `other` (bounded).

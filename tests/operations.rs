@@ -208,6 +208,9 @@ fn the_alert_rules_only_use_metrics_the_gateway_exports() {
         BRIDGE_PUBLISH_BATCH_SIZE,
         BRIDGE_QUEUE_DEPTH,
         BRIDGE_DROPPED,
+        BRIDGE_SKIPPED,
+        PRESENCE_FIELDS_REAPED,
+        PRESENCE_NODES_REAPED,
     ];
     let histograms = [
         BROADCAST_LATENCY,

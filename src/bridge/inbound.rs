@@ -8,7 +8,10 @@
 //! the last one seen from that peer instance) is dropped as a duplicate, so
 //! per (origin node, conversation) delivery stays once and in order. A
 //! disconnect order is accepted only on the heartbeat channel
-//! ([`Inbound::accept_control`]).
+//! ([`Inbound::accept_control`]). Envelopes are read as the node's
+//! [`Reads`] says (`bridge/envelope.rs`): one that needs what this node
+//! does not know is skipped with its reason, one with an optional part it
+//! does not know is delivered without it.
 //!
 //! Pure code, no I/O. Must never: panic on foreign input, or pass on an event
 //! whose origin is this node.
@@ -17,7 +20,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::envelope::{self, EnvelopeError};
+use super::envelope::{self, EnvelopeError, Read, Reads, Skip};
 use super::{RemoteEvent, RemoteKind};
 
 /// The outcome for one received message.
@@ -25,6 +28,17 @@ use super::{RemoteEvent, RemoteKind};
 pub enum Verdict {
     /// From another node: hand it to the owning shard.
     Deliver(RemoteEvent),
+    /// From another node, of a later release: hand it on without the
+    /// optional part this node does not know (counted, `Skip::Optional`).
+    Partial(RemoteEvent),
+    /// From a node of another release, needing what this node does not
+    /// know: dropped, counted and logged (once per reason).
+    Skipped {
+        reason: Skip,
+        version: u8,
+        /// The publisher's node id (lossy UTF-8), when it could be read.
+        node: Option<String>,
+    },
     /// Published by this node.
     Own,
     /// Already delivered (a peer's retry after a failed pipeline).
@@ -50,6 +64,8 @@ pub enum Malformed {
 #[derive(Debug)]
 pub struct Inbound {
     own_node: Vec<u8>,
+    /// What this node reads (`Reads::CURRENT` but in tests of mixed clusters).
+    reads: Reads,
     channel_prefix: String,
     /// Per origin node: (instance, last sequence delivered). One entry per
     /// peer node id, replaced when that node restarts.
@@ -58,9 +74,10 @@ pub struct Inbound {
 
 impl Inbound {
     /// `own_node` is this node's id; `channel_prefix` is `"{prefix}:conv:"`.
-    pub fn new(own_node: &str, channel_prefix: String) -> Self {
+    pub fn new(own_node: &str, channel_prefix: String, reads: Reads) -> Self {
         Self {
             own_node: own_node.as_bytes().to_vec(),
+            reads,
             channel_prefix,
             last_seen: HashMap::new(),
         }
@@ -76,7 +93,19 @@ impl Inbound {
 
     fn judge(&mut self, channel: &[u8], message: Vec<u8>) -> Result<Verdict, Malformed> {
         let channel_conv = self.channel_conversation(channel)?;
-        let (header, payload_at) = envelope::decode(&message)?;
+        let (header, payload_at, partial) = match envelope::read(&message, self.reads)? {
+            Read::Event {
+                header,
+                payload_at,
+                partial,
+                ..
+            } => (header, payload_at, partial),
+            Read::Skip {
+                reason,
+                version,
+                node_id,
+            } => return Ok(skipped(reason, version, node_id)),
+        };
         if header.conversation_id != channel_conv {
             return Err(Malformed::ConversationMismatch {
                 channel: channel_conv,
@@ -105,15 +134,26 @@ impl Inbound {
             payload: Bytes::from(message).slice(payload_at..),
             kind,
         };
-        Ok(Verdict::Deliver(event))
+        Ok(if partial {
+            Verdict::Partial(event)
+        } else {
+            Verdict::Deliver(event)
+        })
     }
 
     /// Judges a message on the heartbeat channel that is not a heartbeat:
     /// only a disconnect order from another node is delivered. Not checked
     /// for repeats: closing sockets twice closes them once.
     pub fn accept_control(&self, message: &[u8]) -> Verdict {
-        let (header, payload_at) = match envelope::decode(message) {
-            Ok(decoded) => decoded,
+        let (header, payload_at) = match envelope::read(message, self.reads) {
+            Ok(Read::Event {
+                header, payload_at, ..
+            }) => (header, payload_at),
+            Ok(Read::Skip {
+                reason,
+                version,
+                node_id,
+            }) => return skipped(reason, version, node_id),
             Err(e) => return Verdict::Malformed(e.into()),
         };
         let code = message
@@ -163,6 +203,14 @@ impl Inbound {
     }
 }
 
+fn skipped(reason: Skip, version: u8, node_id: Option<&[u8]>) -> Verdict {
+    Verdict::Skipped {
+        reason,
+        version,
+        node: node_id.map(|n| String::from_utf8_lossy(n).into_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::envelope::Header;
@@ -186,7 +234,7 @@ mod tests {
     }
 
     fn inbound() -> Inbound {
-        Inbound::new("me", PREFIX.to_string())
+        Inbound::new("me", PREFIX.to_string(), Reads::CURRENT)
     }
 
     #[test]
@@ -311,6 +359,78 @@ mod tests {
     }
 
     #[test]
+    fn a_node_of_an_earlier_release_skips_what_it_does_not_know() {
+        let mut old = Inbound::new("me", PREFIX.to_string(), Reads::BEFORE_PRESENCE);
+        let header = Header {
+            node_id: b"new",
+            instance: 1,
+            seq: 1,
+            conversation_id: 7,
+            audience: crate::audience::Audience::ALL,
+            presence: true,
+            disconnect: false,
+        };
+        let mut report = Vec::new();
+        envelope::encode(&header, b"\x01", &mut report);
+        assert_eq!(
+            old.accept(b"p:conv:7", report),
+            Verdict::Skipped {
+                reason: Skip::Flags,
+                version: 1,
+                node: Some("new".into()),
+            }
+        );
+        // A plain frame after it still passes.
+        assert!(matches!(
+            old.accept(b"p:conv:7", message("new", 1, 2, 7, "{}")),
+            Verdict::Deliver(_)
+        ));
+    }
+
+    #[test]
+    fn a_later_release_is_read_in_part() {
+        let mut inb = inbound();
+        let header = Header {
+            node_id: b"next",
+            instance: 1,
+            seq: 1,
+            conversation_id: 7,
+            audience: crate::audience::Audience::except_user(5),
+            presence: false,
+            disconnect: false,
+        };
+        let (mut optional, mut required) = (Vec::new(), Vec::new());
+        let field = envelope::Extension {
+            optional: 1,
+            fields: &[1, 2, 3],
+            ..Default::default()
+        };
+        envelope::encode_extensible(3, &header, field, b"{}", &mut optional);
+        let field = envelope::Extension {
+            required: 0x80,
+            ..field
+        };
+        envelope::encode_extensible(3, &Header { seq: 2, ..header }, field, b"{}", &mut required);
+        assert_eq!(
+            inb.accept(b"p:conv:7", optional),
+            Verdict::Partial(RemoteEvent {
+                conversation_id: 7,
+                audience: crate::audience::Audience::except_user(5),
+                payload: Bytes::from_static(b"{}"),
+                kind: RemoteKind::Frame,
+            })
+        );
+        assert_eq!(
+            inb.accept(b"p:conv:7", required),
+            Verdict::Skipped {
+                reason: Skip::Required,
+                version: 3,
+                node: Some("next".into()),
+            }
+        );
+    }
+
+    #[test]
     fn rejects_foreign_channels_and_mismatches() {
         let mut inb = inbound();
         let m = || message("peer", 1, 1, 7, "{}");
@@ -336,7 +456,11 @@ mod tests {
         let mut inb = inbound();
         assert_eq!(
             inb.accept(b"p:conv:7", b"hello".to_vec()),
-            Verdict::Malformed(Malformed::Envelope(EnvelopeError::UnknownVersion(b'h')))
+            Verdict::Malformed(Malformed::Envelope(EnvelopeError::Truncated("header")))
+        );
+        assert_eq!(
+            inb.accept(b"p:conv:7", b"\0hello".to_vec()),
+            Verdict::Malformed(Malformed::Envelope(EnvelopeError::UnknownVersion(0)))
         );
         assert!(matches!(
             inb.accept(b"p:conv:7", Vec::new()),

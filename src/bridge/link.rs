@@ -5,7 +5,8 @@
 //! URL as given) and one for the subscribing connection (the same URL forced
 //! to RESP3, so pub/sub messages arrive as pushes on a `MultiplexedConnection`
 //! and ordinary commands such as `PING` still work while subscribed).
-//! Connections are named `{prefix}:{node_id}:pub` / `:sub` (`CLIENT SETNAME`)
+//! A third, plain connection serves the janitor. Connections are named
+//! `{prefix}:{node_id}:pub` / `:sub` / `:janitor` (`CLIENT SETNAME`)
 //! so an operator — or a test — can find them in `CLIENT LIST`.
 //!
 //! Must never: wait without a timeout (every connect and every `PING` is
@@ -56,6 +57,16 @@ impl Clients {
 
     /// Opens the publishing connection.
     pub async fn publisher(&self) -> Result<MultiplexedConnection, LinkError> {
+        self.plain("pub").await
+    }
+
+    /// Opens the janitor's connection (`bridge/janitor.rs`).
+    pub async fn janitor(&self) -> Result<MultiplexedConnection, LinkError> {
+        self.plain("janitor").await
+    }
+
+    /// A RESP2 connection named `{name_base}:{role}`.
+    async fn plain(&self, role: &str) -> Result<MultiplexedConnection, LinkError> {
         let config = self.config();
         let mut conn = bounded(
             self.timeout,
@@ -64,7 +75,7 @@ impl Clients {
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await?;
-        self.set_name(&mut conn, "pub").await?;
+        self.set_name(&mut conn, role).await?;
         Ok(conn)
     }
 

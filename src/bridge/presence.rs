@@ -12,6 +12,12 @@
 //!   the presence TTL at every heartbeat), so a reader skips (and deletes)
 //!   fields of dead nodes; `{prefix}:nodes` is the channel of heartbeats
 //!   (8 bytes: the instance);
+//! - the keys that let a survivor remove a dead node's fields without
+//!   reading every hash: `{prefix}:presence-nodes`, the registry (a set of
+//!   `{instance:016x}`, added at every heartbeat, after the liveness key),
+//!   and `{prefix}:presence-index:{instance:016x}`, a node's index (a set
+//!   with one member `{conversation}:{user}` per field it holds, added and
+//!   removed in the same pipeline as the field);
 //! - [`NodeTtl`]: the sans-IO bookkeeping that turns silence into death —
 //!   a node that reported presence and then is not heard for the TTL is
 //!   gone, and its users go offline everywhere.
@@ -110,6 +116,37 @@ pub fn node_key(prefix: &str, instance: u64) -> String {
 /// The heartbeat channel.
 pub fn nodes_channel(prefix: &str) -> String {
     format!("{prefix}:nodes")
+}
+
+/// The registry of nodes that keep presence in Redis.
+pub fn registry_key(prefix: &str) -> String {
+    format!("{prefix}:presence-nodes")
+}
+
+/// A node instance as the registry, the index key and the fields spell it.
+pub fn instance_name(instance: u64) -> String {
+    format!("{instance:016x}")
+}
+
+/// A registry member back to its instance; `None` when malformed.
+pub fn parse_instance(member: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(member).ok()?, 16).ok()
+}
+
+/// A node's index of the fields it holds.
+pub fn index_key(prefix: &str, instance: u64) -> String {
+    format!("{prefix}:presence-index:{instance:016x}")
+}
+
+/// The index member of a user's field in a conversation's hash.
+pub fn index_member(conversation: i64, user: UserId) -> String {
+    format!("{conversation}:{user}")
+}
+
+/// An index member back to (conversation, user); `None` when malformed.
+pub fn parse_index_member(member: &[u8]) -> Option<(i64, UserId)> {
+    let (conversation, user) = std::str::from_utf8(member).ok()?.split_once(':')?;
+    Some((conversation.parse().ok()?, user.parse().ok()?))
 }
 
 /// One hash field and value as an entry; `None` when malformed.
@@ -221,6 +258,20 @@ mod tests {
         assert_eq!(parse_entry(b"00ab:1", b""), None);
         assert_eq!(hash_key("p", 7), "p:presence:7");
         assert_eq!(node_key("p", 1), "p:node:0000000000000001");
+    }
+
+    #[test]
+    fn registry_and_index_entries_round_trip() {
+        assert_eq!(registry_key("p"), "p:presence-nodes");
+        assert_eq!(index_key("p", 0xab), "p:presence-index:00000000000000ab");
+        assert_eq!(parse_instance(instance_name(0xab).as_bytes()), Some(0xab));
+        assert_eq!(parse_instance(b"zz"), None);
+        let member = index_member(-7, 42);
+        assert_eq!(parse_index_member(member.as_bytes()), Some((-7, 42)));
+        assert_eq!(parse_index_member(b"7"), None);
+        assert_eq!(parse_index_member(b"7:x"), None);
+        // The index names exactly the field the hash holds.
+        assert_eq!(field(0xab, 42), format!("{}:{}", instance_name(0xab), 42));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::envelope::{self, Header};
+
 use super::link::{bounded, Backoff, Clients, LinkError};
 use super::presence::{self, Report};
 use super::queue::Queued;
@@ -178,13 +179,8 @@ impl Publisher {
                 self.store_report(&mut pipe, event);
             }
             let header = Header {
-                node_id: config.node_id.as_bytes(),
-                instance: self.shared.instance,
                 seq: queued.seq,
-                conversation_id: event.conversation_id,
-                audience: event.audience,
-                presence: is_presence,
-                disconnect,
+                ..event.header(config.node_id.as_bytes(), self.shared.instance)
             };
             envelope::encode(&header, &event.payload, &mut message);
             pipe.publish(channel.as_str(), message.as_slice()).ignore();
@@ -202,18 +198,25 @@ impl Publisher {
         let config = &self.shared.config;
         let key = presence::hash_key(&config.prefix, event.conversation_id);
         let field = presence::field(self.shared.instance, user);
+        // The node's index follows its fields, so a survivor can remove them.
+        let index = presence::index_key(&config.prefix, self.shared.instance);
+        let member = presence::index_member(event.conversation_id, user);
         match report {
             Report::Online(v2) => {
                 pipe.hset(key, field, presence::value(v2, name)).ignore();
+                pipe.sadd(index, member).ignore();
             }
             Report::Offline => {
                 pipe.hdel(key, field).ignore();
+                pipe.srem(index, member).ignore();
             }
         }
     }
 
-    /// The node's heartbeat: its liveness key (presence TTL) and a message
-    /// on the heartbeat channel. Also checks the connection, as a PING would.
+    /// The node's heartbeat: its liveness key (presence TTL), its entry in
+    /// the registry (after the key, so a janitor never finds it registered
+    /// without one) and a message on the heartbeat channel. Also checks the
+    /// connection, as a PING would.
     async fn beat(&self, conn: &mut MultiplexedConnection) -> Result<(), LinkError> {
         let config = &self.shared.config;
         let instance = self.shared.instance;
@@ -225,6 +228,11 @@ impl Publisher {
             .arg("PX")
             .arg(ttl_ms)
             .ignore();
+        pipe.sadd(
+            presence::registry_key(&config.prefix),
+            presence::instance_name(instance),
+        )
+        .ignore();
         pipe.publish(
             presence::nodes_channel(&config.prefix),
             &instance.to_be_bytes()[..],

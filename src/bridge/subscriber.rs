@@ -26,7 +26,7 @@ use super::inbound::{Inbound, Verdict};
 use super::link::{bounded, Backoff, Clients, LinkError};
 use super::presence::{self, NodeTtl, SnapshotEntry};
 use super::subscriptions::Subscriptions;
-use super::{stopped, Deliver, Shared, SubCommand};
+use super::{stopped, Deliver, EnvelopeSkip, Shared, SubCommand};
 use super::{RemoteEvent, RemoteKind};
 
 /// Channels per `SUBSCRIBE` when resubscribing a large set.
@@ -47,7 +47,8 @@ pub(super) async fn run(
         ttl: NodeTtl::new(config.presence_ttl),
         nodes_channel: presence::nodes_channel(&config.prefix),
         subs: Subscriptions::new(config.unsubscribe_linger),
-        inbound: Inbound::new(&config.node_id, config.channel_prefix()),
+        inbound: Inbound::new(&config.node_id, config.channel_prefix(), config.envelopes),
+        skips_logged: Vec::new(),
         backoff: Backoff::new(config.backoff_max),
         shared: Arc::clone(&shared),
         clients,
@@ -71,6 +72,8 @@ struct Subscriber {
     ttl: NodeTtl,
     /// `{prefix}:nodes`, the heartbeat channel.
     nodes_channel: String,
+    /// The skip reasons already logged (each is logged once, then counted).
+    skips_logged: Vec<EnvelopeSkip>,
 }
 
 impl Subscriber {
@@ -212,16 +215,16 @@ impl Subscriber {
             self.inbound.accept(&channel, message)
         };
         match verdict {
-            Verdict::Deliver(event) => {
-                if let RemoteKind::Presence { origin } = event.kind {
-                    self.ttl.track(origin, Instant::now());
-                }
-                self.shared
-                    .stats
-                    .received_total
-                    .fetch_add(1, Ordering::Relaxed);
-                (self.deliver)(event);
+            Verdict::Partial(event) => {
+                self.skipped(EnvelopeSkip::Optional, None, None);
+                self.deliver_event(event);
             }
+            Verdict::Deliver(event) => self.deliver_event(event),
+            Verdict::Skipped {
+                reason,
+                version,
+                node,
+            } => self.skipped(reason, Some(version), node),
             Verdict::Own | Verdict::Duplicate => {}
             Verdict::Malformed(why) => {
                 tracing::debug!(%why, "bridge: dropped a malformed message");
@@ -231,6 +234,40 @@ impl Subscriber {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Counts an envelope skipped whole or in part; logs the first of
+    /// each reason (a mixed cluster would otherwise log every event).
+    fn skipped(&mut self, reason: EnvelopeSkip, version: Option<u8>, node: Option<String>) {
+        self.shared.stats.record_skip(reason);
+        if self.skips_logged.contains(&reason) {
+            return;
+        }
+        self.skips_logged.push(reason);
+        tracing::warn!(
+            reason = reason.label(),
+            version,
+            node = node.as_deref().unwrap_or("?"),
+            "bridge: an envelope from a node of another release was {}; further ones are \
+             only counted (chatgate_bridge_skipped_total; rolling upgrades: deploy/OPERATIONS.md)",
+            match reason {
+                EnvelopeSkip::Optional => "delivered without a part this node does not know",
+                _ => "skipped: this node cannot read it",
+            }
+        );
+    }
+
+    /// Hands another node's event on (a presence report starts tracking
+    /// its node's liveness).
+    fn deliver_event(&mut self, event: RemoteEvent) {
+        if let RemoteKind::Presence { origin } = event.kind {
+            self.ttl.track(origin, Instant::now());
+        }
+        self.shared
+            .stats
+            .received_total
+            .fetch_add(1, Ordering::Relaxed);
+        (self.deliver)(event);
     }
 
     /// Applies `first` and every request already waiting, then subscribes

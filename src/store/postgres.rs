@@ -14,8 +14,11 @@
 //! `postgres/increments.rs`), connect
 //! and delete lookups in `postgres/lookup.rs`, protocol v2 in
 //! `postgres/requests.rs` (with `history.rs`, `replay.rs`, `receipts.rs`,
-//! `reactions.rs`, sharing `rows.rs` and `tables.rs`), the schema in `postgres/schema.rs`, the synchronous
-//! admin API in `postgres/admin.rs`.
+//! `reactions.rs`, sharing `rows.rs` and `tables.rs`), the schema in
+//! `postgres/schema.rs` and its online migration in `postgres/migrate.rs`
+//! (with the plan in `migrate/plan.rs`), the synchronous admin API in
+//! `postgres/admin.rs`. At start, once the database answers, the store
+//! logs once whether `chatgate migrate --check` would pass.
 //!
 //! Must never: run on a shard thread or block a runtime thread (everything
 //! here is async on the side runtime, except [`Admin`] and
@@ -31,6 +34,7 @@ mod idempotency;
 mod increments;
 mod lanes;
 mod lookup;
+mod migrate;
 mod reactions;
 mod receipts;
 mod replay;
@@ -49,7 +53,10 @@ use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
 pub use admin::Admin;
-pub use schema::{migrate, migrate_blocking};
+pub use migrate::plan::{Plan, Problem};
+pub use migrate::{
+    inspect, migrate, migrate_blocking, migrate_with, MigrateError, MigrateOptions, MigrateReport,
+};
 
 use super::{CommitSink, Readiness, StoreError, StoreHandle, StoreWorker, REQUEST_QUEUE};
 
@@ -104,10 +111,12 @@ pub fn start(
     let dispatcher =
         dispatch::Dispatcher::new(shared.clone(), rx, close_rx, batch_max, lanes, sink);
     let prune = side.spawn(idempotency::prune_forever(shared.clone()));
+    let schema = side.spawn(log_schema_check(shared.clone()));
     side.spawn(async move {
         dispatcher.run().await;
         probe.abort();
         prune.abort();
+        schema.abort();
         drop(done_tx);
     });
     let handle = StoreHandle::with_readiness(tx, shared.ready.clone());
@@ -162,6 +171,35 @@ async fn probe(shared: Arc<Shared>) {
         if let Err(e) = ping(&shared, deadline).await {
             tracing::debug!(error = %e, "postgres store: still unreachable");
         }
+    }
+}
+
+/// Once the database answers, logs once what `chatgate migrate --check`
+/// would report (a warning when it would fail). Aborted by the dispatcher
+/// when it stops; gives up quietly if the catalog cannot be read.
+async fn log_schema_check(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    let client = loop {
+        tick.tick().await;
+        let deadline = Instant::now() + shared.timeout;
+        if let Ok(client) = shared.checkout(deadline).await {
+            break client;
+        }
+    };
+    match migrate::inspect(&client).await {
+        Ok(plan) if plan.is_up_to_date() => {
+            tracing::info!("postgres store: schema up to date (`chatgate migrate --check` passes)")
+        }
+        Ok(plan) => {
+            let problems: Vec<String> = plan.problems().iter().map(|p| p.to_string()).collect();
+            tracing::warn!(
+                problems = %problems.join("; "),
+                "postgres store: `chatgate migrate --check` would fail; run `chatgate migrate` \
+                 (online, deploy/OPERATIONS.md) — until then receipts, reactions and idempotency \
+                 keys may be off and history pages scan the conversation"
+            );
+        }
+        Err(e) => tracing::debug!(error = %e, "postgres store: could not read the catalog"),
     }
 }
 

@@ -588,3 +588,53 @@ impl WsClient {
         }
     }
 }
+
+// ---- the catalog --------------------------------------------------------
+
+/// Columns (types, lengths, NOT NULL, identity, defaults), constraints
+/// (definition, deferrability, validated), indexes (definition, valid) and
+/// sequences of the public schema, one line each, sorted: two databases
+/// with equal descriptions have the same schema.
+pub const SCHEMA_DESCRIPTION: &str = r#"
+SELECT line FROM (
+    SELECT format('column %s.%s %s(%s) nullable=%s identity=%s/%s default=%s',
+                  table_name, column_name, data_type, character_maximum_length,
+                  is_nullable, is_identity, identity_generation, column_default) AS line
+    FROM information_schema.columns WHERE table_schema = 'public'
+    UNION ALL
+    SELECT format('constraint %s on %s: %s deferrable=%s deferred=%s validated=%s',
+                  c.conname, c.conrelid::regclass, pg_get_constraintdef(c.oid),
+                  c.condeferrable, c.condeferred, c.convalidated)
+    FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+    WHERE n.nspname = 'public' AND c.contype <> 'n'
+    UNION ALL
+    SELECT format('index %s valid=%s', pg_get_indexdef(i.indexrelid), i.indisvalid)
+    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'
+    UNION ALL
+    SELECT format('sequence %s', sequencename) FROM pg_sequences WHERE schemaname = 'public'
+) d ORDER BY line
+"#;
+
+impl TestDb {
+    /// [`SCHEMA_DESCRIPTION`] of this database.
+    pub fn describe_schema(&self) -> Vec<String> {
+        let admin = self.admin();
+        let rows = admin
+            .block_on(admin.client().query(SCHEMA_DESCRIPTION, &[]))
+            .expect("describe the schema");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// `pg_index.indisvalid` of the index `name`; `None` when there is none.
+    pub fn index_valid(&self, name: &str) -> Option<bool> {
+        let admin = self.admin();
+        let row = admin
+            .block_on(admin.client().query_opt(
+                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+                &[&name],
+            ))
+            .expect("read pg_index");
+        row.map(|r| r.get(0))
+    }
+}

@@ -1,5 +1,6 @@
 //! Synchronous administration of a Postgres store, mirroring
-//! `sqlite::Admin`: migrate, users, conversations, participants.
+//! `sqlite::Admin`: migrate (and its plan), users, conversations,
+//! participants.
 //!
 //! Owns a private current-thread tokio runtime and one connection driven by
 //! it (the connection task runs whenever a call blocks on the runtime).
@@ -14,7 +15,9 @@ use std::future::Future;
 
 use tokio_postgres::types::ToSql;
 
-use super::{describe, now, parse_url, StoreError};
+use super::{
+    describe, now, parse_url, MigrateError, MigrateOptions, MigrateReport, Plan, StoreError,
+};
 use crate::store::{ConversationId, UserId};
 
 const CREATE_USER: &str = "INSERT INTO auth_user (password, last_login, is_superuser, username, \
@@ -83,9 +86,20 @@ impl Admin {
         Ok(Admin { rt, client })
     }
 
-    /// Creates the tables and indexes where missing (idempotent).
+    /// Creates the tables and indexes where missing, online (idempotent;
+    /// `postgres/migrate.rs`), with the default options.
     pub fn migrate(&self) -> Result<(), StoreError> {
         self.rt.block_on(super::migrate(&self.client))
+    }
+
+    /// [`Admin::migrate`] with `options`; says what it ran.
+    pub fn migrate_with(&self, options: &MigrateOptions) -> Result<MigrateReport, MigrateError> {
+        self.rt.block_on(super::migrate_with(&self.client, options))
+    }
+
+    /// What a migration would do now (`--print-sql`, `--check`).
+    pub fn migration_plan(&self) -> Result<Plan, MigrateError> {
+        self.rt.block_on(super::inspect(&self.client))
     }
 
     /// Adds an active user with an unusable password (`!`) and no e-mail.
