@@ -834,3 +834,73 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+// ---------------------------------------------------------------------------
+// What chatgate writes is what channels_redis reads
+// ---------------------------------------------------------------------------
+
+/// Runs `tests/django_app/layer_peer.py <cmd>` for the consumer channel
+/// `channel` of the scene's group (capacity 3, expiry 2 s).
+fn layer_peer(scene: &Scene, cmd: &str, channel: &str) -> String {
+    let out = Command::new(scene.settings.venv.python())
+        .current_dir(django_support::app_dir())
+        .args(["layer_peer.py", cmd, &scene.settings.hosts[0], &scene.settings.prefix])
+        .arg(format!("chat_{}", scene.conv))
+        .args([channel, "3", "2"])
+        .output()
+        .expect("run layer_peer.py");
+    assert!(
+        out.status.success(),
+        "layer_peer.py {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A consumer channel in the group (as a Daphne consumer would be) reads
+/// chatgate's chat messages with channels_redis's own `receive()`: the
+/// original consumer's dicts, at most `capacity` waiting (the rest counted
+/// as over capacity), and nothing older than `expiry`.
+#[test]
+fn channels_redis_reads_what_chatgate_writes() {
+    let test = "cl_capacity";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s.capacity(3).expiry(2)) else {
+        return;
+    };
+    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let mut bob = a.connect(scene.conv, scene.bob);
+    wait_joined(&scene, 1, 1);
+    layer_peer(&scene, "add", "cgtest.reader");
+    for n in 0..5 {
+        bob.send_json(json!({"type": "chat_message", "content": format!("m{n}")}));
+    }
+    let sent = message_ids(&drain(&mut bob));
+    assert_eq!(sent.len(), 5);
+    let gw = a.gateway.as_ref().unwrap();
+    wait_until(SETTLE, "the writes", || {
+        let s = gw.channel_layer_state().unwrap();
+        s.sent_total + s.over_capacity_total == 5
+    });
+    let state = gw.channel_layer_state().unwrap();
+    assert_eq!((state.sent_total, state.over_capacity_total), (3, 2), "{state:?}");
+    let read: Value = serde_json::from_str(&layer_peer(&scene, "read", "cgtest.reader")).unwrap();
+    let read = read.as_array().unwrap();
+    assert_eq!(read.len(), 3, "{read:?}");
+    for (got, id) in read.iter().zip(&sent) {
+        assert_eq!(got["type"], "chat_message_broadcast", "{got}");
+        assert_eq!(got["message"]["id"], *id, "{got}");
+        assert_eq!(got["message"]["sender"]["id"], scene.bob, "{got}");
+        assert_eq!(got.as_object().unwrap().len(), 2, "only type and message: {got}");
+    }
+
+    // Expiry: an entry older than 2 s is gone before the next one is read.
+    bob.send_json(json!({"type": "chat_message", "content": "old"}));
+    std::thread::sleep(Duration::from_millis(3100));
+    bob.send_json(json!({"type": "typing", "is_typing": true}));
+    drain(&mut bob);
+    let read: Value = serde_json::from_str(&layer_peer(&scene, "read", "cgtest.reader")).unwrap();
+    assert_eq!(
+        read,
+        json!([{"type": "typing_indicator", "user_id": scene.bob, "username": "bob", "is_typing": true}])
+    );
+}
