@@ -844,7 +844,12 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 fn layer_peer(scene: &Scene, cmd: &str, channel: &str) -> String {
     let out = Command::new(scene.settings.venv.python())
         .current_dir(django_support::app_dir())
-        .args(["layer_peer.py", cmd, &scene.settings.hosts[0], &scene.settings.prefix])
+        .args([
+            "layer_peer.py",
+            cmd,
+            &scene.settings.hosts[0],
+            &scene.settings.prefix,
+        ])
         .arg(format!("chat_{}", scene.conv))
         .args([channel, "3", "2"])
         .output()
@@ -867,7 +872,12 @@ fn channels_redis_reads_what_chatgate_writes() {
     let Some(scene) = scene(test, Stack::V4_3, |s| s.capacity(3).expiry(2)) else {
         return;
     };
-    let a = node(&scene, "a", &bridge_prefix(test), layer_config(&scene.settings, "node-a"));
+    let a = node(
+        &scene,
+        "a",
+        &bridge_prefix(test),
+        layer_config(&scene.settings, "node-a"),
+    );
     let mut bob = a.connect(scene.conv, scene.bob);
     wait_joined(&scene, 1, 1);
     layer_peer(&scene, "add", "cgtest.reader");
@@ -882,7 +892,11 @@ fn channels_redis_reads_what_chatgate_writes() {
         s.sent_total + s.over_capacity_total == 5
     });
     let state = gw.channel_layer_state().unwrap();
-    assert_eq!((state.sent_total, state.over_capacity_total), (3, 2), "{state:?}");
+    assert_eq!(
+        (state.sent_total, state.over_capacity_total),
+        (3, 2),
+        "{state:?}"
+    );
     let read: Value = serde_json::from_str(&layer_peer(&scene, "read", "cgtest.reader")).unwrap();
     let read = read.as_array().unwrap();
     assert_eq!(read.len(), 3, "{read:?}");
@@ -890,7 +904,11 @@ fn channels_redis_reads_what_chatgate_writes() {
         assert_eq!(got["type"], "chat_message_broadcast", "{got}");
         assert_eq!(got["message"]["id"], *id, "{got}");
         assert_eq!(got["message"]["sender"]["id"], scene.bob, "{got}");
-        assert_eq!(got.as_object().unwrap().len(), 2, "only type and message: {got}");
+        assert_eq!(
+            got.as_object().unwrap().len(),
+            2,
+            "only type and message: {got}"
+        );
     }
 
     // Expiry: an entry older than 2 s is gone before the next one is read.

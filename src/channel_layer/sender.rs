@@ -64,6 +64,7 @@ pub(super) async fn run(tasks: Tasks) {
     let mut links = tasks.hosts.links("send", timeout);
     let codec = tasks.shared.config.core_codec();
     let mut cache = Cache::default();
+    let mut clock = Clock::default();
     let mut backoff = Backoff::new(timeout);
     // Up until a write fails: with nothing to send there is nothing to know.
     tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
@@ -79,7 +80,7 @@ pub(super) async fn run(tasks: Tasks) {
             }
             continue;
         }
-        match send_batch(&mut links, &tasks, &codec, &mut cache, batch).await {
+        match send_batch(&mut links, &tasks, &codec, &mut cache, &mut clock, batch).await {
             Ok(()) => {
                 backoff.reset();
                 tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
@@ -105,6 +106,7 @@ async fn send_batch(
     tasks: &Tasks,
     codec: &Codec,
     cache: &mut Cache,
+    clock: &mut Clock,
     batch: Vec<(ConversationId, Bytes)>,
 ) -> Result<(), LinkError> {
     let c = &tasks.shared.config;
@@ -118,14 +120,13 @@ async fn send_batch(
     stale.dedup();
     read_members(links, tasks, cache, &stale, now).await?;
     let mut plan = Plan::new(links.hosts().len());
-    let clock = unix_now();
     for (conv, payload) in &batch {
         let foreign = cache.foreign(*conv);
         if foreign.is_empty() {
             continue; // the common case: parsed only when someone is on Daphne
         }
         if let Some((_, dict)) = events::outgoing_dict(payload) {
-            plan.add(links, tasks, codec, *conv, &dict, foreign, clock);
+            plan.add(links, tasks, codec, *conv, &dict, foreign, clock.next());
         }
     }
     let (written, full) = plan.run(links).await?;
@@ -284,6 +285,28 @@ impl Plan {
     }
 }
 
+/// Scores of the entries: `time.time()` as channels_redis writes it, but
+/// strictly increasing, so a consumer pops them in the order they were
+/// sent (entries of one round with equal scores would be popped in the
+/// order of their random prefixes).
+struct Clock {
+    last: f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self { last: unix_now() }
+    }
+}
+
+impl Clock {
+    /// The next score: a microsecond after the previous one at least.
+    fn next(&mut self) -> f64 {
+        self.last = unix_now().max(self.last + 1e-6);
+        self.last
+    }
+}
+
 /// Foreign members per conversation, with when they were read.
 #[derive(Default)]
 struct Cache {
@@ -317,6 +340,13 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_of_one_round_strictly_increase() {
+        let mut clock = Clock::default();
+        let scores: Vec<f64> = (0..1000).map(|_| clock.next()).collect();
+        assert!(scores.windows(2).all(|w| w[0] < w[1]));
+    }
 
     #[test]
     fn a_member_list_is_trusted_for_one_second() {
