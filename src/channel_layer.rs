@@ -233,6 +233,21 @@ pub struct ChannelLayerState {
     pub queue_depth: usize,
 }
 
+impl ChannelLayerState {
+    /// What grew since `last`, for the metrics.
+    pub fn since(&self, last: &ChannelLayerState) -> crate::metrics::LayerReport {
+        let grew = |a: u64, b: u64| a.saturating_sub(b);
+        crate::metrics::LayerReport {
+            up: self.up,
+            memberships: self.memberships,
+            received: grew(self.received_total, last.received_total),
+            sent: grew(self.sent_total, last.sent_total),
+            over_capacity: grew(self.over_capacity_total, last.over_capacity_total),
+            queue_dropped: grew(self.queue_dropped_total, last.queue_dropped_total),
+        }
+    }
+}
+
 /// The node's handle on the layer: `Send + Sync`, cheap to clone.
 #[derive(Clone)]
 pub struct ChannelLayer {

@@ -405,7 +405,7 @@ fn start_channel_layer(
         loop {
             tick.tick().await;
             let now = watched.state();
-            crate::metrics::channel_layer(&now, &last);
+            crate::metrics::channel_layer(now.since(&last));
             last = now;
         }
     });

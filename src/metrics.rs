@@ -365,22 +365,26 @@ pub fn bridge_dropped(n: usize) {
     metrics::counter!(BRIDGE_DROPPED).increment(n as u64);
 }
 
-/// The Channels layer's figures (once a second): `now` against the
-/// previous snapshot `last` (counters grow by the difference).
-pub fn channel_layer(
-    now: &crate::channel_layer::ChannelLayerState,
-    last: &crate::channel_layer::ChannelLayerState,
-) {
-    let grew = |a: u64, b: u64| a.saturating_sub(b);
-    metrics::gauge!(CHANNEL_LAYER_UP).set(if now.up { 1.0 } else { 0.0 });
-    metrics::counter!(CHANNEL_LAYER_RECEIVED)
-        .increment(grew(now.received_total, last.received_total));
-    metrics::counter!(CHANNEL_LAYER_SENT).increment(grew(now.sent_total, last.sent_total));
-    metrics::counter!(CHANNEL_LAYER_OVER_CAPACITY)
-        .increment(grew(now.over_capacity_total, last.over_capacity_total));
-    metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => "queue_full")
-        .increment(grew(now.queue_dropped_total, last.queue_dropped_total));
-    metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(now.memberships as f64);
+/// What the Channels layer counted since its previous report (once a
+/// second), and its state now.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LayerReport {
+    pub up: bool,
+    pub memberships: usize,
+    pub received: u64,
+    pub sent: u64,
+    pub over_capacity: u64,
+    pub queue_dropped: u64,
+}
+
+/// One report of the Channels layer.
+pub fn channel_layer(r: LayerReport) {
+    metrics::gauge!(CHANNEL_LAYER_UP).set(if r.up { 1.0 } else { 0.0 });
+    metrics::gauge!(CHANNEL_LAYER_MEMBERSHIPS).set(r.memberships as f64);
+    metrics::counter!(CHANNEL_LAYER_RECEIVED).increment(r.received);
+    metrics::counter!(CHANNEL_LAYER_SENT).increment(r.sent);
+    metrics::counter!(CHANNEL_LAYER_OVER_CAPACITY).increment(r.over_capacity);
+    metrics::counter!(CHANNEL_LAYER_DROPPED, "reason" => "queue_full").increment(r.queue_dropped);
 }
 
 /// Makes the series of `reason` exist (at 0) before the first drop.
