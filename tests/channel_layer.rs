@@ -4,10 +4,14 @@
 //! chatgate mints. Each scenario on the core layer and, where it applies,
 //! the pub/sub layer, on the pinned stacks (channels_redis 4.1 and 4.3).
 //!
-//! Needs Redis, Postgres and the venvs `.ci/django-venvs` makes: without
-//! them the tests skip, except in CI (`CI` set), where they fail.
+//! The canary of `deploy/nginx/canary.conf` runs here too, with real nginx
+//! in front of Daphne and chatgate.
+//!
+//! Needs Redis, Postgres, nginx and the venvs `.ci/django-venvs` makes:
+//! without them the tests skip, except in CI (`CI` set), where they fail.
 
 mod django_support;
+mod nginx_support;
 mod pg_support;
 
 use std::collections::HashMap;
@@ -920,5 +924,140 @@ fn channels_redis_reads_what_chatgate_writes() {
     assert_eq!(
         read,
         json!([{"type": "typing_indicator", "user_id": scene.bob, "username": "bob", "is_typing": true}])
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The canary: nginx sends a share of /ws/ to chatgate, the rest to Daphne
+// ---------------------------------------------------------------------------
+
+/// A socket through nginx as `user`, with an optional `Cookie` header.
+fn through_nginx(
+    nginx: &nginx_support::Nginx,
+    settings: &DjangoSettings,
+    conv: i64,
+    user: i64,
+    cookie: Option<&str>,
+) -> WsClient {
+    let url = format!(
+        "ws://{}/ws/chat/{conv}/?token={}",
+        nginx.addr,
+        settings.token(user)
+    );
+    let mut request = url.into_client_request().expect("request");
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("Cookie", cookie.parse().unwrap());
+    }
+    let tcp = std::net::TcpStream::connect(nginx.addr).expect("connect to nginx");
+    tcp.set_nodelay(true).unwrap();
+    let (ws, _) = tungstenite::client::client(request, tcp)
+        .unwrap_or_else(|e| panic!("upgrade through nginx: {e:?}\n{}", nginx.error_log()));
+    let mut client = WsClient { ws };
+    assert_eq!(client.recv_json()["type"], "connection_established");
+    client
+}
+
+/// `deploy/nginx/canary.conf` at 50 %: sockets land on both Daphne and
+/// chatgate, every socket sees every message once whichever side sent it,
+/// the `ws_backend` cookie pins a browser to one side, and the access log
+/// holds no token.
+#[test]
+fn the_nginx_canary_shares_one_conversation_between_daphne_and_chatgate() {
+    let test = "cl_canary";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s) else {
+        return;
+    };
+    let daphne = Daphne::start(&scene.settings);
+    let a = node(
+        &scene,
+        "a",
+        &bridge_prefix(test),
+        layer_config(&scene.settings, "node-a"),
+    );
+    let Some(nginx) = nginx_support::Nginx::start(
+        "canary.conf",
+        &[
+            ("10%     chatgate;", "50%     chatgate;".to_string()),
+            ("server 127.0.0.1:8000 ", format!("server {} ", a.addr())),
+            (
+                "server 127.0.0.1:8001 ",
+                format!("server 127.0.0.1:{} ", free_port()),
+            ),
+            (
+                "server 127.0.0.1:8002;",
+                format!("server {};", daphne.addr()),
+            ),
+            (
+                "server 127.0.0.1:8080;",
+                format!("server 127.0.0.1:{};", free_port()),
+            ),
+        ],
+    ) else {
+        return;
+    };
+    let gw = a.gateway.as_ref().unwrap();
+    let on_chatgate = || -> usize { gw.shard_stats().iter().map(|s| s.connections).sum() };
+    let users = [scene.alice, scene.bob, scene.carol];
+    let mut clients: Vec<WsClient> = (0..16)
+        .map(|i| through_nginx(&nginx, &scene.settings, scene.conv, users[i % 3], None))
+        .collect();
+    let here = on_chatgate();
+    assert!(
+        (1..16).contains(&here),
+        "a 50 % split put {here} of 16 sockets on chatgate"
+    );
+    wait_joined(&scene, 1, 1);
+
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_json(json!({"type": "chat_message", "content": format!("canary {i}")}));
+    }
+    let mut stored: Vec<i64> = Vec::new();
+    wait_until(SETTLE, "16 stored messages", || {
+        stored = (0..16)
+            .map(|i| {
+                scene.db.scalar(
+                    "SELECT COALESCE(MAX(id), 0) FROM chatapp_message WHERE content = $1",
+                    &[&format!("canary {i}")],
+                )
+            })
+            .collect();
+        stored.iter().all(|id| *id > 0)
+    });
+    stored.sort_unstable();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let frames = drain(c);
+        let mut ids = message_ids(&frames);
+        ids.sort_unstable();
+        assert_eq!(ids, stored, "socket {i} got {frames:?}");
+    }
+
+    for _ in 0..4 {
+        let mut pinned = through_nginx(
+            &nginx,
+            &scene.settings,
+            scene.conv,
+            scene.bob,
+            Some("ws_backend=chatgate"),
+        );
+        pinned.send_json(json!({"type": "typing", "is_typing": false}));
+        clients.push(pinned);
+    }
+    assert_eq!(on_chatgate(), here + 4, "the cookie pins to chatgate");
+    // A WebSocket's access-log line is written when it closes.
+    drop(clients);
+    let mut log = String::new();
+    wait_until(SETTLE, "20 lines in the access log", || {
+        log = nginx.log("ws_access.log");
+        log.lines().count() >= 20
+    });
+    assert!(
+        log.contains(" chatgate") && log.contains(" daphne"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("token="),
+        "a query string in the access log:\n{log}"
     );
 }

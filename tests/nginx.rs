@@ -7,16 +7,16 @@
 //! Needs the `nginx` binary (`apt-get install nginx`): without it the tests
 //! are skipped, except in CI (`CI` set), where they fail.
 
+mod nginx_support;
 #[allow(unused_macros)]
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chatgate::config::LimitsConfig;
+use nginx_support::Nginx;
 use serde_json::json;
 use support::*;
 
@@ -24,133 +24,34 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 /// A second client address on loopback (all of 127/8 is local on Linux).
 const OTHER_LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-/// nginx running in the foreground (`daemon off; master_process off`) from a
-/// temporary prefix; killed on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
+/// The deploy site config, node 1 being `gateway`, node 2 a port nobody
+/// listens on (a node that is down), the Django app `django`. `None` when
+/// nginx is not installed (outside CI).
+fn start_nginx(gateway: SocketAddr, django: SocketAddr) -> Option<Nginx> {
+    Nginx::start(
+        "chatgate.conf",
+        &[
+            ("server 127.0.0.1:8000 ", format!("server {gateway} ")),
+            (
+                "server 127.0.0.1:8001 ",
+                format!("server 127.0.0.1:{} ", free_port()),
+            ),
+            ("server 127.0.0.1:8080;", format!("server {django};")),
+        ],
+    )
 }
 
-/// Replaces `from` (which must occur exactly once) with `to`.
-fn rewrite(conf: &mut String, from: &str, to: &str) {
-    assert_eq!(
-        conf.matches(from).count(),
-        1,
-        "deploy/nginx/chatgate.conf no longer has exactly one {from:?}: update this test"
-    );
-    *conf = conf.replacen(from, to, 1);
+/// What these tests do through nginx.
+trait Through {
+    fn ws_access_log(&self) -> String;
+    fn ws(&self, from: IpAddr, path: &str) -> Result<Client, tungstenite::Error>;
+    fn upgrade_status(&self, from: IpAddr, path: &str, headers: &[(&str, &str)]) -> u16;
 }
 
-impl Nginx {
-    /// Starts nginx with the deploy site config: node 1 is `gateway`, node 2
-    /// a port nobody listens on (a node that is down), the Django app
-    /// `django`. `None` when nginx is not installed (outside CI).
-    fn start(gateway: SocketAddr, django: SocketAddr) -> Option<Self> {
-        let Some(nginx) = find_tool("nginx") else {
-            skip_or_fail("nginx", "apt-get install nginx");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display().to_string();
-        let addr = SocketAddr::new(LOCALHOST, free_port());
-        let site_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx/chatgate.conf");
-        let mut site = std::fs::read_to_string(site_path).expect("read the deploy nginx config");
-        rewrite(
-            &mut site,
-            "server 127.0.0.1:8000 ",
-            &format!("server {gateway} "),
-        );
-        rewrite(
-            &mut site,
-            "server 127.0.0.1:8001 ",
-            &format!("server 127.0.0.1:{} ", free_port()),
-        );
-        rewrite(
-            &mut site,
-            "server 127.0.0.1:8080;",
-            &format!("server {django};"),
-        );
-        rewrite(&mut site, "listen 80;", &format!("listen {addr};"));
-        rewrite(&mut site, "listen [::]:80;", "");
-        rewrite(
-            &mut site,
-            "/var/log/nginx/chatgate_access.log",
-            &format!("{d}/ws_access.log"),
-        );
-        assert!(!site.contains("/var/"), "a system path is left:\n{site}");
-        std::fs::write(dir.path().join("chatgate.conf"), &site).unwrap();
-        std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        let main = format!(
-            "daemon off;\n\
-             master_process off;\n\
-             worker_processes 1;\n\
-             pid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n\
-             \x20   access_log {d}/access.log;\n\
-             \x20   client_body_temp_path {d}/tmp/body;\n\
-             \x20   proxy_temp_path {d}/tmp/proxy;\n\
-             \x20   fastcgi_temp_path {d}/tmp/fastcgi;\n\
-             \x20   uwsgi_temp_path {d}/tmp/uwsgi;\n\
-             \x20   scgi_temp_path {d}/tmp/scgi;\n\
-             \x20   include {d}/chatgate.conf;\n\
-             }}\n"
-        );
-        std::fs::write(dir.path().join("nginx.conf"), main).unwrap();
-        let args = |cmd: &mut Command| {
-            cmd.arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(dir.path().join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.path().join("error.log"));
-        };
-        // `nginx -t` accepts the deploy config as the operations guide says.
-        let mut check = Command::new(&nginx);
-        args(&mut check);
-        let out = check.arg("-t").output().expect("run nginx -t");
-        assert!(
-            out.status.success(),
-            "nginx -t rejects the config:\n{}\n--- site ---\n{site}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut cmd = Command::new(&nginx);
-        args(&mut cmd);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let mut n = Nginx { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                panic!("nginx exited with {status}:\n{}", n.error_log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx does not listen on {addr}:\n{}",
-                n.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(n)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.file("error.log")).unwrap_or_default()
-    }
-
+impl Through for Nginx {
     /// The access log of `/ws/` (the `chatgate_no_query` format).
     fn ws_access_log(&self) -> String {
-        std::fs::read_to_string(self.file("ws_access.log")).unwrap_or_default()
+        self.log("chatgate_access.log")
     }
 
     /// A WebSocket through nginx from local address `from`.
@@ -169,13 +70,6 @@ impl Nginx {
         let status = status_of(&head);
         assert_ne!(status, 0, "no answer through nginx:\n{}", self.error_log());
         status
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,7 +112,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[test]
 fn a_websocket_session_works_end_to_end_through_nginx() {
     let gw = TestGateway::start_with(|c| c.trusted_proxies = vec![LOCALHOST]);
-    let Some(nginx) = Nginx::start(gw.addr(), fake_django()) else {
+    let Some(nginx) = start_nginx(gw.addr(), fake_django()) else {
         return;
     };
     let alice = gw.user("alice");
@@ -309,7 +203,7 @@ fn spend_the_budget_of_127_0_0_2(trusted: bool) -> (TestGateway, Nginx, String) 
     let alice = gw.user("alice");
     let bob = gw.user("bob");
     let conv = gw.conversation(&[&alice, &bob]);
-    let nginx = Nginx::start(gw.addr(), fake_django()).expect("nginx");
+    let nginx = start_nginx(gw.addr(), fake_django()).expect("nginx");
     let path = chat_path(conv, &alice.token);
     for i in 1..=3 {
         assert_eq!(
