@@ -211,6 +211,9 @@ fn the_alert_rules_only_use_metrics_the_gateway_exports() {
         BRIDGE_SKIPPED,
         PRESENCE_FIELDS_REAPED,
         PRESENCE_NODES_REAPED,
+        CHANNEL_LAYER_UP,
+        CHANNEL_LAYER_DROPPED,
+        CHANNEL_LAYER_OVER_CAPACITY,
     ];
     let histograms = [
         BROADCAST_LATENCY,
