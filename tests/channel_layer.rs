@@ -1061,3 +1061,73 @@ fn the_nginx_canary_shares_one_conversation_between_daphne_and_chatgate() {
         "a query string in the access log:\n{log}"
     );
 }
+
+/// The pub/sub layer with several conversations: one `SUBSCRIBE` naming
+/// them all, and after its connection is killed, every one subscribed
+/// again (Django's group sends reach each conversation's socket).
+#[test]
+fn pubsub_subscribes_every_conversation_again_after_a_lost_connection() {
+    let test = "cl_pubsub_many";
+    let Some(scene) = scene(test, Stack::V4_3, |s| s.kind(LayerKind::PubSub)) else {
+        return;
+    };
+    let convs: Vec<i64> = (0..3)
+        .map(|_| {
+            scene
+                .db
+                .admin()
+                .create_conversation(&[scene.bob, scene.carol])
+                .unwrap()
+        })
+        .collect();
+    let a = node(
+        &scene,
+        "a",
+        &bridge_prefix(test),
+        layer_config(&scene.settings, "node-a"),
+    );
+    let mut sockets: Vec<WsClient> = convs.iter().map(|c| a.connect(*c, scene.bob)).collect();
+    let host = scene.settings.hosts[0].clone();
+    let subscribed = |conv: i64| -> i64 {
+        let reply: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{}__group__chat_{conv}", scene.settings.prefix))
+            .query(&mut redis(&host))
+            .unwrap();
+        reply[0].1
+    };
+    let probe_all = |sockets: &mut [WsClient], round: i64| {
+        for (conv, socket) in convs.iter().zip(sockets.iter_mut()) {
+            group_send_all(
+                &scene.settings,
+                &format!("chat_{conv}"),
+                &[json!({"type": "chatgate.send", "event": {"type": "probe", "round": round}})],
+            );
+            assert_eq!(drain(socket), [json!({"type": "probe", "round": round})]);
+        }
+    };
+    wait_until(SETTLE, "three subscriptions", || {
+        convs.iter().all(|c| subscribed(*c) == 1)
+    });
+    probe_all(&mut sockets, 1);
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis(&host))
+        .unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("name=chatgate:node-a:layer-sub"))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .expect("the layer's subscriber connection")
+        .to_string();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(&mut redis(&host))
+        .unwrap();
+    wait_until(SETTLE, "the subscriptions back", || {
+        convs.iter().all(|c| subscribed(*c) == 1)
+    });
+    probe_all(&mut sockets, 2);
+}

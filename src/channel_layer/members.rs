@@ -13,7 +13,7 @@
 //! Must never: hold a member per socket; give up on a removal while Redis
 //! is down (it is retried with the next attempt); retry without a backoff.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub(super) async fn run(
             },
             lost = backend.event(&tasks) => if lost {
                 table.write_all_again();
+            } else {
+                continue; // a message handled: nothing for the table to do
             },
             _ = tokio::time::sleep_until(wake) => {}
         }
@@ -94,6 +96,8 @@ pub(super) async fn run(
 struct Table {
     /// Held conversations; `Some(t)`: the last socket left, remove at `t`.
     held: HashMap<ConversationId, Option<Instant>>,
+    /// The `Some(t)` entries of `held`, by time.
+    leaving: BTreeSet<(Instant, ConversationId)>,
     /// Joined since the last write.
     to_add: Vec<ConversationId>,
     /// Left (linger over) but not yet removed in Redis.
@@ -110,6 +114,7 @@ impl Table {
         let c = &tasks.shared.config;
         Self {
             held: HashMap::new(),
+            leaving: BTreeSet::new(),
             to_add: Vec::new(),
             to_remove: Vec::new(),
             next_refresh: Instant::now() + c.refresh,
@@ -121,15 +126,22 @@ impl Table {
 
     fn apply(&mut self, cmd: MemberCommand, now: Instant) {
         match cmd {
-            MemberCommand::Join(conv) => {
-                if self.held.insert(conv, None).is_none() {
+            MemberCommand::Join(conv) => match self.held.insert(conv, None) {
+                None => {
                     self.to_add.push(conv);
                     self.to_remove.retain(|c| *c != conv);
                 }
-            }
+                Some(Some(at)) => {
+                    self.leaving.remove(&(at, conv));
+                }
+                Some(None) => {}
+            },
             MemberCommand::Leave(conv) => {
                 if let Some(at) = self.held.get_mut(&conv) {
-                    *at = Some(now + self.linger);
+                    if let Some(old) = at.replace(now + self.linger) {
+                        self.leaving.remove(&(old, conv));
+                    }
+                    self.leaving.insert((now + self.linger, conv));
                 }
             }
         }
@@ -142,13 +154,11 @@ impl Table {
 
     /// When something is due: the refresh, the earliest removal, a retry.
     fn next_wake(&self) -> Instant {
-        let mut wake = self.retry_at.unwrap_or(self.next_refresh);
-        if self.retry_at.is_none() {
-            for at in self.held.values().flatten() {
-                wake = wake.min(*at);
-            }
+        match (self.retry_at, self.leaving.first()) {
+            (Some(retry), _) => retry,
+            (None, Some((at, _))) => self.next_refresh.min(*at),
+            (None, None) => self.next_refresh,
         }
-        wake
     }
 
     /// Writes what is due. A failure keeps the removals and schedules a
@@ -158,13 +168,11 @@ impl Table {
         if self.retry_at.is_some_and(|t| now < t) {
             return;
         }
-        let due: Vec<_> = self
-            .held
-            .iter()
-            .filter(|(_, at)| at.is_some_and(|t| t <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for conv in due {
+        while let Some(&(at, conv)) = self.leaving.first() {
+            if at > now {
+                break;
+            }
+            self.leaving.pop_first();
             self.held.remove(&conv);
             self.to_remove.push(conv);
         }
@@ -275,6 +283,7 @@ mod tests {
     fn table() -> Table {
         Table {
             held: HashMap::new(),
+            leaving: BTreeSet::new(),
             to_add: Vec::new(),
             to_remove: Vec::new(),
             next_refresh: Instant::now() + Duration::from_secs(10),
@@ -295,7 +304,19 @@ mod tests {
         assert_eq!(t.next_wake(), now + Duration::from_secs(3));
         t.apply(MemberCommand::Join(5), now);
         assert_eq!(t.held[&5], None);
+        assert!(t.leaving.is_empty());
         assert_eq!(t.to_add, [5], "not added twice");
+    }
+
+    #[test]
+    fn a_second_leave_moves_the_deadline() {
+        let mut t = table();
+        let now = Instant::now();
+        t.apply(MemberCommand::Join(5), now);
+        t.apply(MemberCommand::Leave(5), now);
+        t.apply(MemberCommand::Leave(5), now + Duration::from_secs(1));
+        assert_eq!(t.leaving.len(), 1);
+        assert_eq!(t.next_wake(), now + Duration::from_secs(4));
     }
 
     #[test]

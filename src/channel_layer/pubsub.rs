@@ -83,6 +83,8 @@ impl Subscriptions {
         result
     }
 
+    /// One `SUBSCRIBE` and one `UNSUBSCRIBE` per host, each naming all of
+    /// that host's channels (a reconnect re-subscribes thousands at once).
     async fn write_inner(
         &mut self,
         tasks: &Tasks,
@@ -91,14 +93,20 @@ impl Subscriptions {
     ) -> Result<(), LinkError> {
         let timeout = tasks.hosts.timeout();
         for (subscribe, convs) in [(true, adds), (false, removes)] {
+            let mut per_host: Vec<Vec<String>> = vec![Vec::new(); self.conns.len()];
             for &conv in convs {
                 let channel = self.channel(conv);
-                let i = tasks.hosts.index_of(&channel);
+                per_host[tasks.hosts.index_of(&channel)].push(channel);
+            }
+            for (i, channels) in per_host.into_iter().enumerate() {
+                if channels.is_empty() {
+                    continue;
+                }
                 let conn = self.conn(tasks, i).await?;
                 let done = if subscribe {
-                    bounded(timeout, "SUBSCRIBE", conn.subscribe(&channel)).await
+                    bounded(timeout, "SUBSCRIBE", conn.subscribe(&channels)).await
                 } else {
-                    bounded(timeout, "UNSUBSCRIBE", conn.unsubscribe(&channel)).await
+                    bounded(timeout, "UNSUBSCRIBE", conn.unsubscribe(&channels)).await
                 };
                 if let Err(e) = done {
                     self.conns[i] = None;
