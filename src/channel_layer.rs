@@ -496,6 +496,30 @@ impl Tasks {
     }
 }
 
+/// A sending task with nothing queued: waits for work or the stop; while
+/// its last write failed, also pings every host after the backoff, so the
+/// layer reports itself up again when Redis is back even if nothing is sent.
+async fn idle(tasks: &Tasks, links: &mut hosts::Links, backoff: &mut crate::bridge::link::Backoff) {
+    let stats = &tasks.shared.stats;
+    if stats.sender_up.load(Ordering::Relaxed) {
+        tokio::select! {
+            _ = tasks.shared.wake.notified() => {}
+            _ = tasks.stopped() => {}
+        }
+        return;
+    }
+    tokio::select! {
+        _ = tasks.shared.wake.notified() => {}
+        _ = tasks.stopped() => {}
+        _ = tokio::time::sleep(backoff.next_delay()) => {
+            if links.ping_all().await.is_ok() {
+                backoff.reset();
+                stats.sender_up.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Frames waiting for the sender, oldest first; bounded (oldest dropped).
 #[derive(Default)]
 struct SendQueue {

@@ -651,9 +651,11 @@ sys.stdout.write((os.urandom(12) + token).hex())
 // Redis restarted, the layer flushed
 // ---------------------------------------------------------------------------
 
-/// Redis restarted under traffic: chatgate's membership comes back by
-/// itself and Django's group_sends reach its socket again; Django's
-/// `flush()` empties the group and the member is back within the refresh.
+/// Redis restarted under traffic: while the layer's Redis is down the node
+/// keeps serving its own sockets (chat sent meanwhile reaches them, each
+/// once); its membership comes back by itself and Django's group_sends
+/// reach its socket again; Django's `flush()` empties the group and the
+/// member is back within the refresh.
 fn redis_restart(test: &str, kind: LayerKind) {
     let own = OwnRedis::start();
     let url = own.url();
@@ -667,17 +669,39 @@ fn redis_restart(test: &str, kind: LayerKind) {
         layer_config(&scene.settings, "node-a"),
     );
     let mut bob = a.connect(scene.conv, scene.bob);
+    let mut carol = a.connect(scene.conv, scene.carol);
     wait_joined(&scene, 1, 1);
     let group = format!("chat_{}", scene.conv);
     let probe = |n: usize| json!({"type": "chatgate.send", "event": {"type": "probe", "n": n}});
     group_send_all(&scene.settings, &group, &[probe(1)]);
     assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 1})]);
+    drain(&mut carol);
 
     let port = own.kill();
     let gw = a.gateway.as_ref().unwrap();
+    for n in 0..5 {
+        bob.send_json(json!({"type": "chat_message", "content": format!("during {n}")}));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_until(SETTLE, "the layer to notice", || {
         !gw.channel_layer_state().unwrap().up
     });
+    for n in 5..10 {
+        bob.send_json(json!({"type": "chat_message", "content": format!("during {n}")}));
+    }
+    for (name, client) in [("bob", &mut bob), ("carol", &mut carol)] {
+        let frames = drain(client);
+        let contents: Vec<&str> = frames
+            .iter()
+            .filter(|f| f["type"] == "new_message")
+            .map(|f| f["message"]["content"].as_str().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..10).map(|n| format!("during {n}")).collect();
+        assert_eq!(
+            contents, expected,
+            "{name} while the layer is down: {frames:?}"
+        );
+    }
     let _again = OwnRedis::on(port);
     wait_joined(&scene, 1, 1);
     wait_until(SETTLE, "the layer up again", || {
@@ -687,8 +711,22 @@ fn redis_restart(test: &str, kind: LayerKind) {
     assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 2})]);
 
     if kind == LayerKind::Core {
+        // A member nobody re-adds shows the flush happened (ours may be
+        // re-added by its refresh before this test looks).
+        let key = format!("{}:group:{group}", scene.settings.prefix);
+        let _: () = redis::cmd("ZADD")
+            .arg(&key)
+            .arg(1)
+            .arg("cgtest.marker")
+            .query(&mut redis(&url))
+            .unwrap();
         manage_ok(&scene.settings, &["layer_flush"]);
-        assert!(gateway_members(&scene, &url).is_empty(), "flushed");
+        let marker: Option<f64> = redis::cmd("ZSCORE")
+            .arg(&key)
+            .arg("cgtest.marker")
+            .query(&mut redis(&url))
+            .unwrap();
+        assert_eq!(marker, None, "flushed");
         wait_joined(&scene, 1, 1);
         group_send_all(&scene.settings, &group, &[probe(3)]);
         assert_eq!(drain(&mut bob), [json!({"type": "probe", "n": 3})]);

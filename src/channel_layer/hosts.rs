@@ -188,4 +188,14 @@ impl Links {
     pub(super) fn hosts(&self) -> &Hosts {
         &self.hosts
     }
+
+    /// One `PING` per host: whether every host answers.
+    pub(super) async fn ping_all(&mut self) -> Result<(), LinkError> {
+        let mut ping = redis::pipe();
+        ping.cmd("PING").ignore();
+        for i in 0..self.hosts.len() {
+            self.run::<()>(i, &ping).await?;
+        }
+        Ok(())
+    }
 }

@@ -255,10 +255,7 @@ pub(super) async fn run_publisher(tasks: Tasks) {
             if tasks.shared.stopping() {
                 break;
             }
-            tokio::select! {
-                _ = tasks.shared.wake.notified() => {}
-                _ = tasks.stopped() => {}
-            }
+            super::idle(&tasks, &mut links, &mut backoff).await;
             continue;
         }
         let hosts = links.hosts().len();

@@ -74,10 +74,7 @@ pub(super) async fn run(tasks: Tasks) {
             if tasks.shared.stopping() {
                 break;
             }
-            tokio::select! {
-                _ = tasks.shared.wake.notified() => {}
-                _ = tasks.stopped() => {}
-            }
+            super::idle(&tasks, &mut links, &mut backoff).await;
             continue;
         }
         match send_batch(&mut links, &tasks, &codec, &mut cache, &mut clock, batch).await {
