@@ -1169,3 +1169,33 @@ fn pubsub_subscribes_every_conversation_again_after_a_lost_connection() {
     });
     probe_all(&mut sockets, 2);
 }
+
+/// `up` tells the truth with no socket at all: true on a live Redis, false
+/// on a port nobody listens on (both kinds).
+#[test]
+fn the_layer_is_up_only_when_its_hosts_answer() {
+    if !redis_reachable("cl_up") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for kind in [GwKind::Core, GwKind::PubSub] {
+        let start = |host: String| {
+            let mut config = chatgate::Config::for_tests("s", dir.path().join("up.db"));
+            let mut layer = ChannelLayerConfig::new(vec![host], "node-up");
+            layer.kind = kind;
+            layer.prefix = bridge_prefix("cl_up");
+            layer.timeout = Duration::from_millis(300);
+            config.channel_layer = Some(layer);
+            chatgate::Gateway::start(config).expect("start")
+        };
+        let live = start(django_support::redis_url());
+        wait_until(SETTLE, "up on a live Redis", || {
+            live.channel_layer_state().unwrap().up
+        });
+        live.shutdown();
+        let dead = start(format!("redis://127.0.0.1:{}/", free_port()));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(!dead.channel_layer_state().unwrap().up, "{kind:?}");
+        dead.shutdown();
+    }
+}

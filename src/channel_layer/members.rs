@@ -45,6 +45,15 @@ impl Backend {
         }
     }
 
+    /// Checks that every host answers (nothing to write: the layer's `up`
+    /// must still tell the truth).
+    async fn ping(&mut self, tasks: &Tasks) -> Result<(), LinkError> {
+        match self {
+            Backend::Core(links) => links.ping_all().await,
+            Backend::PubSub(subs) => subs.ping_hosts(tasks).await,
+        }
+    }
+
     /// Waits for something the backend itself must handle (pub/sub:
     /// messages and lost connections); true when every membership must be
     /// written again.
@@ -117,7 +126,8 @@ impl Table {
             leaving: BTreeSet::new(),
             to_add: Vec::new(),
             to_remove: Vec::new(),
-            next_refresh: Instant::now() + c.refresh,
+            // The first refresh at once: with nothing held it checks the hosts.
+            next_refresh: Instant::now(),
             retry_at: None,
             refresh: c.refresh,
             linger: c.leave_linger,
@@ -186,13 +196,15 @@ impl Table {
         stats
             .memberships
             .store(self.held.len() as u64, Ordering::Relaxed);
-        if adds.is_empty() && self.to_remove.is_empty() {
-            if full {
-                self.next_refresh = now + self.refresh;
-            }
+        if adds.is_empty() && self.to_remove.is_empty() && !full {
             return;
         }
-        match backend.write(tasks, &adds, &self.to_remove).await {
+        let done = if adds.is_empty() && self.to_remove.is_empty() {
+            backend.ping(tasks).await
+        } else {
+            backend.write(tasks, &adds, &self.to_remove).await
+        };
+        match done {
             Ok(()) => {
                 self.to_add.clear();
                 self.to_remove.clear();

@@ -189,6 +189,25 @@ impl Subscriptions {
         }
     }
 
+    /// Opens (if needed) and pings the connection of every host.
+    pub(super) async fn ping_hosts(&mut self, tasks: &Tasks) -> Result<(), LinkError> {
+        let timeout = tasks.hosts.timeout();
+        for i in 0..self.conns.len() {
+            let conn = self.conn(tasks, i).await?;
+            let ping = redis::cmd("PING");
+            if let Err(e) = bounded(timeout, "PING", ping.query_async::<Value>(conn)).await {
+                self.lost(tasks, i);
+                return Err(e);
+            }
+        }
+        tasks
+            .shared
+            .stats
+            .receiver_up
+            .store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// One `PING` per open connection; a failed one is dropped.
     async fn ping_all(&mut self, tasks: &Tasks) -> bool {
         let timeout = tasks.hosts.timeout();
