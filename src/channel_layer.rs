@@ -44,6 +44,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::audience::Audience;
+use crate::bridge::link::{Backoff, LinkError};
 use crate::bridge::{Deliver, RemoteEvent, RemoteKind};
 use crate::ids::ConversationId;
 
@@ -496,26 +497,66 @@ impl Tasks {
     }
 }
 
-/// A sending task with nothing queued: waits for work or the stop; while
-/// its last write failed, also pings every host after the backoff, so the
-/// layer reports itself up again when Redis is back even if nothing is sent.
-async fn idle(tasks: &Tasks, links: &mut hosts::Links, backoff: &mut crate::bridge::link::Backoff) {
+/// The next batch of a sending task (sender or publisher), at most `max`
+/// items; `None` once the layer stops with nothing queued. While nothing is
+/// queued and the task's last write failed, it pings every host after its
+/// backoff, so the layer reports itself up when Redis is back even if
+/// nothing is sent.
+async fn next_batch(
+    tasks: &Tasks,
+    links: &mut hosts::Links,
+    backoff: &mut Backoff,
+    max: usize,
+) -> Option<Vec<(ConversationId, Bytes)>> {
     let stats = &tasks.shared.stats;
-    if stats.sender_up.load(Ordering::Relaxed) {
+    loop {
+        let batch = lock(&tasks.shared.queue).take(max);
+        if !batch.is_empty() {
+            return Some(batch);
+        }
+        if tasks.shared.stopping() {
+            return None;
+        }
+        if stats.sender_up.load(Ordering::Relaxed) {
+            tokio::select! {
+                _ = tasks.shared.wake.notified() => {}
+                _ = tasks.stopped() => {}
+            }
+            continue;
+        }
         tokio::select! {
             _ = tasks.shared.wake.notified() => {}
             _ = tasks.stopped() => {}
-        }
-        return;
-    }
-    tokio::select! {
-        _ = tasks.shared.wake.notified() => {}
-        _ = tasks.stopped() => {}
-        _ = tokio::time::sleep(backoff.next_delay()) => {
-            if links.ping_all().await.is_ok() {
-                backoff.reset();
-                stats.sender_up.store(true, Ordering::Relaxed);
+            _ = tokio::time::sleep(backoff.next_delay()) => {
+                if links.ping_all().await.is_ok() {
+                    backoff.reset();
+                    stats.sender_up.store(true, Ordering::Relaxed);
+                }
             }
+        }
+    }
+}
+
+/// The end of a sending round: up (backoff reset), or down (logged when it
+/// goes down; what failed is dropped: at most once) and the backoff waited.
+/// False when the task should stop.
+async fn round_done(tasks: &Tasks, backoff: &mut Backoff, result: Result<(), LinkError>) -> bool {
+    let stats = &tasks.shared.stats;
+    match result {
+        Ok(()) => {
+            backoff.reset();
+            stats.sender_up.store(true, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            if stats.sender_up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "channel layer: sends failed (at most once: dropped); retrying with backoff");
+            }
+            if tasks.shared.stopping() {
+                return false;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+            true
         }
     }
 }

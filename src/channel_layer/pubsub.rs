@@ -23,7 +23,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use super::events;
 use super::seal::Codec;
-use super::{lock, names, Tasks};
+use super::{names, Tasks};
 use crate::bridge::link::{bounded, Backoff, LinkError};
 use crate::ids::ConversationId;
 
@@ -268,15 +268,7 @@ pub(super) async fn run_publisher(tasks: Tasks) {
     let node = tasks.shared.node.clone();
     let subs_template = names::pubsub_channel(&c.prefix, &c.group_template);
     tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
-    loop {
-        let batch = lock(&tasks.shared.queue).take(BATCH_MAX);
-        if batch.is_empty() {
-            if tasks.shared.stopping() {
-                break;
-            }
-            super::idle(&tasks, &mut links, &mut backoff).await;
-            continue;
-        }
+    while let Some(batch) = super::next_batch(&tasks, &mut links, &mut backoff, BATCH_MAX).await {
         let hosts = links.hosts().len();
         let mut pipes: Vec<(redis::Pipeline, u64)> =
             (0..hosts).map(|_| (redis::pipe(), 0)).collect();
@@ -290,7 +282,7 @@ pub(super) async fn run_publisher(tasks: Tasks) {
             pipe.cmd("PUBLISH").arg(channel).arg(sealed).ignore();
             *n += 1;
         }
-        let mut failed = None;
+        let mut result = Ok(());
         for (i, (pipe, n)) in pipes.iter().enumerate() {
             if *n == 0 {
                 continue;
@@ -299,23 +291,11 @@ pub(super) async fn run_publisher(tasks: Tasks) {
                 Ok(()) => {
                     tasks.shared.stats.sent.fetch_add(*n, Ordering::Relaxed);
                 }
-                Err(e) => failed = Some(e),
+                Err(e) => result = Err(e),
             }
         }
-        match failed {
-            None => {
-                backoff.reset();
-                tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
-            }
-            Some(e) => {
-                if tasks.shared.stats.sender_up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "channel layer: publishes failed (at most once: dropped); retrying with backoff");
-                }
-                if tasks.shared.stopping() {
-                    break;
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+        if !super::round_done(&tasks, &mut backoff, result).await {
+            break;
         }
     }
 }

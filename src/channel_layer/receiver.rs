@@ -20,6 +20,8 @@ use crate::bridge::link::{Backoff, LinkError};
 
 /// How long one `BZPOPMIN` blocks (seconds): also how long a stop may wait.
 const BLOCK_SECS: u64 = 1;
+/// The least time a pop's reply is waited for beyond its block time.
+const POP_REPLY_MIN: Duration = Duration::from_secs(10);
 /// Values taken per `ZPOPMIN` after a blocking pop returned one.
 const BURST: usize = 256;
 
@@ -30,9 +32,13 @@ pub(super) async fn run(tasks: Tasks) {
     let key = names::channel_key(&shared.config.prefix, &process);
     let host = tasks.hosts.index_of(&process);
     let timeout = tasks.hosts.timeout();
-    let mut links = tasks
-        .hosts
-        .links("recv", Duration::from_secs(BLOCK_SECS) + timeout);
+    // A pop is destructive: a reply given up on by a short time box is a
+    // value lost (Redis removed it). The box only finds dead connections,
+    // so it is generous.
+    let mut links = tasks.hosts.links(
+        "recv",
+        Duration::from_secs(BLOCK_SECS) + timeout.max(POP_REPLY_MIN),
+    );
     let codec = shared.config.core_codec();
     let mut backoff = Backoff::new(timeout);
     let mut pop = redis::pipe();

@@ -27,7 +27,7 @@ use super::events;
 use super::hosts::Links;
 use super::seal::Codec;
 use super::wire::Value as Dict;
-use super::{lock, names, unix_now, Tasks};
+use super::{names, unix_now, Tasks};
 use crate::bridge::link::{Backoff, LinkError};
 use crate::ids::ConversationId;
 
@@ -68,30 +68,13 @@ pub(super) async fn run(tasks: Tasks) {
     let mut backoff = Backoff::new(timeout);
     // Up until a write fails: with nothing to send there is nothing to know.
     tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
-    loop {
-        let batch = lock(&tasks.shared.queue).take(BATCH_MAX);
-        if batch.is_empty() {
-            if tasks.shared.stopping() {
-                break;
-            }
-            super::idle(&tasks, &mut links, &mut backoff).await;
-            continue;
+    while let Some(batch) = super::next_batch(&tasks, &mut links, &mut backoff, BATCH_MAX).await {
+        let result = send_batch(&mut links, &tasks, &codec, &mut cache, &mut clock, batch).await;
+        if result.is_err() {
+            cache.clear();
         }
-        match send_batch(&mut links, &tasks, &codec, &mut cache, &mut clock, batch).await {
-            Ok(()) => {
-                backoff.reset();
-                tasks.shared.stats.sender_up.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                if tasks.shared.stats.sender_up.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "channel layer: group sends failed (at most once: dropped); retrying with backoff");
-                }
-                cache.clear();
-                if tasks.shared.stopping() {
-                    break;
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+        if !super::round_done(&tasks, &mut backoff, result).await {
+            break;
         }
     }
 }
