@@ -167,20 +167,22 @@ run_store() {
             --members $m --prefix "soak_$plan" --ttl 48h --out "$dir/$plan.json" >/dev/null || return 1
     done
     local end=$(($(date +%s) + DURATION))
+    # The load outlasts the sampling a little: no sample sees it stop.
+    local load=$((DURATION + SAMPLE + 5))
     echo "== $store: $nodes gateway(s) (pids ${pids[*]}), $DURATION s, samples every $SAMPLE s"
     sampler "$dir/samples.csv" "$end" "${specs[@]}" &
     local sampler_pid=$!
     "$B/chatgate-bench" fanout --plan "$dir/v1.json" --url "$urls" --rate "$RATE" \
-        --duration "${DURATION}s" --warmup 0s --drain 10s --quiet >"$dir/fanout-v1.txt" 2>&1 &
+        --duration "${load}s" --warmup 0s --drain 10s --quiet >"$dir/fanout-v1.txt" 2>&1 &
     local f1=$!
     "$B/chatgate-bench" fanout --plan "$dir/v2.json" --url "$urls" --rate "$RATE" --v2 \
-        --duration "${DURATION}s" --warmup 0s --drain 10s --quiet >"$dir/fanout-v2.txt" 2>&1 &
+        --duration "${load}s" --warmup 0s --drain 10s --quiet >"$dir/fanout-v2.txt" 2>&1 &
     local f2=$!
     "$B/chatgate-bench" soak --plan "$dir/churn.json" --url "$urls" --clients "$CLIENTS" \
-        --duration "${DURATION}s" --source-ips 127.0.0.2,127.0.0.3,127.0.0.4 --quiet \
+        --duration "${load}s" --source-ips 127.0.0.2,127.0.0.3,127.0.0.4 --quiet \
         >"$dir/churn.txt" 2>&1 &
     local churn=$!
-    api_loop "$end" "${api_ports[@]}" &
+    api_loop "$((end + SAMPLE))" "${api_ports[@]}" &
     local api=$!
     local ok=0
     wait $f1 || ok=1
