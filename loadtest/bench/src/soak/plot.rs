@@ -6,9 +6,10 @@
 //! Flat means: after the warm-up, the mean of the last fifth of the
 //! samples is within `tolerance` (10 %) of the mean of the first fifth —
 //! a trend test, so a series that swings with the churn but does not grow
-//! passes, and one that creeps up fails. Series whose values stay at or
-//! below a small absolute floor (a queue depth of a few items) are flat
-//! by definition: 10 % of nearly nothing is noise.
+//! passes, and one that creeps up fails. A series whose first-fifth and
+//! last-fifth means are both at or below a small absolute floor (a queue
+//! depth of a few items, now and then) is flat by definition: 10 % of
+//! nearly nothing is noise; one that grows from 0 past the floor is not.
 //!
 //! Must never: change the samples, or call a series flat that had no
 //! samples after the warm-up.
@@ -49,7 +50,7 @@ pub struct Verdict {
     pub end: f64,
     pub min: f64,
     pub max: f64,
-    /// (end − start) / start, as a fraction (0 when below the floor).
+    /// (end − start) / start, as a fraction (0 when both are below the floor).
     pub drift: f64,
     pub flat: bool,
 }
@@ -109,7 +110,7 @@ pub fn verdict(
     let end = mean(&after[after.len() - fifth..]);
     let min = after.iter().copied().fold(f64::INFINITY, f64::min);
     let max = after.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let below_floor = max <= FLOOR;
+    let below_floor = start <= FLOOR && end <= FLOOR;
     let drift = if below_floor || start == 0.0 {
         0.0
     } else {
@@ -256,6 +257,15 @@ mod tests {
         );
         let (report, all) = text(&v, 10.0, 0.10);
         assert!(!all && report.contains("NOT FLAT"));
+    }
+
+    #[test]
+    fn a_queue_that_spikes_but_stays_near_empty_is_flat() {
+        let spiky: Samples = (0..20)
+            .map(|i| (f64::from(i) * 10.0, if i % 7 == 3 { 16.0 } else { 0.0 }))
+            .collect();
+        let v = verdict("q", "a", &spiky, 0.0, 0.1);
+        assert!(v.flat && v.max == 16.0, "{v:?}");
     }
 
     #[test]
