@@ -89,13 +89,15 @@ sampler() {
     done
 }
 
-# api_call PORT METHOD JSON: one server API call; appends "METHOD STATUS" to api.log.
+# api_call PORT METHOD JSON: one server API call; appends "METHOD STATUS" to
+# api.log, and the answer of anything but a 200 to api-errors.log.
 api_call() {
     local status
-    status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
+    status=$(curl -s -o "$dir/api.answer" -w '%{http_code}' --max-time 5 -X POST \
         -H 'Content-Type: application/json' -H "X-API-Key: $API_KEY" \
         --data "$3" "http://127.0.0.1:$1/api/$2")
     echo "$2 $status" >>"$dir/api.log"
+    [ "$status" = 200 ] || echo "$(date +%T) $2 $status $(cat "$dir/api.answer")" >>"$dir/api-errors.log"
 }
 
 # api_loop END PORT…: server API calls, about one round a second, until END.
@@ -212,6 +214,7 @@ report() {
         sed 's/^/   /' "$dir/churn.txt"
         echo "== $store: server API calls (method status count):"
         sort "$dir/api.log" | uniq -c | awk '{printf "   %s %s %s\n", $2, $3, $1}'
+        [ -f "$dir/api-errors.log" ] && sed 's/^/   refused: /' "$dir/api-errors.log"
         echo "== $store: gateway log lines: $(cat "$dir"/gateway-*.log | wc -l)"
         echo "== $store: samples ($(($(wc -l <"$dir/samples.csv") - 1)) rows):"
     } | tee "$dir/summary.txt"
