@@ -18,7 +18,7 @@
 //! render, serve anything but these three read-only paths, or expose it on a
 //! public address (bind it to loopback or a private network).
 
-mod routes;
+pub(crate) mod routes;
 pub(crate) mod serve;
 #[cfg(test)]
 mod tests;

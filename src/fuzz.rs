@@ -1,5 +1,6 @@
 //! Property tests of every decoder that takes bytes from outside: the
 //! request-head parser of the WebSocket port (upgrades and `/api/`), the
+//! admin listener's and the server API's request handling, the
 //! path and query parsers, token verification, the client-message
 //! decoder (the reference-model property lives beside it in
 //! `protocol/decode.rs`), the raw member reader of call signals, the
@@ -17,7 +18,16 @@
 //! (`loadtest/fuzz.sh`). A failure prints the shrunk input: keep it as a
 //! regression case in `tests/fixtures/fuzz/`.
 //!
+//! The admin listener and the server API have their own files:
+//! `fuzz/admin.rs` (routes against a model, whole connections through
+//! hyper with the listener's settings, head and body length bombs) and
+//! `fuzz/server_api.rs` (keys, content type, body, every method's
+//! parameters against a model, length bombs).
+//!
 //! Must never: be compiled outside `cargo test`.
+
+mod admin;
+mod server_api;
 
 use std::time::Duration;
 

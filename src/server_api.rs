@@ -18,12 +18,12 @@
 //! inbox, log or echo a key, listen without a key (the config refuses it),
 //! or share the admin listener's socket.
 
-mod auth;
-mod error;
-mod methods;
-mod params;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod methods;
+pub(crate) mod params;
 mod redis_presence;
-mod serve;
+pub(crate) mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,12 +3,16 @@
 //! stored, the gateway stays up, writes resume when space returns, and the
 //! file passes `PRAGMA integrity_check`. The database lives on a small
 //! tmpfs the test mounts (root, as in CI) and fills with a filler file.
+//! The outage is logged once, not once per failed message: one line when
+//! writes start failing, one when they resume (read from the gateway's
+//! `tracing` output, captured by a subscriber this test installs).
 
 mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -56,11 +60,54 @@ fn fill(path: &Path) {
     let _ = f.sync_all();
 }
 
+/// Everything the gateway logs (every thread: the subscriber is global;
+/// this file holds one test).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Log {
+    fn capture() -> Log {
+        let log = Log::default();
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || sink.clone())
+            .init();
+        log
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines holding `what`.
+    fn lines(&self, what: &str) -> Vec<String> {
+        let text = self.text();
+        text.lines()
+            .filter(|l| l.contains(what))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn a_full_disk_fails_sends_keeps_serving_and_recovers() {
     let Some((disk, dir)) = SmallDisk::mount("4m") else {
         return;
     };
+    let log = Log::capture();
     let filler = disk.dir.join("filler");
     let gw = TestGateway::start_in(dir, |_| {});
     let (alice, bob, conv) = gw.alice_and_bob();
@@ -100,6 +147,15 @@ fn a_full_disk_fails_sends_keeps_serving_and_recovers() {
         shown.len()
     );
     b.expect_silence(Duration::from_millis(300));
+    // Logged once for the whole outage, not once per failed message.
+    let failing = log.lines("sqlite store: writes failing");
+    assert_eq!(failing.len(), 1, "{failed} failures:\n{}", log.text());
+    assert!(failing[0].contains("ERROR"), "{}", failing[0]);
+    assert!(
+        log.lines("not stored").is_empty() && log.lines("not committed").is_empty(),
+        "a line per failure:\n{}",
+        log.text()
+    );
     // Everything shown is stored.
     let stored: Vec<i64> = gw.messages_of(conv).iter().map(|(id, _)| *id).collect();
     for id in &shown {
@@ -122,6 +178,15 @@ fn a_full_disk_fails_sends_keeps_serving_and_recovers() {
     assert_eq!(b.recv_json()["type"], "typing");
     assert_eq!(b.recv_new_message(), after);
     assert_eq!(b2.recv_new_message(), after);
+    // The end of the outage is logged once, with what it cost.
+    let resumed = log.lines("sqlite store: writes resumed");
+    assert_eq!(resumed.len(), 1, "{}", log.text());
+    assert!(
+        resumed[0].contains(&format!("failed={failed}")),
+        "{}",
+        resumed[0]
+    );
+    assert_eq!(log.lines("writes failing").len(), 1, "{}", log.text());
     // Nothing that failed was stored: `before`, what was shown, `after`.
     assert_eq!(gw.messages_of(conv).len(), shown.len() + 2);
     let check: String = gw

@@ -22,10 +22,10 @@ pub(super) const ALLOWED_METHODS: &str = "GET, HEAD";
 
 /// A complete answer, before it meets the wire (`HEAD` drops the body there).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Reply {
-    pub(super) status: StatusCode,
-    pub(super) content_type: &'static str,
-    pub(super) body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
@@ -39,7 +39,7 @@ impl Reply {
 }
 
 /// The answer to `method path` (`path` without query or fragment).
-pub(super) fn answer(method: &Method, path: &str, state: &AdminState) -> Reply {
+pub(crate) fn answer(method: &Method, path: &str, state: &AdminState) -> Reply {
     if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
         return Reply::text(StatusCode::NOT_FOUND, "not found\n");
     }

@@ -55,7 +55,8 @@ pub(super) async fn serve(
     http_listener::serve_connection(builder, stream, respond, stop, "admin").await
 }
 
-fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
+/// The response to one request (also driven by the fuzz tests, `src/fuzz.rs`).
+pub(crate) fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
     let reply = routes::answer(request.method(), request.uri().path(), state);
     into_response(reply, keep_alive_requested(request.headers()))
 }

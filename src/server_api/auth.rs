@@ -19,7 +19,7 @@ const X_API_KEY: &str = "x-api-key";
 const SCHEME: &str = "apikey";
 
 /// Whether `headers` carry one of `keys`.
-pub(super) fn authorized(headers: &HeaderMap, keys: &ApiKeys) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, keys: &ApiKeys) -> bool {
     let Some(presented) = presented_key(headers) else {
         return false;
     };

@@ -10,7 +10,8 @@
 //!
 //! Must never: block (everything here is async on the side runtime), read
 //! or change a shard's state but by a message to it, or let one command of
-//! a batch stop the others.
+//! a batch stop the others. (Each method's parameters are read and checked
+//! in `params.rs`, by pure functions.)
 
 use std::collections::BTreeMap;
 
@@ -19,10 +20,14 @@ use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::params::Params;
+use super::params::{
+    batch_commands, checked_content, command_of, disconnect_params, publish_params,
+    send_message_params, DisconnectParams, SendParams,
+};
 use super::ApiState;
 use crate::audience::Audience;
 use crate::frame::FrameBuf;
-use crate::protocol::{self, validate_content, ReplyError};
+use crate::protocol;
 use crate::routing::shard_for;
 use crate::shard::ShardMsg;
 use crate::shard_ctx::ApiCall;
@@ -38,11 +43,6 @@ pub const METHODS: [&str; 6] = [
     "info",
     "batch",
 ];
-
-/// Largest `publish` event, serialized, bytes.
-pub const MAX_EVENT: usize = 64 * 1024;
-/// Most commands in one `batch`.
-pub const MAX_BATCH: usize = 100;
 
 /// The method's name as known to [`METHODS`] (a bounded metric label).
 pub fn known(method: &str) -> Option<&'static str> {
@@ -93,24 +93,20 @@ async fn info(state: &ApiState) -> Result<Value, ApiError> {
 
 /// `publish`: `event` to every socket of the conversation on every node.
 fn publish(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
-    let conversation_id = p.id("conversation_id")?;
-    let event = p.object("event")?;
-    if !matches!(event.get("type"), Some(Value::String(_))) {
-        return Err(ApiError::bad("event must have a string type"));
-    }
-    let v2_only = p.flag("v2_only")?;
-    let payload = serde_json::to_vec(event).map_err(|_| ApiError::bad("event is not JSON"))?;
-    if payload.len() > MAX_EVENT {
-        return Err(ApiError::bad("event is larger than 64 KiB as JSON"));
-    }
-    let mut f = FrameBuf::with_capacity(payload.len());
-    f.payload().extend_from_slice(&payload);
+    let call = publish_params(p)?;
+    let mut f = FrameBuf::with_capacity(call.payload.len());
+    f.payload().extend_from_slice(&call.payload);
+    let shard = shard_for(call.conversation_id, state.inboxes.len());
     let call = ApiCall::Publish {
-        conversation_id,
-        audience: if v2_only { Audience::V2 } else { Audience::ALL },
+        conversation_id: call.conversation_id,
+        audience: if call.v2_only {
+            Audience::V2
+        } else {
+            Audience::ALL
+        },
         frame: f.finish_text(),
     };
-    send(state, shard_for(conversation_id, state.inboxes.len()), call)?;
+    send(state, shard, call)?;
     Ok(json!({}))
 }
 
@@ -118,19 +114,14 @@ fn publish(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
 /// With an `idempotency_key`, the key is claimed first: a key already used
 /// within 24 h answers its first message and stores nothing.
 async fn send_message(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
-    let conversation_id = p.id("conversation_id")?;
-    let sender_id = p.id("sender_id")?;
-    let raw = p.text("content")?;
-    let key = p
-        .opt_text("idempotency_key")?
-        .map(idempotency_key)
-        .transpose()?;
+    let SendParams {
+        conversation_id,
+        sender_id,
+        raw,
+        key,
+    } = send_message_params(p)?;
     let sender = sender_profile(state, sender_id, conversation_id).await?;
-    let content = validate_content(raw).map_err(|e| match e {
-        ReplyError::EmptyMessage => ApiError::EmptyMessage,
-        ReplyError::MessageTooLong => ApiError::MessageTooLong,
-        _ => ApiError::bad("content must not contain U+0000"),
-    })?;
+    let content = checked_content(raw)?;
     let Some(key) = key else {
         return store_message(state, conversation_id, sender_id, &sender, content).await;
     };
@@ -169,26 +160,12 @@ async fn send_message(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiErro
     stored
 }
 
-/// Longest `idempotency_key`, in characters.
-pub const MAX_IDEMPOTENCY_KEY: usize = 64;
-
 /// How often a `send_message` whose key another request is storing asks again.
 const KEY_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What `send_message` answers when the `chatgate_` tables are missing.
 const NOT_MIGRATED: &str =
     "idempotency_key needs the chatgate_idempotency table: run `chatgate migrate`";
-
-/// A valid `idempotency_key`: 1 to [`MAX_IDEMPOTENCY_KEY`] characters.
-fn idempotency_key(key: &str) -> Result<&str, ApiError> {
-    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY {
-        return Err(ApiError::bad("idempotency_key must be 1 to 64 characters"));
-    }
-    if key.contains('\0') {
-        return Err(ApiError::bad("idempotency_key must not contain U+0000"));
-    }
-    Ok(key)
-}
 
 /// Claims `key` in the store (see `store::requests::Claim`).
 async fn claim_key(
@@ -292,14 +269,11 @@ async fn sender_profile(
 
 /// `disconnect`: the user's sockets close, here and on the other nodes.
 async fn disconnect(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
-    let user_id = p.id("user_id")?;
-    let conversation_id = p.opt_id("conversation_id")?;
-    let default = if conversation_id.is_some() {
-        4003
-    } else {
-        4001
-    };
-    let code = p.opt_u16("code")?.unwrap_or(default);
+    let DisconnectParams {
+        user_id,
+        conversation_id,
+        code,
+    } = disconnect_params(p)?;
     let reason = crate::shard::disconnect_reason(code)
         .ok_or_else(|| ApiError::bad("code must be 4001 or 4003"))?;
     let shards: Vec<usize> = match conversation_id {
@@ -351,12 +325,9 @@ async fn presence(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
     Ok(json!({ "online": online }))
 }
 
-/// `batch`: up to [`MAX_BATCH`] commands, answered in order, each on its own.
+/// `batch`: up to [`MAX_BATCH`](super::params::MAX_BATCH) commands, answered in order, each on its own.
 async fn batch(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
-    let commands = p.array("commands")?;
-    if commands.len() > MAX_BATCH {
-        return Err(ApiError::bad("commands holds more than 100 commands"));
-    }
+    let commands = batch_commands(p)?;
     let mut replies = Vec::with_capacity(commands.len());
     for command in commands {
         let reply = match one_command(state, command).await {
@@ -370,16 +341,8 @@ async fn batch(state: &ApiState, p: &Params<'_>) -> Result<Value, ApiError> {
 
 /// One command of a batch: `{"method":…,"params":{…}}` (params may be left out).
 async fn one_command(state: &ApiState, command: &Value) -> Result<Value, ApiError> {
-    let Value::Object(command) = command else {
-        return Err(ApiError::bad("a command must be an object"));
-    };
-    let c = Params(command);
-    let method = c.text("method")?;
     let empty = Map::new();
-    let params = match command.get("params") {
-        None | Some(Value::Null) => &empty,
-        Some(_) => c.object("params")?,
-    };
+    let (method, params) = command_of(command, &empty)?;
     single(state, method, &Params(params)).await
 }
 
@@ -410,20 +373,6 @@ async fn ask<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn idempotency_keys_are_1_to_64_characters() {
-        assert_eq!(idempotency_key("order-1").unwrap(), "order-1");
-        let most = "é".repeat(MAX_IDEMPOTENCY_KEY);
-        assert_eq!(
-            idempotency_key(&most).unwrap(),
-            most,
-            "characters, not bytes"
-        );
-        for bad in [String::new(), "x".repeat(65), "a\0b".to_string()] {
-            assert_eq!(idempotency_key(&bad).unwrap_err().code(), "bad_request");
-        }
-    }
 
     #[test]
     fn a_repeated_answer_is_the_new_message_object() {

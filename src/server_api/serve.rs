@@ -92,7 +92,7 @@ async fn answer(
 }
 
 /// Whether `Content-Type` is `application/json` (parameters allowed).
-fn is_json(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -102,7 +102,12 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 
 /// The body as a JSON object: at most [`MAX_BODY`] bytes (a larger
 /// `Content-Length` is refused before reading), within [`REQUEST_TIMEOUT`].
-async fn read_object(request: Request<Incoming>) -> Result<Map<String, Value>, Refusal> {
+/// Generic over the body so the fuzz tests can feed it any (`src/fuzz.rs`).
+pub(crate) async fn read_object<B>(request: Request<B>) -> Result<Map<String, Value>, Refusal>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

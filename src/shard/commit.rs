@@ -8,8 +8,10 @@
 //! the sender's frames. A server API message (docs/protocol.md §10) has no
 //! socket: it is broadcast to everyone and its outcome answers the API.
 //!
-//! Must never: broadcast a message that did not commit, or reorder one
-//! socket's outcomes (they come back in the order they were sent).
+//! Must never: broadcast a message that did not commit, reorder one
+//! socket's outcomes (they come back in the order they were sent), or log a
+//! failed message above debug (the store logs its failures, an outage
+//! once: a full disk must not write a line per message).
 
 use crate::frame::{self, FrameBuf};
 use crate::hub::{Audience, Effect};
@@ -40,7 +42,9 @@ pub(super) fn deliver_committed(ctx: &ShardCtx, outcomes: Vec<InsertOutcome>) {
                 audience: Audience::ALL,
             },
             Err(e) => {
-                tracing::warn!(user_id = req.sender_id, error = %e, "message not stored");
+                // The store logs its failures (an outage once); per message
+                // only at debug, or a full disk floods the log.
+                tracing::debug!(user_id = req.sender_id, error = %e, "message not stored");
                 Effect::Reply(ctx.error_frame(ReplyError::SendFailed))
             }
         };
@@ -74,7 +78,7 @@ fn deliver_api(ctx: &ShardCtx, outcome: InsertOutcome, reply: InsertReply) {
         message
     });
     if let Err(e) = &answer {
-        tracing::warn!(user_id = req.sender_id, error = %e, "server API message not stored");
+        tracing::debug!(user_id = req.sender_id, error = %e, "server API message not stored");
     }
     let _ = reply.send(answer);
 }

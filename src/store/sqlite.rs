@@ -27,6 +27,7 @@ mod batch;
 mod history;
 mod idempotency;
 mod lookup;
+mod outage;
 mod reactions;
 mod receipts;
 mod requests;

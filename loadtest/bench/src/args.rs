@@ -21,6 +21,7 @@ use crate::net::parse_targets;
 use crate::plan::{self, Plan, PrepareSpec, StoreTarget};
 use crate::resume::{self, ResumeSpec};
 use crate::runner::{ClientDriver, ConnectOptions};
+use crate::soak::{self, SoakSpec};
 use crate::storm::{self, StormSpec};
 use crate::BenchError;
 use chatgate::cli::{resolve_secret, SecretError};
@@ -50,6 +51,10 @@ pub enum BenchCommand {
     Ladder(LadderArgs),
     /// Draws a ladder data file as SVG (no run).
     Plot(PlotArgs),
+    /// Connect/disconnect churn for a soak: v1 and v2 sessions, resumes, typing, reactions.
+    Soak(SoakArgs),
+    /// Draws a soak's samples (CSV) as SVG and prints the flatness verdict per series.
+    SoakPlot(SoakPlotArgs),
 }
 
 /// Flags of `prepare`.
@@ -251,6 +256,45 @@ pub struct ResumeArgs {
     pub since: i64,
 }
 
+/// Flags of `soak`.
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// How long the clients keep churning.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Clients at once (each loops: connect, send, hold, close, pause).
+    #[arg(long, default_value_t = 20)]
+    pub clients: usize,
+    /// How long each session stays open.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// Wait between a client's sessions.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub pause: Duration,
+}
+
+/// Flags of `soak-plot`.
+#[derive(Debug, Args)]
+pub struct SoakPlotArgs {
+    /// CSV written by loadtest/soak.sh (t_s,node,<series>…).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// SVG to write.
+    #[arg(long)]
+    pub svg: PathBuf,
+    /// Seconds at the start left out of the verdict.
+    #[arg(long, default_value_t = 300.0)]
+    pub warmup: f64,
+    /// Largest drift still called flat, as a fraction.
+    #[arg(long, default_value_t = 0.10)]
+    pub tolerance: f64,
+    /// Title above the picture.
+    #[arg(long, default_value = "chatgate soak")]
+    pub title: String,
+}
+
 /// A subcommand's result: the rendered report and whether its checks held.
 #[derive(Debug)]
 pub struct Outcome {
@@ -296,6 +340,18 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
                 ok: true,
             })
         }
+        BenchCommand::Soak(a) => {
+            let (plan, opts) = load(&a.connect, ClientDriver::Epoll)?;
+            let spec = SoakSpec {
+                duration: a.duration,
+                clients: a.clients,
+                hold: a.hold,
+                pause: a.pause,
+            };
+            let r = soak::run(&plan, opts, spec)?;
+            render(&r, r.text(), r.ok, a.connect.json)
+        }
+        BenchCommand::SoakPlot(a) => soak_plot(&a),
         BenchCommand::Conns(a) => {
             let (plan, opts) = load(&a.connect, ClientDriver::Epoll)?;
             let spec = ConnsSpec {
@@ -328,6 +384,17 @@ pub fn execute(cli: BenchCli) -> Result<Outcome, BenchError> {
             render(&r, r.text(), r.ok, a.connect.json)
         }
     }
+}
+
+/// Reads the soak's CSV, draws it and judges every series.
+fn soak_plot(a: &SoakPlotArgs) -> Result<Outcome, BenchError> {
+    let csv = std::fs::read_to_string(&a.csv)
+        .map_err(|e| BenchError::Invalid(format!("cannot read {}: {e}", a.csv.display())))?;
+    let data = soak::plot::parse(&csv)?;
+    soak::plot::draw(&data, a.warmup, &a.title, &a.svg)?;
+    let verdicts = soak::plot::verdicts(&data, a.warmup, a.tolerance);
+    let (report, ok) = soak::plot::text(&verdicts, a.warmup, a.tolerance);
+    Ok(Outcome { report, ok })
 }
 
 /// A fan-out run's parameters from its flags.

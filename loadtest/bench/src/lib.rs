@@ -8,7 +8,8 @@
 //! latency, loss and ordering checks; [`conns`]: idle sockets, heartbeats,
 //! RSS per connection; [`storm`]: handshake rate; [`resume`]: the v2
 //! reconnect storm; [`ladder`]: fan-out at a series of offered rates,
-//! drawn as SVG), their figures ([`hist`], [`report`]), the load threads
+//! drawn as SVG; [`soak`]: connect/disconnect churn for an hour-long soak,
+//! and its samples drawn and judged flat or not), their figures ([`hist`], [`report`]), the load threads
 //! ([`runner`]) and the flags ([`args`]).
 //!
 //! From the gateway library it takes only what must match the gateway
@@ -38,6 +39,7 @@ pub mod plan;
 pub mod report;
 pub mod resume;
 pub mod runner;
+pub mod soak;
 pub mod storm;
 pub mod wire;
 

@@ -8,14 +8,17 @@
 //! every other participant happens in the message's savepoint, so a failed
 //! bump takes only its own message back out; if the transaction itself
 //! fails (BEGIN, a savepoint, COMMIT), every insert of the batch fails and
-//! nothing is kept.
+//! nothing is kept. Write failures (not a missing conversation or sender)
+//! are reported to the store thread's [`Outage`], which logs an outage
+//! once, not once per message.
 //!
-//! Must never: give an insert zero or two outcomes; return outcomes in
+//! Must never: log every failed write of an outage; give an insert zero or two outcomes; return outcomes in
 //! another order than the inserts arrived in.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, TransactionBehavior};
 
+use super::outage::Outage;
 use super::{db_err, format_timestamp, now, StoreError};
 use crate::store::{ConversationId, InsertOutcome, InsertRequest, MessageId, StoredMessage};
 
@@ -34,15 +37,21 @@ const BUMP_UNREAD: &str = "UPDATE chatapp_conversationparticipant \
 /// Commits `inserts` in one transaction, each in its own savepoint, and
 /// returns their outcomes in arrival order. If the transaction itself fails
 /// (BEGIN, a savepoint, or COMMIT), every insert fails and nothing is kept.
+/// `outage` learns how many writes failed.
 pub(super) fn commit_batch(
     conn: &mut Connection,
     inserts: Vec<InsertRequest>,
+    outage: &mut Outage,
 ) -> Vec<InsertOutcome> {
     let timestamp = now();
-    let results = insert_all(conn, &inserts, timestamp).unwrap_or_else(|e| {
-        tracing::error!(error = %e, batch = inserts.len(), "sqlite store: batch not committed");
-        vec![Err(db_err(e)); inserts.len()]
+    let mut write_error = None;
+    let results = insert_all(conn, &inserts, timestamp, &mut write_error).unwrap_or_else(|e| {
+        let e = db_err(e);
+        write_error = Some((inserts.len() as u64, e.to_string()));
+        vec![Err(e); inserts.len()]
     });
+    let (failed, error) = write_error.map_or((0, None), |(n, e)| (n, Some(e)));
+    outage.record(failed, error.as_deref(), std::time::Instant::now());
     inserts
         .into_iter()
         .zip(results)
@@ -52,10 +61,14 @@ pub(super) fn commit_batch(
 
 type InsertResult = Result<StoredMessage, StoreError>;
 
+/// Failed writes of a batch (not counting missing references), and the last error.
+type WriteError = Option<(u64, String)>;
+
 fn insert_all(
     conn: &mut Connection,
     inserts: &[InsertRequest],
     timestamp: DateTime<Utc>,
+    write_error: &mut WriteError,
 ) -> rusqlite::Result<Vec<InsertResult>> {
     let text = format_timestamp(timestamp);
     // IMMEDIATE: take the write lock up front (waiting up to the busy timeout)
@@ -63,7 +76,7 @@ fn insert_all(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(inserts.len());
     for insert in inserts {
-        let id = insert_in_savepoint(&tx, insert, &text)?;
+        let id = insert_in_savepoint(&tx, insert, &text, write_error)?;
         results.push(id.map(|id| StoredMessage { id, timestamp }));
     }
     tx.commit()?;
@@ -71,21 +84,31 @@ fn insert_all(
 }
 
 /// The outer error means the transaction is unusable (the batch fails); the
-/// inner one means only this message failed and was rolled back.
+/// inner one means only this message failed and was rolled back. A failed
+/// write (not a missing reference) is added to `write_error`.
 fn insert_in_savepoint(
     conn: &Connection,
     insert: &InsertRequest,
     timestamp: &str,
+    write_error: &mut WriteError,
 ) -> rusqlite::Result<Result<MessageId, StoreError>> {
     run_cached(conn, "SAVEPOINT chatgate_insert")?;
     let outcome = match insert_message(conn, insert, timestamp) {
         Ok(Some(id)) => Ok(id),
-        Ok(None) => Err(missing_reference(conn, insert.conversation_id)),
-        Err(e) => Err(db_err(e)),
+        Ok(None) => {
+            let e = missing_reference(conn, insert.conversation_id);
+            let conversation_id = insert.conversation_id;
+            tracing::warn!(error = %e, conversation_id, "sqlite store: message not stored");
+            Err(e)
+        }
+        Err(e) => {
+            let e = db_err(e);
+            let failed = write_error.as_ref().map_or(0, |(n, _)| *n) + 1;
+            *write_error = Some((failed, e.to_string()));
+            Err(e)
+        }
     };
-    if let Err(e) = &outcome {
-        let conversation_id = insert.conversation_id;
-        tracing::warn!(error = %e, conversation_id, "sqlite store: message not stored");
+    if outcome.is_err() {
         run_cached(conn, "ROLLBACK TO chatgate_insert")?;
     }
     run_cached(conn, "RELEASE chatgate_insert")?;

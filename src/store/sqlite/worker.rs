@@ -31,6 +31,7 @@ use super::batch::commit_batch;
 use super::history::ReplayRequest;
 use super::idempotency::{prune, PRUNE_EVERY};
 use super::lookup::{connect_info, delete_message};
+use super::outage::Outage;
 use super::requests::answer_replays;
 use super::StoreError;
 use crate::store::requests::V2Request;
@@ -51,6 +52,7 @@ pub(super) fn spawn_worker(
         sink,
         idle_runtime: None,
         pruned: None,
+        outage: Outage::default(),
     };
     let (close_tx, close_rx) = oneshot::channel();
     std::thread::Builder::new()
@@ -70,6 +72,8 @@ struct Worker {
     idle_runtime: Option<tokio::runtime::Runtime>,
     /// When expired idempotency keys were last deleted.
     pruned: Option<std::time::Instant>,
+    /// Whether writes are failing (logged once per outage).
+    outage: Outage,
 }
 
 fn idle_runtime() -> tokio::runtime::Runtime {
@@ -87,7 +91,7 @@ impl Worker {
             let Pass { inserts, after } = self.collect(first);
             if !inserts.is_empty() {
                 let started = std::time::Instant::now();
-                let outcomes = commit_batch(&mut self.conn, inserts);
+                let outcomes = commit_batch(&mut self.conn, inserts, &mut self.outage);
                 deliver(&self.sink, outcomes, started.elapsed());
             }
             for request in after {
