@@ -41,7 +41,9 @@
 //! when a publisher re-sends a pipeline that failed half-way (the envelope's
 //! sequence number lets receivers drop the repeats).
 
+pub mod cluster;
 pub(crate) mod envelope;
+mod gaps;
 mod inbound;
 pub(crate) mod link;
 pub mod presence;
@@ -179,6 +181,14 @@ pub enum RemoteKind {
     /// close code `code`. Travels on the heartbeat channel to every node
     /// (`bridge/envelope.rs`, flag bit 4).
     Disconnect { user_id: i64, code: u16 },
+    /// The bridge lost the conversation's subscription: what other nodes
+    /// published after `good_at` may be missing (`shard_ctx/refill.rs`).
+    /// Never crosses Redis.
+    Gap { good_at: std::time::Instant },
+    /// The conversation's subscription is back (after a [`RemoteKind::Gap`]
+    /// with the same `good_at`): its v2 sockets are refilled from the
+    /// store. Never crosses Redis.
+    Refill { good_at: std::time::Instant },
 }
 
 /// Receives every event published by ANOTHER node on a subscribed
