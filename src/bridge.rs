@@ -92,6 +92,14 @@ pub struct BridgeConfig {
     /// closing its sockets has its users turned offline within this plus
     /// one heartbeat. At least twice the heartbeat. Default: 30 s.
     pub presence_ttl: Duration,
+    /// Redis Cluster seed nodes (`redis://host:port`), any of them enough
+    /// to find the rest; empty: one Redis at `url` (`url` must then be set,
+    /// and must be empty otherwise). Default: empty.
+    pub cluster: Vec<String>,
+    /// Partitions of the conversations in cluster mode
+    /// (`bridge/cluster/layout.rs`), 1 to 16,384; every node of a
+    /// deployment must use the same. Default: 128.
+    pub partitions: u16,
 }
 
 impl BridgeConfig {
@@ -110,7 +118,22 @@ impl BridgeConfig {
             unsubscribe_linger: Duration::from_secs(2),
             backoff_max: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(30),
+            cluster: Vec::new(),
+            partitions: cluster::layout::Layout::DEFAULT_PARTITIONS,
         }
+    }
+
+    /// Defaults for a Redis Cluster reached through `seeds`.
+    pub fn for_cluster(seeds: Vec<String>) -> Self {
+        Self {
+            cluster: seeds,
+            ..Self::new("")
+        }
+    }
+
+    /// Whether the bridge runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
     }
 
     /// The Redis channel of a conversation: `{prefix}:conv:{id}`.
@@ -128,8 +151,15 @@ impl BridgeConfig {
         format!("{}:conv:", self.prefix)
     }
 
-    fn validate(&self) -> Result<(), BridgeError> {
-        let problem = if self.node_id.is_empty() || self.node_id.len() > 255 {
+    /// Checks every setting (before anything starts).
+    pub fn validate(&self) -> Result<(), BridgeError> {
+        let problem = if self.is_cluster() && !self.url.is_empty() {
+            "--redis-url and --redis-cluster are mutually exclusive"
+        } else if self.is_cluster() && (self.prefix.contains('{') || self.prefix.contains('}')) {
+            "with --redis-cluster the prefix must not contain { or }"
+        } else if !(1..=cluster::slot::SLOTS).contains(&self.partitions) {
+            "partitions must be between 1 and 16384"
+        } else if self.node_id.is_empty() || self.node_id.len() > 255 {
             "node_id must be 1 to 255 bytes"
         } else if self.prefix.is_empty() {
             "prefix must not be empty"
@@ -271,9 +301,6 @@ impl Bridge {
         deliver: Deliver,
     ) -> Result<Bridge, BridgeError> {
         cfg.validate()?;
-        let clients = Clients::new(&cfg.url, &cfg.client_name_base(), cfg.heartbeat)
-            .map_err(BridgeError::InvalidUrl)?;
-        let clients = Arc::new(clients);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -286,6 +313,14 @@ impl Bridge {
             stop: stop_tx,
             flushed: (Mutex::new(false), Condvar::new()),
         });
+        if shared.config.is_cluster() {
+            cluster::start(Arc::clone(&shared), side, commands_rx, stop_rx, deliver)?;
+            return Ok(Bridge { shared });
+        }
+        let config = &shared.config;
+        let clients = Clients::new(&config.url, &config.client_name_base(), config.heartbeat)
+            .map_err(BridgeError::InvalidUrl)?;
+        let clients = Arc::new(clients);
         side.spawn(publisher::run(
             Arc::clone(&shared),
             Arc::clone(&clients),
