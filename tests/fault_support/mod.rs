@@ -8,6 +8,7 @@
 //! test's own, on free ports, killed when dropped).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod scene;
 pub mod server;
 pub mod traffic;

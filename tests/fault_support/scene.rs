@@ -147,6 +147,14 @@ impl Scene {
             .collect()
     }
 
+    /// The highest message id stored so far (0 when none).
+    pub fn max_id(&self) -> i64 {
+        (0..self.convs.len())
+            .filter_map(|ci| self.stored(ci).last().copied())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The sender user ids of every node but `node`.
     pub fn senders_not_on(&self, ci: usize, node: usize) -> Vec<i64> {
         self.convs[ci]
@@ -202,6 +210,25 @@ impl Outcome {
                 r.first_from_after(&remote, since)
                     .unwrap_or_else(|| panic!("conv {ci} node {node}: v1 never heard another node"))
                     .saturating_duration_since(since)
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// For each v1 reader of the conversations `convs`: how long after
+    /// `at` it got a message from another node stored after `above` (the
+    /// highest id when the fault began); the longest of those.
+    pub fn v1_recovery(&self, scene: &Scene, convs: &[usize], above: i64, at: Instant) -> Duration {
+        self.records
+            .iter()
+            .filter(|(ci, _, v2, _)| !v2 && convs.contains(ci))
+            .map(|(ci, node, _, r)| {
+                let remote = scene.senders_not_on(*ci, *node);
+                r.first_from_above(&remote, above)
+                    .unwrap_or_else(|| {
+                        panic!("conv {ci} node {node}: v1 never heard another node again")
+                    })
+                    .saturating_duration_since(at)
             })
             .max()
             .unwrap_or_default()

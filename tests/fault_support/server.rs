@@ -146,9 +146,13 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// A field of `INFO <section>` (`role`, `master_link_status`, …).
+    /// A field of `INFO <section>` (`role`, `master_link_status`, …), or
+    /// of `CLUSTER INFO` for the section `cluster-info`.
     pub fn info(&self, section: &str, field: &str) -> Option<String> {
-        let info = self.cli(&["INFO", section]);
+        let info = match section {
+            "cluster-info" => self.cli(&["CLUSTER", "INFO"]),
+            _ => self.cli(&["INFO", section]),
+        };
         let prefix = format!("{field}:");
         info.lines()
             .find_map(|l| l.strip_prefix(&prefix))

@@ -182,6 +182,15 @@ impl Record {
         Ok(())
     }
 
+    /// When the first message from one of `senders` with an id above `id`
+    /// arrived.
+    pub fn first_from_above(&self, senders: &[i64], id: i64) -> Option<Instant> {
+        self.messages
+            .iter()
+            .find(|g| g.id > id && senders.contains(&g.sender))
+            .map(|g| g.at)
+    }
+
     /// When the first message from one of `senders` arrived after `since`.
     pub fn first_from_after(&self, senders: &[i64], since: Instant) -> Option<Instant> {
         self.messages

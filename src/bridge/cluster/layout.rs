@@ -4,12 +4,16 @@
 //! name the cluster mode uses:
 //!
 //! - conversation `c` is in partition `c mod P` (`--redis-partitions`, P);
-//! - partition `p` has a hash tag whose slot lies in the p-th of P equal
-//!   ranges of the 16,384 slots, so partitions spread evenly over any even
-//!   split of the slots among primaries (the tags `{0}`, `{1}`, … would
-//!   bunch up: their slots are not spread). The tags are found by a fixed
-//!   search (base-36 numerals 0, 1, …, the first one whose slot falls in a
-//!   range not yet taken gets it), so every node computes the same tags;
+//! - the 16,384 slots are cut in P equal ranges, and partition `p` has a
+//!   hash tag whose slot lies in range `p · s mod P`, each range used once
+//!   (`s` is coprime with P, near P / φ, so partitions next to each other
+//!   — conversations created one after the other — land far apart on the
+//!   ring of slots, and so on different primaries); partitions thus spread
+//!   evenly over any even split of the slots among primaries (the tags
+//!   `{0}`, `{1}`, … would bunch up: their slots are not spread). The tags
+//!   are found by a fixed search (base-36 numerals 0, 1, …, the first one
+//!   whose slot falls in a range not yet taken gets it), so every node
+//!   computes the same tags;
 //! - a conversation's sharded channel `{prefix}:conv:{c}:{TAG}` and its
 //!   presence hash `{prefix}:presence:{c}:{TAG}` share the partition's tag,
 //!   so one pipeline to one primary carries both;
@@ -148,18 +152,48 @@ impl Layout {
     }
 }
 
-/// One tag per partition, the slot of tag `p` in the p-th of `partitions`
-/// equal ranges of the slots (see the module doc for the search).
+/// The slot range (of `partitions` equal ones) partition `p`'s tag lies in.
+fn range_of(p: usize, partitions: usize) -> usize {
+    p * stride(partitions) % partitions
+}
+
+/// The step between neighbouring partitions' ranges: coprime with
+/// `partitions` (so every range is used once), near `partitions / φ`.
+fn stride(partitions: usize) -> usize {
+    let mut s = ((partitions as f64) * 0.618_033_988_749_895)
+        .round()
+        .max(1.0) as usize;
+    while gcd(s, partitions) != 1 {
+        s += 1;
+    }
+    s
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One tag per partition, the slot of tag `p` in range [`range_of`]`(p)`
+/// of `partitions` equal ranges of the slots (see the module doc).
 fn spread_tags(partitions: u16) -> Vec<String> {
     let n = usize::from(partitions.clamp(1, SLOTS));
+    let mut partition_of = vec![0; n];
+    for p in 0..n {
+        partition_of[range_of(p, n)] = p;
+    }
     let mut tags: Vec<Option<String>> = vec![None; n];
     let mut left = n;
     let mut candidate = 0u64;
     while left > 0 {
         let tag = base36(candidate);
         let range = usize::from(key_slot(tag.as_bytes())) * n / usize::from(SLOTS);
-        if tags[range].is_none() {
-            tags[range] = Some(tag);
+        let p = partition_of[range];
+        if tags[p].is_none() {
+            tags[p] = Some(tag);
             left -= 1;
         }
         candidate += 1;
@@ -187,17 +221,31 @@ mod tests {
 
     #[test]
     fn every_partition_gets_a_tag_in_its_own_slot_range() {
-        for p in [1u16, 3, 128, 1000, 16_384] {
+        for p in [1u16, 2, 3, 128, 1000, 16_384] {
             let layout = Layout::new("x", p);
             assert_eq!(layout.partitions(), p);
-            for i in 0..p {
-                let slot = usize::from(layout.slot(Group::Partition(i)));
-                assert_eq!(
-                    slot * usize::from(p) / 16_384,
-                    usize::from(i),
-                    "p={p} i={i}"
-                );
+            let n = usize::from(p);
+            let mut used = vec![false; n];
+            for i in 0..n {
+                let slot = usize::from(layout.slot(Group::Partition(i as u16)));
+                let range = slot * n / 16_384;
+                assert_eq!(range, range_of(i, n), "p={p} i={i}");
+                assert!(!used[range], "range {range} twice");
+                used[range] = true;
             }
+        }
+    }
+
+    #[test]
+    fn consecutive_conversations_land_on_every_primary() {
+        let layout = Layout::new("chatgate", Layout::DEFAULT_PARTITIONS);
+        for first in [1i64, 100, 1000] {
+            let mut per = [0usize; 3];
+            for conv in first..first + 12 {
+                let slot = layout.slot(layout.group_of(conv));
+                per[usize::from(slot) * 3 / 16_384] += 1;
+            }
+            assert!(per.iter().all(|n| *n >= 3), "{first}: {per:?}");
         }
     }
 
