@@ -25,6 +25,15 @@
 //! handed to every shard as gone; after a reconnect every held
 //! conversation is read again and known nodes get a fresh TTL.
 //!
+//! On a Redis Cluster (`--redis-cluster`, `bridge/cluster.rs`) the same two
+//! tasks run over sharded pub/sub, with partitions, per-primary links and
+//! lanes, and per-partition probes; everything above holds there too.
+//!
+//! After any loss of a subscription (either mode), the shards are told
+//! (`bridge/gaps.rs`): a gap when it is noticed, a refill when the
+//! subscription is back, so v2 sockets get what they missed from the store
+//! (`shard_ctx/refill.rs`).
+//!
 //! Shards only call the non-blocking methods of [`Bridge`]: `publish`
 //! (a short critical section on the queue, then a wake-up), `subscribe` and
 //! `unsubscribe` (a send on an unbounded channel).

@@ -245,6 +245,17 @@ fn presence_call_signals_and_disconnect_cross_nodes_on_the_cluster() {
     assert_eq!(r, json!({"closed": 0}));
     b1.expect_close(4003);
     assert_eq!(a1.recv_all_json(), presence(&bob, "offline"));
+    // Node B held `conv` for bob only: after the linger it lets the channel
+    // go (a confirmed SUNSUBSCRIBE, no loss), A and C keep it.
+    let layout = Layout::new(PREFIX, Layout::DEFAULT_PARTITIONS);
+    eventually(Duration::from_secs(5), "node B unsubscribed", || {
+        shard_subscribers(&cluster, &layout, conv, 2)
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(b.bridge_state().unwrap().connected);
+    assert_eq!(b.bridge_state().unwrap().subscriptions, 0);
+    c1.chat("still there");
+    assert_eq!(a1.recv_new_message()["content"], "still there");
 }
 
 #[test]

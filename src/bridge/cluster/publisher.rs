@@ -283,7 +283,12 @@ impl Publisher {
             Ok(replies) => replies,
             Err(error) => {
                 tracing::warn!(primary = addr, %error, "bridge: publishing to a cluster primary failed");
-                self.conns.remove(&addr);
+                if self.conns.remove(&addr).is_some() {
+                    self.shared
+                        .stats
+                        .reconnects_total
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.map_stale = true;
                 count_retries(batch.iter(), &self.layout);
                 lane.failed(batch, &self.shared.config);

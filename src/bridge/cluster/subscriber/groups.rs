@@ -70,6 +70,17 @@ impl Subscriber {
     }
 
     async fn subscribe_group(&mut self, group: Group, addr: String) -> Result<(), NodeError> {
+        let result = self.try_subscribe_group(group, &addr).await;
+        if let Err(NodeError::Timeout(_) | NodeError::Closed) = result {
+            // A link that does not answer is not asked again: a new
+            // connection is, next time.
+            self.drop_link(&addr);
+        }
+        result
+    }
+
+    async fn try_subscribe_group(&mut self, group: Group, addr: &str) -> Result<(), NodeError> {
+        let addr = addr.to_owned();
         let link = self.link_to(&addr).await?;
         let members: Vec<i64> = self.state(group).members.iter().copied().collect();
         let index = self.layout.index(group);
@@ -221,13 +232,24 @@ impl Subscriber {
         else {
             return;
         };
-        self.links.remove(&addr);
-        crate::metrics::refill::bridge_up(&addr, false);
         tracing::warn!(primary = addr, "bridge: subscribing link closed");
+        self.drop_link(&addr);
+    }
+
+    /// Forgets the link to `addr` (closing it): every group on it is lost.
+    fn drop_link(&mut self, addr: &str) {
+        if self.links.remove(addr).is_none() {
+            return;
+        }
+        self.shared
+            .stats
+            .reconnects_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::refill::bridge_up(addr, false);
         let on_it: Vec<Group> = self
             .layout
             .groups()
-            .filter(|g| self.state(*g).addr.as_deref() == Some(addr.as_str()))
+            .filter(|g| self.state(*g).addr.as_deref() == Some(addr))
             .collect();
         for group in on_it {
             self.lose(group, "link closed");
@@ -261,9 +283,12 @@ impl Subscriber {
                 }
             }
         }
+        // One deadline for all: a link that does not answer costs one
+        // timeout, not one per group.
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut silent = Vec::new();
         for (group, rx) in sent {
-            let reply = tokio::time::timeout(self.timeout(), rx).await;
-            match reply {
+            match tokio::time::timeout_at(deadline, rx).await {
                 Ok(Ok(Resp::Int(n))) if n > 0 => {}
                 Ok(Ok(Resp::Error(e))) => {
                     self.note_redirect(&NodeError::Server(e));
@@ -271,8 +296,12 @@ impl Subscriber {
                 }
                 // Nobody received it: the subscription is gone.
                 Ok(Ok(_)) => self.lose(group, "probe reached no subscriber"),
-                Ok(Err(_)) | Err(_) => self.lose(group, "probe unanswered"),
+                Ok(Err(_)) | Err(_) => silent.extend(self.state(group).addr.clone()),
             }
+        }
+        for addr in silent {
+            tracing::warn!(primary = addr, "bridge: a subscribing link does not answer");
+            self.drop_link(&addr);
         }
         self.expire_nodes();
         self.close_idle_links();
