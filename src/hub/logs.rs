@@ -81,3 +81,59 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameBuf;
+    use crate::outbound::Bounds;
+    use crate::protocol;
+    use bytes::Bytes;
+
+    fn new_message(id: i64) -> Bytes {
+        let mut f = FrameBuf::with_capacity(200);
+        protocol::encode_new_message(
+            f.payload(),
+            id,
+            br#"{"id":1,"username":"a","first_name":"","last_name":""}"#,
+            "hi",
+            chrono::Utc::now(),
+        );
+        f.finish_text()
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            max_frames: 100,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn v2_sockets_are_logged_refilled_ids_are_not_sent_twice() {
+        let hub = Hub::new();
+        hub.set_now(10);
+        let v1 = hub.new_peer(1, Version::V1, 7, bounds());
+        let v2 = hub.new_peer(2, Version::V2, 7, bounds());
+        hub.join(&v1);
+        hub.join(&v2);
+        hub.broadcast(7, &new_message(100));
+        hub.set_now(20);
+        hub.broadcast(7, &new_message(120));
+        // The bridge lost the subscription at tick 15: refill from 100.
+        assert_eq!(hub.open_gap(7, 15), 1, "one v1 socket exposed");
+        let t0 = hub.close_gap(7).expect("a gap");
+        let (since, sent) = hub.refill_plan(&v2, t0).expect("a v2 socket");
+        assert_eq!(since, 100);
+        assert_eq!(sent, HashSet::from([120]));
+        // 118 came from the store; its live copy arrives late.
+        v2.with_mark(|m| m.sent_outside(118, 20, false));
+        hub.broadcast(7, &new_message(118));
+        assert_eq!((v1.outbound.len(), v2.outbound.len()), (3, 2));
+        assert_eq!(hub.v2_members(7).len(), 1);
+        assert!(
+            hub.refill_plan(&v1, t0).is_none(),
+            "v1 sockets have no mark"
+        );
+    }
+}
