@@ -234,6 +234,34 @@ impl Outcome {
             .unwrap_or_default()
     }
 
+    /// The longest time, between `from` and `to`, a v1 reader of the
+    /// conversations `convs` heard nothing from another node.
+    pub fn v1_longest_silence(
+        &self,
+        scene: &Scene,
+        convs: &[usize],
+        from: Instant,
+        to: Instant,
+    ) -> Duration {
+        self.records
+            .iter()
+            .filter(|(ci, _, v2, _)| !v2 && convs.contains(ci))
+            .map(|(ci, node, _, r)| {
+                let remote = scene.senders_not_on(*ci, *node);
+                let mut last = from;
+                let mut longest = Duration::ZERO;
+                for g in r.messages.iter().filter(|g| remote.contains(&g.sender)) {
+                    if g.at > from && g.at < to {
+                        longest = longest.max(g.at - last);
+                        last = g.at;
+                    }
+                }
+                longest.max(to.saturating_duration_since(last))
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Messages the v1 readers got in all (for the report).
     pub fn v1_received(&self) -> usize {
         self.records

@@ -3,7 +3,10 @@
 //! replies into "published", "moved", "ask there" or "try later".
 //!
 //! Owns the order of a lane: events in sequence order, at most one
-//! pipeline in flight, a failed batch back at the front in its order. An
+//! pipeline in flight, a failed batch back at the front in its order, and
+//! how many events of each slot it holds (queued or in flight), so the
+//! publisher keeps a slot's later events behind its earlier ones when the
+//! slot's owner changes (they follow them to the lane that has them). An
 //! event is its presence report's `HSET` / `HDEL` (when it carries one:
 //! kept before it is published, as in single-Redis mode) and its
 //! `SPUBLISH`, each preceded by `ASKING` while it is sent to an importing
@@ -12,7 +15,7 @@
 //! Must never: reorder a lane's events, or take an error reply for a
 //! publish.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -49,11 +52,14 @@ pub struct Lane {
     pub resume_at: Option<Instant>,
     /// Failures in a row.
     pub failures: u32,
+    /// Events held per slot (queued or in flight).
+    slots: HashMap<Slot, u32>,
 }
 
 impl Lane {
     /// Adds an event, in sequence order.
     pub fn push(&mut self, routed: Routed) {
+        *self.slots.entry(routed.slot).or_default() += 1;
         let seq = routed.queued.seq;
         if self.queue.back().is_none_or(|b| b.queued.seq < seq) {
             self.queue.push_back(routed);
@@ -66,6 +72,36 @@ impl Lane {
     /// Events waiting.
     pub fn len(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Whether it holds an event of `slot` (queued or in flight).
+    pub fn holds(&self, slot: Slot) -> bool {
+        self.slots.contains_key(&slot)
+    }
+
+    /// An event of `slot` left the lane (published, given up, or routed
+    /// elsewhere).
+    pub fn settled(&mut self, slot: Slot) {
+        if let Some(n) = self.slots.get_mut(&slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.slots.remove(&slot);
+            }
+        }
+    }
+
+    /// Takes every queued event out (to be routed again).
+    pub fn drain_waiting(&mut self) -> Vec<Routed> {
+        let waiting: Vec<Routed> = self.queue.drain(..).collect();
+        for r in &waiting {
+            self.settled(r.slot);
+        }
+        waiting
+    }
+
+    /// Whether it holds nothing at all.
+    pub fn is_idle(&self) -> bool {
+        !self.busy && self.slots.is_empty()
     }
 
     /// Whether a pipeline may start now.
@@ -227,19 +263,19 @@ pub async fn send(
     (Some(conn), replies)
 }
 
-/// Reads the replies of `batch` (`counts` commands each): how many events
-/// were published, and the others with what to do about them.
+/// Reads the replies of `batch` (`counts` commands each): the slots of the
+/// events that were published, and the others with what to do about them.
 pub fn judge(
     batch: Vec<Routed>,
     counts: &[u8],
     replies: &[Value],
-) -> (usize, Vec<(Routed, Verdict)>) {
+) -> (Vec<Slot>, Vec<(Routed, Verdict)>) {
     let total: usize = counts.iter().map(|c| usize::from(*c)).sum();
     if replies.len() != total {
         let retry = batch.into_iter().map(|r| (r, Verdict::Later)).collect();
-        return (0, retry);
+        return (Vec::new(), retry);
     }
-    let mut sent = 0;
+    let mut sent = Vec::new();
     let mut retry = Vec::new();
     let mut at = 0;
     for (routed, count) in batch.into_iter().zip(counts) {
@@ -247,7 +283,7 @@ pub fn judge(
         at += usize::from(*count);
         match mine.iter().find_map(verdict) {
             Some(v) => retry.push((routed, v)),
-            None => sent += 1,
+            None => sent.push(routed.slot),
         }
     }
     (sent, retry)
@@ -322,6 +358,10 @@ mod tests {
         assert!(lane.resume_at.is_some() && lane.failures == 1);
         lane.succeeded();
         assert!(lane.ready(Instant::now()));
+        assert!(lane.holds(0) && !lane.holds(1));
+        let waiting = lane.drain_waiting();
+        assert_eq!(waiting.len(), 5);
+        assert!(!lane.holds(0) && lane.is_idle());
     }
 
     #[test]
@@ -366,7 +406,7 @@ mod tests {
         let batch: Vec<Routed> = (1..=5).map(frame).collect();
         let replies = [Value::Int(1), moved, ask, down, odd];
         let (sent, retry) = judge(batch, &[1, 1, 1, 1, 1], &replies);
-        assert_eq!(sent, 2, "a success and an error no retry fixes");
+        assert_eq!(sent.len(), 2, "a success and an error no retry fixes");
         let verdicts: Vec<&Verdict> = retry.iter().map(|(_, v)| v).collect();
         assert_eq!(
             verdicts,
@@ -377,6 +417,6 @@ mod tests {
             ]
         );
         let (sent, retry) = judge((1..=2).map(frame).collect(), &[1, 1], &[Value::Int(1)]);
-        assert_eq!((sent, retry.len()), (0, 2), "short reply: all again");
+        assert_eq!((sent.len(), retry.len()), (0, 2), "short reply: all again");
     }
 }

@@ -154,7 +154,7 @@ impl Publisher {
             Ok(()) => {
                 self.map_stale = false;
                 self.refresh_at = None;
-                self.reroute();
+                self.reroute(Vec::new());
             }
             Err(error) => {
                 tracing::debug!(%error, "bridge: no cluster node gave its slot map");
@@ -187,10 +187,18 @@ impl Publisher {
         }
     }
 
+    /// Puts an event in its lane: where earlier events of its slot still
+    /// are, else its slot's primary (or the node an `ASK` named).
     fn route(&mut self, routed: Routed) {
-        let addr = match &routed.ask {
-            Some(addr) => addr.clone(),
-            None => match self.topo.map.owner(routed.slot) {
+        let pinned = self
+            .lanes
+            .iter()
+            .find(|(_, lane)| lane.holds(routed.slot))
+            .map(|(addr, _)| addr.clone());
+        let addr = match (&routed.ask, pinned) {
+            (Some(addr), _) => addr.clone(),
+            (None, Some(addr)) => addr,
+            (None, None) => match self.topo.map.owner(routed.slot) {
                 Some(addr) => addr.to_owned(),
                 None => {
                     self.map_stale = true;
@@ -204,14 +212,20 @@ impl Publisher {
         self.lanes.entry(addr).or_default().push(routed);
     }
 
-    /// After the map changed: every event waiting in a lane is routed
-    /// again (in sequence order, so each partition keeps its order).
-    fn reroute(&mut self) {
-        let mut waiting: Vec<Routed> = self
-            .lanes
-            .values_mut()
-            .flat_map(|l| l.queue.drain(..))
-            .collect();
+    /// After the map changed: every event waiting in a lane with no
+    /// pipeline in flight is routed again with `extra`, in sequence order
+    /// (so each partition keeps its order; a busy lane keeps its events,
+    /// and later ones of their slots follow them there), and idle lanes of
+    /// nodes that are no longer primaries are dropped.
+    fn reroute(&mut self, extra: Vec<Routed>) {
+        let mut waiting = extra;
+        for lane in self.lanes.values_mut().filter(|l| !l.busy) {
+            waiting.extend(lane.drain_waiting());
+        }
+        let primaries = self.topo.map.primaries();
+        self.lanes
+            .retain(|addr, lane| !lane.is_idle() || primaries.contains(addr));
+        self.conns.retain(|addr, _| primaries.contains(addr));
         waiting.sort_by_key(|r| r.queued.seq);
         for routed in waiting {
             self.route(routed);
@@ -299,9 +313,12 @@ impl Publisher {
             self.conns.insert(addr.clone(), conn);
         }
         let (sent, retry) = lanes::judge(batch, counts, &replies);
-        if sent > 0 {
-            self.shared.stats.record_batch(sent);
-            crate::metrics::bridge_publish_batch(sent);
+        for slot in &sent {
+            lane.settled(*slot);
+        }
+        if !sent.is_empty() {
+            self.shared.stats.record_batch(sent.len());
+            crate::metrics::bridge_publish_batch(sent.len());
         }
         if retry.is_empty() {
             lane.succeeded();
@@ -311,6 +328,9 @@ impl Publisher {
         let mut again = Vec::new();
         let mut elsewhere = Vec::new();
         for (routed, verdict) in retry {
+            if !matches!(verdict, Verdict::Later) {
+                lane.settled(routed.slot);
+            }
             match verdict {
                 Verdict::Moved(slot, to) => {
                     self.topo.map.moved(slot, &to);
@@ -330,10 +350,7 @@ impl Publisher {
         }
         if !elsewhere.is_empty() {
             self.map_stale = true;
-            for routed in elsewhere {
-                self.route(routed);
-            }
-            self.reroute();
+            self.reroute(elsewhere);
         }
     }
 
@@ -387,9 +404,13 @@ impl Publisher {
         lanes.chain(self.refresh_at).min()
     }
 
+    /// Up: a map is known and no lane holds events it failed to publish.
     fn set_up(&self) {
-        let up =
-            !self.topo.map.primaries().is_empty() && self.lanes.values().all(|l| l.failures == 0);
+        let up = !self.topo.map.primaries().is_empty()
+            && self
+                .lanes
+                .values()
+                .all(|l| l.failures == 0 || l.queue.is_empty());
         self.shared.stats.publisher_up.store(up, Ordering::Relaxed);
     }
 }
