@@ -34,6 +34,15 @@
 //! the previous release reads, and reads later releases in part; what it
 //! cannot read is skipped, counted and logged once per reason.
 //!
+//! On a Redis Cluster (`--redis-cluster`, `bridge/cluster.rs`) the same two
+//! tasks run over sharded pub/sub, with partitions, per-primary links and
+//! lanes, and per-partition probes; everything above holds there too.
+//!
+//! After any loss of a subscription (either mode), the shards are told
+//! (`bridge/gaps.rs`): a gap when it is noticed, a refill when the
+//! subscription is back, so v2 sockets get what they missed from the store
+//! (`shard_ctx/refill.rs`).
+//!
 //! Shards only call the non-blocking methods of [`Bridge`]: `publish`
 //! (a short critical section on the queue, then a wake-up), `subscribe` and
 //! `unsubscribe` (a send on an unbounded channel).
@@ -50,7 +59,9 @@
 //! when a publisher re-sends a pipeline that failed half-way (the envelope's
 //! sequence number lets receivers drop the repeats).
 
+pub mod cluster;
 pub(crate) mod envelope;
+mod gaps;
 mod inbound;
 mod janitor;
 pub(crate) mod link;
@@ -107,6 +118,14 @@ pub struct BridgeConfig {
     /// (reading and publishing only what that release knew), to test mixed
     /// clusters; never set them in production.
     pub envelopes: EnvelopeReads,
+    /// Redis Cluster seed nodes (`redis://host:port`), any of them enough
+    /// to find the rest; empty: one Redis at `url` (`url` must then be set,
+    /// and must be empty otherwise). Default: empty.
+    pub cluster: Vec<String>,
+    /// Partitions of the conversations in cluster mode
+    /// (`bridge/cluster/layout.rs`), 1 to 16,384; every node of a
+    /// deployment must use the same. Default: 128.
+    pub partitions: u16,
 }
 
 impl BridgeConfig {
@@ -126,7 +145,22 @@ impl BridgeConfig {
             backoff_max: Duration::from_secs(5),
             presence_ttl: Duration::from_secs(30),
             envelopes: EnvelopeReads::CURRENT,
+            cluster: Vec::new(),
+            partitions: cluster::layout::Layout::DEFAULT_PARTITIONS,
         }
+    }
+
+    /// Defaults for a Redis Cluster reached through `seeds`.
+    pub fn for_cluster(seeds: Vec<String>) -> Self {
+        Self {
+            cluster: seeds,
+            ..Self::new("")
+        }
+    }
+
+    /// Whether the bridge runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
     }
 
     /// The Redis channel of a conversation: `{prefix}:conv:{id}`.
@@ -144,8 +178,15 @@ impl BridgeConfig {
         format!("{}:conv:", self.prefix)
     }
 
-    fn validate(&self) -> Result<(), BridgeError> {
-        let problem = if self.node_id.is_empty() || self.node_id.len() > 255 {
+    /// Checks every setting (before anything starts).
+    pub fn validate(&self) -> Result<(), BridgeError> {
+        let problem = if self.is_cluster() && !self.url.is_empty() {
+            "--redis-url and --redis-cluster are mutually exclusive"
+        } else if self.is_cluster() && (self.prefix.contains('{') || self.prefix.contains('}')) {
+            "with --redis-cluster the prefix must not contain { or }"
+        } else if !(1..=cluster::slot::SLOTS).contains(&self.partitions) {
+            "partitions must be between 1 and 16384"
+        } else if self.node_id.is_empty() || self.node_id.len() > 255 {
             "node_id must be 1 to 255 bytes"
         } else if self.prefix.is_empty() {
             "prefix must not be empty"
@@ -197,6 +238,14 @@ pub enum RemoteKind {
     /// close code `code`. Travels on the heartbeat channel to every node
     /// (`bridge/envelope.rs`, flag bit 4).
     Disconnect { user_id: i64, code: u16 },
+    /// The bridge lost the conversation's subscription: what other nodes
+    /// published after `good_at` may be missing (`shard_ctx/refill.rs`).
+    /// Never crosses Redis.
+    Gap { good_at: std::time::Instant },
+    /// The conversation's subscription is back (after a [`RemoteKind::Gap`]
+    /// with the same `good_at`): its v2 sockets are refilled from the
+    /// store. Never crosses Redis.
+    Refill { good_at: std::time::Instant },
 }
 
 impl RemoteEvent {
@@ -327,9 +376,6 @@ impl Bridge {
         deliver: Deliver,
     ) -> Result<Bridge, BridgeError> {
         cfg.validate()?;
-        let clients = Clients::new(&cfg.url, &cfg.client_name_base(), cfg.heartbeat)
-            .map_err(BridgeError::InvalidUrl)?;
-        let clients = Arc::new(clients);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -342,6 +388,14 @@ impl Bridge {
             stop: stop_tx,
             flushed: (Mutex::new(false), Condvar::new()),
         });
+        if shared.config.is_cluster() {
+            cluster::start(Arc::clone(&shared), side, commands_rx, stop_rx, deliver)?;
+            return Ok(Bridge { shared });
+        }
+        let config = &shared.config;
+        let clients = Clients::new(&config.url, &config.client_name_base(), config.heartbeat)
+            .map_err(BridgeError::InvalidUrl)?;
+        let clients = Arc::new(clients);
         side.spawn(publisher::run(
             Arc::clone(&shared),
             Arc::clone(&clients),

@@ -278,6 +278,23 @@ pub struct ServeArgs {
     /// Redis for cross-node fan-out (redis://host:6379/); unset: the node runs alone.
     #[arg(long, global = true, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// A Redis Cluster seed node (redis://host:port) for cross-node fan-out over sharded pub/sub; repeat for more (the variable takes several comma-separated). Instead of --redis-url.
+    #[arg(
+        long = "redis-cluster",
+        global = true,
+        env = "CHATGATE_REDIS_CLUSTER",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub redis_cluster: Vec<String>,
+    /// With --redis-cluster: partitions the conversations are spread over (1-16384; the same on every node).
+    #[arg(
+        long,
+        global = true,
+        env = "CHATGATE_REDIS_PARTITIONS",
+        default_value_t = 128
+    )]
+    pub redis_partitions: u16,
     /// This node's id on the bridge (unique per Redis prefix); default: random.
     #[arg(long, global = true, env = "CHATGATE_NODE_ID")]
     pub node_id: Option<String>,
@@ -549,8 +566,17 @@ impl Cli {
             .clone()
             .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
         c.channel_layer = s.channel_layer.config(&node_id);
-        c.bridge = s.redis_url.as_ref().map(|url| {
-            let mut b = BridgeConfig::new(url.clone());
+        let bridge = match (&s.redis_url, s.redis_cluster.is_empty()) {
+            (url, false) => Some(BridgeConfig {
+                // Both given: refused by validation (exit 64).
+                url: url.clone().unwrap_or_default(),
+                partitions: s.redis_partitions,
+                ..BridgeConfig::for_cluster(s.redis_cluster.clone())
+            }),
+            (Some(url), true) => Some(BridgeConfig::new(url.clone())),
+            (None, true) => None,
+        };
+        c.bridge = bridge.map(|mut b| {
             b.node_id = node_id.clone();
             b.prefix = s.redis_prefix.clone();
             b.heartbeat = s.redis_heartbeat;
@@ -629,7 +655,41 @@ mod tests {
         assert!(c.enforce_token_expiry);
         assert_eq!(c.api_listen, None);
         assert!(c.api_keys.is_empty());
+        assert!(c.bridge.is_none());
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn redis_cluster_seeds_repeat_and_exclude_redis_url() {
+        let cli = Cli::try_parse_from([
+            "chatgate",
+            "--redis-cluster",
+            "redis://127.0.0.1:7000",
+            "--redis-cluster",
+            "redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+            "--redis-partitions",
+            "64",
+        ])
+        .unwrap();
+        let c = cli.config(JwtConfig::new("x"));
+        let b = c.bridge.as_ref().expect("a bridge");
+        assert_eq!(b.cluster.len(), 3);
+        assert_eq!(b.partitions, 64);
+        assert!(b.url.is_empty());
+        assert!(c.validate().is_ok());
+        let both = Cli::try_parse_from([
+            "chatgate",
+            "--redis-url",
+            "redis://127.0.0.1:6379/",
+            "--redis-cluster",
+            "redis://127.0.0.1:7000",
+        ])
+        .unwrap();
+        let err = both.config(JwtConfig::new("x")).validate().unwrap_err();
+        assert!(err.to_string().contains("mutually exclusive"), "{err}");
+        let single = Cli::try_parse_from(["chatgate", "--redis-url", "redis://h:1/"]).unwrap();
+        let c = single.config(JwtConfig::new("x"));
+        assert!(!c.bridge.as_ref().unwrap().is_cluster());
     }
 
     #[test]

@@ -326,6 +326,9 @@ impl Config {
         if let Some(layer) = &self.channel_layer {
             layer.validate().map_err(|e| ConfigError(e.to_string()))?;
         }
+        if let Some(bridge) = &self.bridge {
+            bridge.validate().map_err(|e| ConfigError(e.to_string()))?;
+        }
         Ok(())
     }
 }

@@ -114,6 +114,8 @@ impl Gateway {
     /// the shards; returns once every shard is running.
     pub fn start(config: Config) -> Result<Self, GatewayError> {
         config.validate()?;
+        // The refills' coarse clock starts here (`delivery_log.rs`).
+        let _ = crate::delivery_log::now_tick();
         let listeners = bind_listeners(config.listen, config.shards)?;
         let addr = listeners[0]
             .local_addr()

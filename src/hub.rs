@@ -8,9 +8,16 @@
 //! gathered per socket and each socket is flushed once: under load a turn
 //! carries many messages and a socket gets them in one `sendmsg`.
 //!
+//! For conversations with a protocol v2 socket it also keeps the delivery
+//! log (`delivery_log.rs`: which `new_message` ids went out, and when, in
+//! the shard's coarse ticks) and each v2 socket's mark in it, and drops a
+//! live `new_message` a v2 socket already got from a refill or replay.
+//!
 //! Must never: be shared across threads (`Rc`/`RefCell`, one per shard),
 //! await, or do I/O. Every conversation here is owned by this shard
 //! (`shard_for(conversation, shards) == shard`).
+
+mod logs;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -21,6 +28,7 @@ use bytes::Bytes;
 
 pub use crate::audience::Audience;
 use crate::close::CloseReason;
+use crate::delivery_log::{DeliveryLog, Mark, Tick};
 use crate::outbound::{Bounds, Deferred, Outbound};
 use crate::protocol::Version;
 use crate::read_marks::ReadMarker;
@@ -62,9 +70,32 @@ pub struct Peer {
     /// `mark_read` values not yet written (`read_marks.rs`); boxed on first
     /// use, so sockets that never mark read pay one pointer.
     read_marks: RefCell<Option<Box<ReadMarker<Ticket>>>>,
+    /// A v2 socket's standing in its conversation's delivery log (set when
+    /// it joins; `None` for v1 sockets).
+    mark: RefCell<Option<Box<Mark>>>,
 }
 
 impl Peer {
+    /// Whether broadcasts to this socket are being held (initial sync or
+    /// a refill in progress).
+    pub fn is_holding(&self) -> bool {
+        self.holding.get()
+    }
+
+    /// Runs `f` on this v2 socket's mark (`None` for a v1 socket).
+    pub(crate) fn with_mark<R>(&self, f: impl FnOnce(&mut Mark) -> R) -> Option<R> {
+        self.mark.borrow_mut().as_deref_mut().map(f)
+    }
+
+    /// Whether a live `new_message` `id` already reached this socket
+    /// another way (a refill or a replay): it is not sent again.
+    fn already_has(&self, id: Option<i64>) -> bool {
+        match id {
+            Some(id) => self.mark.borrow().as_ref().is_some_and(|m| m.has(id)),
+            None => false,
+        }
+    }
+
     /// Holds broadcasts to this socket until [`release`](Self::release).
     pub fn hold(&self) {
         self.holding.set(true);
@@ -116,6 +147,11 @@ pub struct Hub {
     /// sockets that got some are listed here, to be flushed once each.
     corked: Cell<bool>,
     dirty: RefCell<Vec<Rc<Peer>>>,
+    /// Delivery logs of the conversations with a v2 socket here.
+    logs: RefCell<HashMap<ConversationId, DeliveryLog>>,
+    /// The shard's coarse clock (`delivery_log::Tick`), set by its chores
+    /// every 100 ms so fan-out reads no clock.
+    now: Cell<Tick>,
 }
 
 impl Hub {
@@ -145,12 +181,18 @@ impl Hub {
             holding: Cell::new(false),
             held: RefCell::new(Vec::new()),
             read_marks: RefCell::new(None),
+            mark: RefCell::new(None),
         })
     }
 
     /// Makes `peer` a member of its conversation (it then receives
     /// broadcasts). True when it is the conversation's first member here.
     pub fn join(&self, peer: &Rc<Peer>) -> bool {
+        if peer.version == Version::V2 {
+            let mut logs = self.logs.borrow_mut();
+            let log = logs.entry(peer.conversation_id).or_default();
+            *peer.mark.borrow_mut() = Some(Box::new(Mark::join(log)));
+        }
         let mut rooms = self.rooms.borrow_mut();
         let members = rooms.entry(peer.conversation_id).or_default();
         members.push(peer.clone());
@@ -174,6 +216,7 @@ impl Hub {
         let last = members.is_empty();
         if last {
             rooms.remove(&peer.conversation_id);
+            self.logs.borrow_mut().remove(&peer.conversation_id);
         }
         last
     }
@@ -207,8 +250,12 @@ impl Hub {
     ) -> Delivery {
         let rooms = self.rooms.borrow();
         let mut d = Delivery::default();
+        let id = self.note_delivery(conversation_id, frame);
         for peer in rooms.get(&conversation_id).into_iter().flatten() {
             if !audience.includes_socket(peer.user_id, peer.version, peer.conn_id) {
+                continue;
+            }
+            if peer.version == Version::V2 && peer.already_has(id) {
                 continue;
             }
             if peer.holding.get() {
@@ -234,6 +281,19 @@ impl Hub {
             }
         }
         d
+    }
+
+    /// Records a `new_message` in the conversation's delivery log (only
+    /// kept while it has a v2 socket here); returns its id then.
+    fn note_delivery(&self, conversation_id: ConversationId, frame: &Bytes) -> Option<i64> {
+        let mut logs = self.logs.borrow_mut();
+        if logs.is_empty() {
+            return None;
+        }
+        let log = logs.get_mut(&conversation_id)?;
+        let id = crate::resume::new_message_id(frame)?;
+        log.note(id, self.now.get());
+        Some(id)
     }
 
     /// Starts a turn: broadcasts until [`uncork`](Self::uncork) gather

@@ -20,6 +20,7 @@
 //! - [`membership`] — per-shard cache of recent admissions (user, conversation).
 //! - [`outbound`] — each socket's bounded outbound queue.
 //! - [`resume`] — a resuming socket's replay merged with the live events held meanwhile.
+//! - [`delivery_log`] — what a shard's v2 sockets of a conversation were sent (refills after a bridge loss).
 //! - [`sequencer`] — a socket's effects kept in the order it sent their frames.
 //! - [`read_marks`] — a read position as a state: one socket's `mark_read` values merged, the highest written at most every 250 ms.
 //! - [`typing_state`] — typing as a state: changes at once, repeats at most once a second.
@@ -60,6 +61,7 @@ pub mod cli;
 pub(crate) mod close;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod delivery_log;
 pub mod frame;
 #[cfg(test)]
 mod fuzz;

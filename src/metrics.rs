@@ -23,6 +23,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::close::CloseReason;
 
+pub mod refill;
 mod shard;
 pub use shard::ShardMetrics;
 
@@ -217,6 +218,7 @@ fn install_once() -> PrometheusHandle {
 /// Registers the help text of every metric with the current recorder.
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    refill::describe();
     describe_counter!(MESSAGES_RECEIVED, "Client messages received, by type.");
     describe_counter!(ERRORS_SENT, "Error replies sent, by error kind.");
     describe_counter!(

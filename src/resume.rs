@@ -4,9 +4,12 @@
 //! arrived while the replay was read. The socket registers for live events
 //! *before* the store reads what it missed; live events are held meanwhile.
 //! When the replay arrives it goes out first, then `resumed`, then the held
-//! events — except `new_message`s the replay already carried (id ≤ the last
-//! replayed id). Messages of a conversation are committed and broadcast in
-//! id order, so what is left is exactly what the replay could not see.
+//! events — except `new_message`s the replay already carried (by id: the
+//! set of replayed ids, not "≤ the last replayed id", because a message
+//! committed on another node can reach this one after a higher id was
+//! stored here, and the replay may have been read before it committed).
+//! A refill after a bridge loss (`shard_ctx/refill.rs`) merges its items
+//! with the events held meanwhile the same way.
 //!
 //! Sans-IO: frames in, frames out.
 //!
@@ -31,11 +34,13 @@ pub fn new_message_id(frame: &Bytes) -> Option<MessageId> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// The held live events that must still be sent after a replay whose
-/// newest message is `last_id`, in the order they arrived.
-pub fn after_replay(held: Vec<Bytes>, last_id: MessageId) -> impl Iterator<Item = Bytes> {
+/// The held live events that must still be sent after a replay that
+/// carried the messages `replayed` (ascending ids), in the order they
+/// arrived.
+pub fn after_replay(held: Vec<Bytes>, replayed: &[MessageId]) -> impl Iterator<Item = Bytes> + '_ {
+    debug_assert!(replayed.is_sorted());
     held.into_iter()
-        .filter(move |f| new_message_id(f).is_none_or(|id| id > last_id))
+        .filter(move |f| new_message_id(f).is_none_or(|id| replayed.binary_search(&id).is_err()))
 }
 
 #[cfg(test)]
@@ -82,7 +87,20 @@ mod tests {
             typing(),
             message(12),
         ];
-        let left: Vec<Option<i64>> = after_replay(held, 10).map(|f| new_message_id(&f)).collect();
+        let left: Vec<Option<i64>> = after_replay(held, &[8, 9, 10])
+            .map(|f| new_message_id(&f))
+            .collect();
         assert_eq!(left, [None, Some(11), None, Some(12)]);
+    }
+
+    #[test]
+    fn a_held_message_below_the_last_replayed_id_is_kept_when_not_replayed() {
+        // 9 was committed on another node before 10 but reached this one
+        // after the replay was read: it is not a repeat.
+        let held = vec![message(9), message(10), message(11)];
+        let left: Vec<Option<i64>> = after_replay(held, &[8, 10])
+            .map(|f| new_message_id(&f))
+            .collect();
+        assert_eq!(left, [Some(9), Some(11)]);
     }
 }

@@ -73,7 +73,7 @@ impl ApiState {
     ) -> Self {
         let redis = bridge
             .as_ref()
-            .and_then(|b| redis_presence::RedisPresence::new(&b.config().url, &b.config().prefix));
+            .and_then(|b| redis_presence::RedisPresence::for_bridge(b.config()));
         Self {
             keys,
             inboxes,

@@ -106,6 +106,7 @@ async fn shard_main(
     mut inbox: mpsc::UnboundedReceiver<ShardMsg>,
 ) {
     let ctx = Rc::new(ShardCtx::new(id, parts));
+    ctx.hub().set_now(crate::delivery_log::now_tick());
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|_| monoio::net::TcpListener::from_std(listener))
@@ -209,6 +210,7 @@ async fn housekeeping(ctx: Rc<ShardCtx>) {
     let mut ticks = 0u32;
     while !ctx.is_shutting_down() {
         monoio::time::sleep(Duration::from_millis(100)).await;
+        ctx.hub().set_now(crate::delivery_log::now_tick());
         ticks += 1;
         if ticks.is_multiple_of(10) {
             ctx.chores(std::time::Instant::now());
@@ -235,7 +237,7 @@ async fn drain(ctx: &Rc<ShardCtx>, inbox: &mut mpsc::UnboundedReceiver<ShardMsg>
 }
 
 /// Fans an event from another node out to this shard's member sockets.
-fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
+fn deliver_remote(ctx: &Rc<ShardCtx>, event: RemoteEvent) {
     match event.kind {
         RemoteKind::Frame => {}
         RemoteKind::Presence { origin } => {
@@ -245,6 +247,8 @@ fn deliver_remote(ctx: &ShardCtx, event: RemoteEvent) {
             return ctx.presence_snapshot(event.conversation_id, entries)
         }
         RemoteKind::NodeGone { origin } => return ctx.node_gone(origin),
+        RemoteKind::Gap { good_at } => return ctx.bridge_gap(event.conversation_id, good_at),
+        RemoteKind::Refill { good_at } => return ctx.bridge_refill(event.conversation_id, good_at),
         RemoteKind::Disconnect { user_id, code } => {
             let conversation = Some(event.conversation_id).filter(|c| *c != 0);
             if let Some(reason) = api::disconnect_reason(code) {

@@ -9,13 +9,15 @@
 //! getters and change the shard's state only through the operations
 //! below (join and leave, ordered sends, the counters, the session core's
 //! [`Rules`]). The presence glue is `shard_ctx/presence.rs`, the inbox
-//! types `shard_ctx/inbox.rs`.
+//! types `shard_ctx/inbox.rs`, the refills after a bridge loss
+//! `shard_ctx/refill.rs`.
 //!
 //! Must never: cross a thread (`Rc` and `RefCell` only), hold a `RefCell`
 //! borrow across an await, or send a socket's effect around its sequencer.
 
 mod inbox;
 mod presence;
+mod refill;
 
 pub use inbox::{ApiCall, Handoff, ShardMsg, ShardStats};
 
@@ -272,6 +274,7 @@ impl ShardCtx {
         self.membership.prune(now);
         self.typing.borrow_mut().prune(now);
         self.uploads.borrow_mut().prune(now);
+        self.prune_delivery_logs();
         self.metrics
             .set_online(self.presence.borrow().online_pairs());
         self.metrics.set_open_connections(self.hub.connections());

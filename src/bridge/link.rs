@@ -149,7 +149,7 @@ pub async fn bounded<T>(
 }
 
 /// Redis client names may not contain spaces or control characters.
-fn client_name(base: &str) -> String {
+pub(super) fn client_name(base: &str) -> String {
     base.chars()
         .map(|c| if c.is_ascii_graphic() { c } else { '_' })
         .collect()

@@ -8,7 +8,8 @@
 //! set is right when it reconnects), `UNSUBSCRIBE`s lingering channels when
 //! due, pings on the heartbeat, and on any failure — a `Disconnection` push,
 //! a failed command or heartbeat — reconnects with backoff and resubscribes
-//! to the whole set.
+//! to the whole set. A loss is reported to the shards (`bridge/gaps.rs`) at
+//! once, and its end after the resubscribe, so v2 sockets are refilled.
 //!
 //! Must never: call [`Deliver`] for this node's own events, or subscribe a
 //! channel twice per node.
@@ -45,6 +46,8 @@ pub(super) async fn run(
     let config = &shared.config;
     let mut subscriber = Subscriber {
         ttl: NodeTtl::new(config.presence_ttl),
+        good_at: Instant::now(),
+        gap: None,
         nodes_channel: presence::nodes_channel(&config.prefix),
         subs: Subscriptions::new(config.unsubscribe_linger),
         inbound: Inbound::new(&config.node_id, config.channel_prefix(), config.envelopes),
@@ -74,6 +77,11 @@ struct Subscriber {
     nodes_channel: String,
     /// The skip reasons already logged (each is logged once, then counted).
     skips_logged: Vec<EnvelopeSkip>,
+    /// When the subscribing connection was last known to work (its
+    /// subscribe confirmed, or the send of its last answered heartbeat).
+    good_at: Instant,
+    /// A loss reported to the shards and not yet ended: its `good_at`.
+    gap: Option<Instant>,
 }
 
 impl Subscriber {
@@ -86,6 +94,10 @@ impl Subscriber {
             self.set_up(false);
             let Err(error) = outcome else { return };
             tracing::warn!(%error, "bridge: subscribing connection lost, reconnecting");
+            if self.gap.is_none() {
+                self.gap = Some(self.good_at);
+                super::gaps::opened(&self.deliver, &self.subs.all(), self.good_at);
+            }
             self.shared
                 .stats
                 .reconnects_total
@@ -157,6 +169,10 @@ impl Subscriber {
         // conversation's presence again (it also answers shards that
         // started holding one while Redis was down).
         self.ttl.restart_all(Instant::now());
+        self.good_at = Instant::now();
+        if let Some(good_at) = self.gap.take() {
+            super::gaps::closed(&self.deliver, &self.subs.all(), good_at, "all");
+        }
         for id in self.subs.all() {
             self.snapshot(conn, id).await?;
         }
@@ -177,7 +193,9 @@ impl Subscriber {
                     self.unsubscribe(conn, &gone).await?;
                 }
                 _ = heartbeat.tick() => {
+                    let sent = Instant::now();
                     self.clients.ping(conn).await?;
+                    self.good_at = sent;
                     self.expire_nodes();
                 }
             }

@@ -5,7 +5,9 @@
 //! reads what it missed (`?since=`) and the read positions, then the socket
 //! gets, in this order: the replayed messages (oldest first), `resumed`,
 //! `read_state`, `presence_state` (taken when it joined), then the held live events minus what the replay already
-//! carried (`resume.rs`).
+//! carried (`resume.rs`). The replay also settles the socket's mark in the
+//! delivery log (`delivery_log.rs`), and a refill the bridge asked for
+//! meanwhile runs right after (`shard_ctx/refill.rs`).
 //!
 //! Must never: send part of a replay: when the store fails or times out
 //! the socket is closed with 1011 and gets nothing of it.
@@ -15,6 +17,7 @@ use bytes::Bytes;
 use crate::close::CloseReason;
 use crate::frame::FrameBuf;
 use crate::protocol;
+use crate::records::HistoryItem;
 use crate::resume;
 use crate::store::requests::{ReadPosition, Replay, V2Error, V2Request};
 use crate::store::MessageId;
@@ -38,7 +41,10 @@ impl Session {
         };
         let held = self.peer.release();
         match read {
-            Ok(Ok(initial)) => self.send_initial(initial, presence, held),
+            Ok(Ok(initial)) => {
+                self.send_initial(initial, presence, held);
+                self.ctx.after_hold(&self.peer);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(peer = %self.addr, user_id = self.peer.user_id, error = %e, "initial state not read, closing");
                 self.begin_close(CloseReason::Internal);
@@ -96,14 +102,16 @@ impl Session {
     fn send_initial(&self, initial: Initial, presence: Bytes, held: Vec<Bytes>) {
         let mut out = Vec::new();
         let mut push = |frame: Bytes| out.extend_from_slice(&frame);
-        let mut last_id = 0;
+        let mut replayed = Vec::new();
         if let Some((since, replay)) = initial.replay {
+            self.settle_replay(since, &replay.items);
             for item in &replay.items {
                 let mut f = FrameBuf::with_capacity(256 + item.content.len());
                 protocol::encode_replayed(f.payload(), item);
                 push(f.finish_text());
+                replayed.push(item.id);
             }
-            last_id = replay.items.last().map_or(since, |i| i.id);
+            let last_id = replay.items.last().map_or(since, |i| i.id);
             let mut f = FrameBuf::with_capacity(64);
             protocol::encode_resumed(f.payload(), last_id, replay.complete);
             push(f.finish_text());
@@ -112,9 +120,29 @@ impl Session {
         protocol::encode_read_state(f.payload(), &initial.receipts);
         push(f.finish_text());
         push(presence);
-        for frame in resume::after_replay(held, last_id) {
+        for frame in resume::after_replay(held, &replayed) {
             push(frame);
         }
         self.peer.outbound.push_control(Bytes::from(out));
     }
+
+    /// The socket resumed from `since` and is sent `items`: recent ones are
+    /// remembered (a late live copy is dropped, a refill skips them), older
+    /// ones only settle the socket up to their id.
+    fn settle_replay(&self, since: MessageId, items: &[HistoryItem]) {
+        let (lookback, retain) = self.ctx.refill_windows();
+        let retain = retain_duration(retain).max(lookback);
+        let old = chrono::Utc::now() - chrono::Duration::from_std(retain).unwrap_or_default();
+        let now = self.ctx.hub().now();
+        self.peer.with_mark(|m| {
+            m.resumed_from(since);
+            for item in items {
+                m.sent_outside(item.id, now, item.timestamp < old);
+            }
+        });
+    }
+}
+
+fn retain_duration(ticks: crate::delivery_log::Tick) -> std::time::Duration {
+    crate::delivery_log::TICK * ticks
 }
