@@ -110,6 +110,17 @@ fn node(scene: &Scene, node: &str, bridge_prefix: &str, layer: ChannelLayerConfi
     PgGateway::start(config)
 }
 
+/// Node `a` of a one-node scene: in the layer as `node-a`, with Django's
+/// settings mirrored.
+fn node_a(scene: &Scene, test: &str) -> PgGateway {
+    node(
+        scene,
+        "a",
+        &bridge_prefix(test),
+        layer_config(&scene.settings, "node-a"),
+    )
+}
+
 fn bridge_prefix(test: &str) -> String {
     format!(
         "cgl-{test}-{}-{:08x}",
@@ -374,12 +385,7 @@ fn django_group_send(test: &str, stack: Stack, kind: LayerKind) {
     let Some(scene) = scene(test, stack, |s| s.kind(kind)) else {
         return;
     };
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut bob = a.connect(scene.conv, scene.bob);
     let mut carol = open_v2(&a, scene.conv, scene.carol);
     wait_joined(&scene, 1, 1);
@@ -590,12 +596,7 @@ fn bad_values_are_dropped_and_counted() {
     let Some(scene) = scene(test, Stack::V4_3, |s| s.keys(&["layer-key"])) else {
         return;
     };
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut bob = a.connect(scene.conv, scene.bob);
     wait_joined(&scene, 1, 1);
     let queue = format!("{}chatgate.node-a!", scene.settings.prefix);
@@ -700,12 +701,7 @@ fn redis_restart(test: &str, kind: LayerKind) {
     let Some(scene) = scene(test, Stack::V4_3, |s| s.kind(kind).hosts(&[url.as_str()])) else {
         return;
     };
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut bob = a.connect(scene.conv, scene.bob);
     let mut carol = a.connect(scene.conv, scene.carol);
     wait_joined(&scene, 1, 1);
@@ -795,12 +791,7 @@ fn one_member_per_node_and_conversation() {
         return;
     };
     let host = scene.settings.hosts[0].clone();
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut b1 = a.connect(scene.conv, scene.bob);
     let mut b2 = a.connect(scene.conv, scene.bob);
     let mut c1 = a.connect(scene.conv, scene.carol);
@@ -959,12 +950,7 @@ fn channels_redis_reads_what_chatgate_writes() {
     let Some(scene) = scene(test, Stack::V4_3, |s| s.capacity(3).expiry(5)) else {
         return;
     };
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut bob = a.connect(scene.conv, scene.bob);
     wait_joined(&scene, 1, 1);
     layer_peer(&scene, "add", "cgtest.reader");
@@ -1068,12 +1054,7 @@ fn the_nginx_canary_shares_one_conversation_between_daphne_and_chatgate() {
         return;
     };
     let daphne = Daphne::start(&scene.settings);
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let Some(nginx) = nginx_support::Nginx::start(
         "canary.conf",
         &[
@@ -1178,12 +1159,7 @@ fn pubsub_subscribes_every_conversation_again_after_a_lost_connection() {
                 .unwrap()
         })
         .collect();
-    let a = node(
-        &scene,
-        "a",
-        &bridge_prefix(test),
-        layer_config(&scene.settings, "node-a"),
-    );
+    let a = node_a(&scene, test);
     let mut sockets: Vec<WsClient> = convs.iter().map(|c| a.connect(*c, scene.bob)).collect();
     let host = scene.settings.hosts[0].clone();
     let subscribed = |conv: i64| -> i64 {
